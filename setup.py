@@ -1,0 +1,42 @@
+"""keras_slim: Network Slimming (channel pruning) for Keras 3 and tf_keras."""
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "keras_slim" / "version.py").read_text()
+).group(1)
+
+EXPORT = ["ai-edge-litert>=1.2", "tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"]
+PLOTS = ["matplotlib>=3.7"]
+QAT = ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"]
+DATA = ["pillow>=9"]
+
+setup(
+    name="keras-slim",
+    version=VERSION,
+    description="Network Slimming for Keras: BN-scale sparsity training and exact "
+    "channel pruning that rebuilds a physically smaller model.",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["keras_slim", "keras_slim.*"]),
+    python_requires=">=3.10",
+    install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy>=1.24"],
+    extras_require={
+        "export": EXPORT,
+        "plots": PLOTS,
+        "qat": QAT,
+        "data": DATA,
+        "all": EXPORT + PLOTS + QAT + DATA,
+        "test": EXPORT + PLOTS + QAT + DATA + ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["keras-slim=keras_slim.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
