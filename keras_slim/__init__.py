@@ -1,0 +1,21 @@
+"""keras_slim: Network Slimming for Keras.
+
+Sparsity-train with an L1 penalty on BatchNormalization scaling factors,
+then remove the channels whose factors went to zero and get back a
+physically smaller model (Liu et al., "Learning Efficient Convolutional
+Networks through Network Slimming", ICCV 2017).
+"""
+from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.base import Handler, slice_weights
+from keras_slim.handlers.registry import register_handler
+from keras_slim.layers import ChannelSelection
+from keras_slim.planning import LayerPlan, Plan
+from keras_slim.pruning import plan, prune
+from keras_slim.regularizers import BNL1, bn_l1
+from keras_slim.sparsity import add_bn_l1
+from keras_slim.version import __version__
+
+__all__ = [
+    "BNL1", "ChannelInfo", "ChannelSelection", "Handler", "LayerPlan", "Plan",
+    "__version__", "add_bn_l1", "bn_l1", "plan", "prune", "register_handler", "slice_weights",
+]

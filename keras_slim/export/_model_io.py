@@ -1,0 +1,348 @@
+"""The model's interface (named inputs/outputs) and the data fed to it.
+
+Exports name every input and output after the Keras model (dict keys, else
+the Input / output layer names) so the exported signature is stable and
+multi-input models are fed by name, never by position.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from typing import Any, Callable, Iterable
+
+import keras
+import numpy as np
+
+from keras_slim.export.report import ExportError
+
+# Accepted forms of `sample_inputs`, `representative_data` and `labelled_data[0]`.
+DATA_FORMS = (
+    "a numpy array (single-input models), a list/tuple of arrays in model.inputs "
+    "order, or a dict {input_name: array}; arrays carry a leading batch axis"
+)
+
+
+@dataclasses.dataclass
+class ModelInterface:
+    """Names and specs of a Functional/Sequential model's flat inputs and outputs."""
+
+    model: Any
+    input_names: list[str]
+    input_shapes: list[tuple]  # Keras shapes, batch axis included (None = dynamic)
+    input_dtypes: list[str]
+    output_names: list[str]
+    aliases: dict[str, int]  # every accepted name of an input -> its position
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.input_names)
+
+
+def describe_model(model: Any) -> ModelInterface:
+    """Read the flat, uniquely named inputs/outputs of `model` (TypeError if no Model)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Expected a keras.Model (Functional or Sequential), got {type(model).__name__}: "
+            f"{model!r:.80}. Load or build the Keras 3 model first."
+        )
+    inputs = getattr(model, "_inputs_struct", None)
+    try:
+        flat_inputs = model.inputs if inputs is None else None
+    except AttributeError:
+        flat_inputs = None
+    if inputs is None and not flat_inputs:
+        raise ExportError(
+            f"Model '{model.name}' ({type(model).__name__}) has no symbolic inputs, which a "
+            "subclassed model never has. Wrap it in a Functional model first: "
+            "`inp = keras.Input(shape); model = keras.Model(inp, model(inp))`."
+        )
+    in_pairs = keras.tree.flatten_with_path(inputs if inputs is not None else flat_inputs)
+    out_struct = getattr(model, "_outputs_struct", None)
+    out_pairs = keras.tree.flatten_with_path(out_struct if out_struct is not None else model.outputs)
+
+    input_names = _unique([_tensor_name(p, t) for p, t in in_pairs], "input")
+    output_names = _unique([_tensor_name(p, t) for p, t in out_pairs], "output")
+    aliases: dict[str, int] = {}
+    for i, (path, t) in enumerate(in_pairs):
+        for alias in (input_names[i], _tensor_name(path, t), getattr(t, "name", None)):
+            if alias:
+                aliases.setdefault(alias, i)
+    return ModelInterface(
+        model=model,
+        input_names=input_names,
+        input_shapes=[tuple(t.shape) for _, t in in_pairs],
+        input_dtypes=[str(t.dtype) for _, t in in_pairs],
+        output_names=output_names,
+        aliases=aliases,
+    )
+
+
+def _tensor_name(path: tuple, tensor: Any) -> str:
+    if path and isinstance(path[-1], str):  # dict input/output: the key is the name
+        return path[-1]
+    history = getattr(tensor, "_keras_history", None)
+    op = getattr(history, "operation", None)
+    return getattr(op, "name", None) or getattr(tensor, "name", "") or ""
+
+
+def _unique(names: list[str], prefix: str) -> list[str]:
+    """Valid identifiers (TF signature keys and ONNX names need them), made unique."""
+    out: list[str] = []
+    for i, name in enumerate(names):
+        clean = re.sub(r"\W", "_", name) or f"{prefix}_{i}"
+        if clean[0].isdigit():
+            clean = f"{prefix}_{clean}"
+        base, k = clean, 1
+        while clean in out:
+            clean, k = f"{base}_{k}", k + 1
+        out.append(clean)
+    return out
+
+
+def call_model(model: Any, flat_inputs: list, training: bool = False) -> list:
+    """Call a Functional/Sequential model on flat inputs; flat outputs back."""
+    struct = getattr(model, "_inputs_struct", None)
+    if struct is not None:
+        x = keras.tree.pack_sequence_as(struct, list(flat_inputs))
+    else:
+        x = flat_inputs[0] if len(flat_inputs) == 1 else list(flat_inputs)
+    return keras.tree.flatten(model(x, training=training))
+
+
+def keras_outputs(model: Any, flat_inputs: list[np.ndarray], chunk: int = 64) -> list[np.ndarray]:
+    """Reference outputs of the Keras model in inference mode, in chunks to bound memory."""
+    n = len(flat_inputs[0])
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, n, chunk):
+        batch = [x[start:start + chunk] for x in flat_inputs]
+        parts.append([keras.ops.convert_to_numpy(o) for o in call_model(model, batch)])
+    return [np.concatenate(p, axis=0) for p in zip(*parts)]
+
+
+# ------------------------------------------------------------------ input data
+def as_flat_inputs(data: Any, iface: ModelInterface, what: str) -> list[np.ndarray]:
+    """Normalise one batch in any accepted form to arrays in input order (ExportError)."""
+    flat = _try_flat(data, iface)
+    if isinstance(flat, str):
+        raise ExportError(f"{what}: {flat}. Expected {DATA_FORMS}; the model's inputs are "
+                          f"{_describe_inputs(iface)}.")
+    return flat
+
+
+def _try_flat(data: Any, iface: ModelInterface) -> list[np.ndarray] | str:
+    """Arrays in input order with a batch axis, or a string saying why `data` does not fit."""
+    if isinstance(data, dict):
+        unknown = [k for k in data if k not in iface.aliases]
+        if unknown:
+            return f"unknown input name(s) {unknown}"
+        items = {iface.aliases[k]: v for k, v in data.items()}
+        if sorted(items) != list(range(iface.num_inputs)):
+            missing = [iface.input_names[i] for i in range(iface.num_inputs) if i not in items]
+            return f"missing input(s) {missing}"
+        values = [items[i] for i in range(iface.num_inputs)]
+    elif isinstance(data, (list, tuple)):
+        values = list(data)
+    else:
+        values = [data]
+    if len(values) != iface.num_inputs:
+        return f"got {len(values)} array(s) for {iface.num_inputs} input(s)"
+    flat = []
+    for i, value in enumerate(values):
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as err:
+            return f"input '{iface.input_names[i]}' is not array-like ({err})"
+        shape = iface.input_shapes[i]
+        if arr.ndim == len(shape) - 1:  # an unbatched sample
+            arr = arr[None]
+        if arr.ndim != len(shape) or any(
+                s is not None and s != a for s, a in zip(shape[1:], arr.shape[1:])):
+            return (f"input '{iface.input_names[i]}' has shape {arr.shape}, the model wants "
+                    f"{shape}")
+        flat.append(arr.astype(iface.input_dtypes[i], copy=False))
+    if len({len(a) for a in flat}) != 1:
+        return f"inputs have different batch sizes {[len(a) for a in flat]}"
+    return flat
+
+
+def _describe_inputs(iface: ModelInterface) -> str:
+    return ", ".join(f"'{n}' {s} {d}" for n, s, d in
+                     zip(iface.input_names, iface.input_shapes, iface.input_dtypes))
+
+
+def _element_inputs(element: Any, iface: ModelInterface) -> list[np.ndarray]:
+    """One element of a dataset/generator: x, or (x, y[, w]) as Keras' fit takes."""
+    element = _to_numpy_structure(element)
+    flat = _try_flat(element, iface)
+    if isinstance(flat, str) and isinstance(element, (list, tuple)) and len(element) in (2, 3):
+        second = _try_flat(element[0], iface)
+        if not isinstance(second, str):
+            return second
+    if isinstance(flat, str):
+        raise ExportError(f"representative_data element does not fit the model: {flat}. Each "
+                          f"element must be x or (x, y), x being {DATA_FORMS}; the model's "
+                          f"inputs are {_describe_inputs(iface)}.")
+    return flat
+
+
+def _to_numpy_structure(element: Any) -> Any:
+    if hasattr(element, "numpy") and not isinstance(element, np.ndarray):
+        return element.numpy()
+    if isinstance(element, dict):
+        return {k: _to_numpy_structure(v) for k, v in element.items()}
+    if isinstance(element, (list, tuple)):
+        return type(element)(_to_numpy_structure(v) for v in element) \
+            if not hasattr(element, "_fields") else tuple(_to_numpy_structure(v) for v in element)
+    return element
+
+
+def collect_samples(data: Any, iface: ModelInterface, limit: int, what: str) -> list[np.ndarray]:
+    """Up to `limit` samples from arrays, a tf.data.Dataset, a generator or a callable.
+
+    Returns arrays in input order, each with a leading axis of length <= limit.
+    Generators are read once, so the result is reused for calibration and checks.
+    """
+    if limit < 1:
+        raise ValueError(f"{what}: need at least one sample, limit={limit}")
+    if isinstance(data, (np.ndarray, list, tuple, dict)) or _is_tensor(data):
+        flat = as_flat_inputs(_to_numpy_structure(data), iface, what)
+        return [a[:limit] for a in flat]
+    iterable = _as_iterable(data, what)
+    batches, count = [], 0
+    for element in iterable:
+        flat = _element_inputs(element, iface)
+        batches.append(flat)
+        count += len(flat[0])
+        if count >= limit:
+            break
+    if not batches:
+        raise ExportError(f"{what} yielded no samples.")
+    return [np.concatenate(parts, axis=0)[:limit] for parts in zip(*batches)]
+
+
+def _is_tensor(data: Any) -> bool:
+    return hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "numpy")
+
+
+def _as_iterable(data: Any, what: str) -> Iterable:
+    if _is_dataset(data):
+        return data.as_numpy_iterator()
+    if hasattr(data, "__next__"):
+        return data
+    if callable(data):  # TFLiteConverter convention: a function returning a generator
+        result = data()
+        if hasattr(result, "__iter__"):
+            return result
+        raise ExportError(f"{what}: the callable returned {type(result).__name__}, not an "
+                          "iterable of samples.")
+    if hasattr(data, "__iter__"):
+        return iter(data)
+    raise ExportError(f"{what}: unsupported type {type(data).__name__}. Pass a tf.data.Dataset, "
+                      f"{DATA_FORMS}, a generator, or a callable returning one.")
+
+
+def _is_dataset(data: Any) -> bool:
+    return type(data).__module__.startswith("tensorflow") and hasattr(data, "as_numpy_iterator")
+
+
+def random_inputs(iface: ModelInterface, n: int, seed: int = 0) -> list[np.ndarray]:
+    """Random inputs in each input's shape (dynamic non-batch axes become 8)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for shape, dtype in zip(iface.input_shapes, iface.input_dtypes):
+        full = (n,) + tuple(8 if d is None else d for d in shape[1:])
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            out.append(rng.integers(0, 2, size=full).astype(dtype))  # safe ids for embeddings
+        elif np.dtype(dtype) == np.bool_:
+            out.append(rng.integers(0, 2, size=full).astype(bool))
+        else:
+            out.append(rng.uniform(-1.0, 1.0, size=full).astype(dtype))
+    return out
+
+
+def iter_batches(flat: list[np.ndarray], batch: int | None) -> Iterable[list[np.ndarray]]:
+    """Split arrays into runtime batches (the whole set when the batch axis is dynamic)."""
+    n = len(flat[0])
+    step = batch or n
+    for start in range(0, n, step):
+        yield [a[start:start + step] for a in flat]
+
+
+# ------------------------------------------------------------------ comparisons
+def output_errors(refs: list[np.ndarray], outs: list[np.ndarray]) -> tuple[float, float]:
+    """(max |diff|, max over outputs of max|diff| / max(1, max|ref|)); inf on NaN/shape clash."""
+    max_abs, max_rel = 0.0, 0.0
+    for ref, out in zip(refs, outs):
+        ref = np.asarray(ref, np.float64)
+        out = np.asarray(out, np.float64)
+        if ref.shape != out.shape:
+            return float("inf"), float("inf")
+        diff = np.abs(ref - out)
+        err = float(diff.max()) if diff.size else 0.0
+        if not np.isfinite(err):
+            return float("inf"), float("inf")
+        scale = max(1.0, float(np.abs(ref).max()) if ref.size else 0.0)
+        max_abs, max_rel = max(max_abs, err), max(max_rel, err / scale)
+    return max_abs, max_rel
+
+
+def labels_to_classes(y: Any) -> np.ndarray:
+    """Integer class ids from integer labels (N,) / (N, 1) or one-hot / scores (N, C)."""
+    y = np.asarray(y)
+    if y.ndim >= 2 and y.shape[-1] > 1:
+        return y.reshape(len(y), -1).argmax(axis=-1)
+    return y.reshape(len(y)).astype(np.int64)
+
+
+def top1_stats(ref: np.ndarray, out: np.ndarray, y: Any) -> tuple[float, float, float]:
+    """(agreement of argmaxes, Keras accuracy, exported accuracy) for one output."""
+    ref_cls = ref.reshape(len(ref), -1).argmax(axis=-1)
+    out_cls = out.reshape(len(out), -1).argmax(axis=-1)
+    labels = labels_to_classes(y)
+    if len(labels) != len(ref_cls):
+        raise ExportError(f"labelled_data has {len(ref_cls)} inputs but {len(labels)} labels.")
+    return (float(np.mean(ref_cls == out_cls)), float(np.mean(ref_cls == labels)),
+            float(np.mean(out_cls == labels)))
+
+
+def verify(
+    iface: ModelInterface,
+    run: Callable[[list[np.ndarray]], list[np.ndarray]],
+    batch: int | None,
+    samples: list[np.ndarray],
+) -> tuple[float, float]:
+    """Run `samples` through the exported file (`run`) and Keras; return the errors."""
+    refs = keras_outputs(iface.model, samples)
+    outs = [np.concatenate(p, axis=0) for p in
+            zip(*(run(b) for b in iter_batches(samples, batch)))]
+    return output_errors(refs, outs)
+
+
+def labelled_check(
+    iface: ModelInterface,
+    run: Callable[[list[np.ndarray]], list[np.ndarray]],
+    batch: int | None,
+    labelled_data: Any,
+    label_output: str | None,
+) -> tuple[float, float, float]:
+    """Top-1 agreement and both accuracies on `labelled_data=(x, y)`."""
+    if not (isinstance(labelled_data, (tuple, list)) and len(labelled_data) == 2):
+        raise ExportError("labelled_data must be a pair (x, y): x in the form "
+                          f"{DATA_FORMS}, y integer labels (N,) or one-hot (N, C); got "
+                          f"{type(labelled_data).__name__}.")
+    x = as_flat_inputs(labelled_data[0], iface, "labelled_data x")
+    if label_output is None:
+        index = 0
+    elif label_output in iface.output_names:
+        index = iface.output_names.index(label_output)
+    else:
+        raise ExportError(f"label_output={label_output!r} is not an output; outputs are "
+                          f"{iface.output_names}.")
+    ref = keras_outputs(iface.model, x)[index]
+    out = np.concatenate([run(b)[index] for b in iter_batches(x, batch)], axis=0)
+    return top1_stats(ref, out, labelled_data[1])
+
+
+def first(iterable: Iterable, n: int) -> list:
+    return list(itertools.islice(iterable, n))

@@ -1,0 +1,146 @@
+"""Result types of the export and benchmark functions."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+
+class ExportError(RuntimeError):
+    """An export could not be produced or did not pass verification.
+
+    When this is raised no file has been written at the requested path.
+    """
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    """One input or output of an exported model, as the runtime sees it."""
+
+    name: str
+    shape: tuple  # -1 marks a dynamic dimension
+    dtype: str
+    scale: float | None = None  # quantization scale (per-tensor), None if float
+    zero_point: int | None = None
+
+    def __str__(self) -> str:
+        shape = "x".join("?" if d < 0 else str(d) for d in self.shape) or "scalar"
+        quant = "" if self.scale is None else f" q(scale={self.scale:.6g}, zp={self.zero_point})"
+        return f"{self.name}: {self.dtype}[{shape}]{quant}"
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What `export_tflite` / `export_onnx` wrote and how well it matches Keras.
+
+    Errors compare the exported file (run in LiteRT / onnxruntime) against the
+    Keras model on the same inputs: `max_abs_error` is max |diff| over all
+    outputs, `max_rel_error` is max over outputs of max|diff| / max(1, max|ref|).
+    """
+
+    path: str
+    format: str  # "tflite" or "onnx"
+    quantize: str | None
+    size_bytes: int
+    op_histogram: dict[str, int]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    verified: bool = False
+    num_verify_samples: int = 0
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    top1_agreement: float | None = None  # fraction of samples where argmaxes agree
+    keras_accuracy: float | None = None
+    exported_accuracy: float | None = None
+    folded_batchnorms: int = 0
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (JSON serialisable)."""
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        rows = [
+            ("file", self.path),
+            ("format", self.format + (f" ({self.quantize})" if self.quantize else " (float32)")),
+            ("size", _fmt_bytes(self.size_bytes)),
+            ("inputs", "; ".join(map(str, self.inputs))),
+            ("outputs", "; ".join(map(str, self.outputs))),
+            ("ops", ", ".join(f"{k}x{v}" for k, v in
+                              sorted(self.op_histogram.items(), key=lambda kv: (-kv[1], kv[0])))),
+        ]
+        if self.folded_batchnorms:
+            rows.append(("folded BN", str(self.folded_batchnorms)))
+        if self.verified:
+            rows.append(("verified on", f"{self.num_verify_samples} samples"))
+            rows.append(("max abs err", f"{self.max_abs_error:.3g}"))
+            rows.append(("max rel err", f"{self.max_rel_error:.3g}"))
+        else:
+            rows.append(("verified", "no"))
+        if self.top1_agreement is not None:
+            rows.append(("top-1 agree", f"{self.top1_agreement:.2%}"))
+            rows.append(("accuracy", f"keras {self.keras_accuracy:.2%} / "
+                                     f"{self.format} {self.exported_accuracy:.2%}"))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+@dataclasses.dataclass
+class LatencyReport:
+    """Batch-1 latency of one model file in one runtime configuration (ms)."""
+
+    path: str
+    runtime: str  # "litert" or "onnxruntime"
+    threads: int
+    runs: int
+    warmup: int
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    accelerated: bool  # XNNPACK for LiteRT, graph optimisations for onnxruntime
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (f"{self.path} [{self.runtime}, {self.threads} thread(s)]: "
+                f"median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms "
+                f"({self.runs} runs after {self.warmup} warm-up)")
+
+
+@dataclasses.dataclass
+class LatencyTable:
+    """Several `LatencyReport`s, printable side by side (one row per file)."""
+
+    reports: list[LatencyReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reports": [r.to_dict() for r in self.reports]}
+
+    def __str__(self) -> str:
+        threads = sorted({r.threads for r in self.reports})
+        files = list(dict.fromkeys((r.path, r.runtime) for r in self.reports))
+        header = ["file", "runtime"] + [f"{t}T median / p90 ms" for t in threads]
+        rows = []
+        for path, runtime in files:
+            row = [path, runtime]
+            for t in threads:
+                hit = [r for r in self.reports
+                       if (r.path, r.runtime, r.threads) == (path, runtime, t)]
+                row.append(f"{hit[0].median_ms:.3f} / {hit[0].p90_ms:.3f}" if hit else "-")
+            rows.append(row)
+        return _table(header, rows)
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable, keeps type checkers quiet
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])

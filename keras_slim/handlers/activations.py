@@ -1,0 +1,136 @@
+"""Element-wise layers: activations, noise/dropout, rescaling."""
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+
+from keras_slim import _keras
+from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.base import Handler, slice_weights
+
+
+def preserves_zero(activation) -> bool:
+    """True if the activation function maps 0 to 0 (relu, swish, tanh, ...)."""
+    if activation is None:
+        return True
+    fn = keras.activations.get(activation)
+    return _maps_zero_to_zero(fn)
+
+
+def _maps_zero_to_zero(fn) -> bool:
+    try:
+        value = keras.ops.convert_to_numpy(fn(keras.ops.zeros((1, 1))))
+    except Exception:  # an activation that needs more context: assume it does not
+        return False
+    return bool(np.all(np.asarray(value) == 0))
+
+
+@functools.lru_cache(maxsize=512)
+def _layer_maps_zero(cls, config_key: str, config_items) -> bool:
+    layer = cls.from_config(dict(config_items))
+    return _maps_zero_to_zero(layer)
+
+
+def layer_preserves_zero(layer) -> bool:
+    """Evaluate a fresh copy of an element-wise layer on zeros (never the layer itself)."""
+    config = layer.get_config()
+    try:
+        items = tuple(sorted((k, _freeze(v)) for k, v in config.items()))
+        return _layer_maps_zero(type(layer), repr(items), items)
+    except TypeError:  # unhashable config: evaluate without the cache
+        return _maps_zero_to_zero(_keras.new_layer(layer))
+
+
+def _freeze(v):
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    hash(v)
+    return v
+
+
+class ElementwiseHandler(Handler):
+    """Channel-wise, weightless layers: channels pass through unchanged.
+
+    The `zero` bit survives iff the layer maps 0 to 0, which is checked by
+    running a fresh copy of the layer on zeros.
+    """
+
+    def __init__(self, always_zero_preserving: bool = False):
+        self.always = always_zero_preserving
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        if x is None:
+            return ctx.barrier(ins, "no channel axis")
+        if self.always or layer_preserves_zero(ctx.layer):
+            return [x]
+        return [ChannelInfo(x.ids, np.zeros(len(x), bool))]
+
+
+class SoftmaxHandler(ElementwiseHandler):
+    """Softmax over a non-channel axis is element-wise per channel; over channels it mixes."""
+
+    def flow(self, ctx, ins):
+        axis = ctx.layer.axis
+        rank = len(ctx.in_shapes[0]) if ctx.in_shapes else 0
+        axes = axis if isinstance(axis, (list, tuple)) else [axis]
+        if any(a % rank == rank - 1 for a in axes):
+            return ctx.barrier(ins, "softmax over the channel axis")
+        return [ChannelInfo(ins[0].ids, np.zeros(len(ins[0]), bool))]
+
+
+class PReLUHandler(ElementwiseHandler):
+    """PReLU: per-channel alpha (unless the channel axis is shared)."""
+
+    shares_channels = True
+
+    def __init__(self):
+        super().__init__(always_zero_preserving=True)
+
+    def rebuild(self, layer, in_keep, out_keep):
+        alpha = _keras.weight(layer, "alpha")
+        rules = {}
+        if alpha is not None and alpha.shape[-1] > 1:
+            rules["alpha"] = [(-1, out_keep[0])]
+        return layer.get_config(), slice_weights(layer, rules)
+
+
+class RescalingHandler(ElementwiseHandler):
+    """x * scale + offset with scalar scale/offset; per-channel values are a barrier."""
+
+    def flow(self, ctx, ins):
+        layer = ctx.layer
+        if not (np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0):
+            return ctx.barrier(ins, "per-channel Rescaling")
+        x = ins[0]
+        zero = x.zero & (float(layer.offset) == 0.0)
+        return [ChannelInfo(x.ids, zero)]
+
+
+class NormalizationHandler(Handler):
+    """keras.layers.Normalization on the channel axis: per-channel affine."""
+
+    shares_channels = True
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        layer = ctx.layer
+        rank = len(ctx.in_shapes[0]) if ctx.in_shapes else 0
+        axis = layer.axis if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
+        if x is None or tuple(a % rank for a in axis) != (rank - 1,):
+            return ctx.barrier(ins, "Normalization not on the channel axis")
+        return [ChannelInfo(x.ids, np.zeros(len(x), bool))]
+
+    def rebuild(self, layer, in_keep, out_keep):
+        config = layer.get_config()
+        keep = out_keep[0]
+        for key in ("mean", "variance"):
+            if config.get(key) is not None and np.ndim(config[key]) > 0:
+                config[key] = np.take(np.asarray(config[key]), keep, axis=-1).tolist()
+        weights = [np.take(w, keep, axis=-1) if np.ndim(w) > 0 and w.shape[-1] > 1 else w
+                   for _, w in _keras.get_weights(layer)]
+        return config, weights

@@ -1,0 +1,66 @@
+"""The handler interface: how one layer family takes part in pruning."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from keras_slim import _keras
+from keras_slim.coupling import ChannelInfo, FlowContext
+
+
+class Handler:
+    """Describes one layer family to the pruner.
+
+    A handler answers three questions:
+
+    * `flow`: how channels go through the layer (coupling). Given the
+      `ChannelInfo` of each tensor argument (None where it has no channel
+      axis), return one for each output: fresh ids for channels the layer
+      creates, the input's ids for channels it passes through, united ids
+      where it ties channels together. Use `ctx.use(info)` for every input
+      whose channels the layer mixes (so only dead channels may go) and
+      `ctx.barrier(ins, reason)` for anything it cannot follow.
+    * `rebuild`: the new config and weights, given for each input and output
+      the positions (np.ndarray of int) of the channels that stay.
+    * `macs`: multiply-accumulates for given input/output shapes.
+
+    `shares_channels` says that all calls of one layer object must keep the
+    same channels (true for anything with per-channel weights).
+    """
+
+    shares_channels = False
+
+    def flow(self, ctx: FlowContext, ins: list) -> list:
+        raise NotImplementedError
+
+    def rebuild(self, layer, in_keep: Sequence, out_keep: Sequence) -> tuple[dict, list]:
+        """Return (config, weights in `layer.weights` order) for the smaller layer."""
+        return layer.get_config(), [w for _, w in _keras.get_weights(layer)]
+
+    def macs(self, layer, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple]) -> int:
+        return 0
+
+
+def slice_weights(layer, rules: dict) -> list:
+    """Slice each weight by `rules[name] = [(axis, positions), ...]`, in order."""
+    out = []
+    for name, value in _keras.get_weights(layer):
+        for axis, positions in rules.get(name, ()):
+            if positions is not None:
+                value = np.take(value, positions, axis=axis)
+        out.append(value)
+    return out
+
+
+def spatial(shape) -> int:
+    """Product of the non-batch, non-channel dims (1 for a (batch, C) tensor)."""
+    return int(np.prod([d for d in shape[1:-1]], dtype=np.int64)) if len(shape) > 2 else 1
+
+
+def first(ins: list) -> ChannelInfo | None:
+    return ins[0] if ins else None
+
+
+def channels_last(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") in (None, "channels_last")

@@ -1,0 +1,107 @@
+"""Convolutions: regular, transposed, depthwise and separable."""
+from __future__ import annotations
+
+import numpy as np
+
+from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.activations import preserves_zero
+from keras_slim.handlers.base import Handler, channels_last, slice_weights, spatial
+
+
+class ConvHandler(Handler):
+    """Conv1D/2D/3D: mixes its input channels, creates `filters` new ones.
+
+    Grouped convs and channels_first are barriers (their channel layout is
+    not the last axis / not independent per filter).
+    """
+
+    shares_channels = True
+    in_axis, out_axis = -2, -1
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        layer = ctx.layer
+        if x is None or not channels_last(layer) or getattr(layer, "groups", 1) != 1:
+            why = "grouped conv" if getattr(layer, "groups", 1) != 1 else "channels_first or no channel axis"
+            return ctx.barrier(ins, why)
+        ctx.use(x)
+        out = ctx.fresh(0)
+        ctx.produce(out)
+        return [out]
+
+    def rebuild(self, layer, in_keep, out_keep):
+        config = layer.get_config()
+        config["filters"] = len(out_keep[0])
+        weights = slice_weights(layer, {
+            "kernel": [(self.in_axis, in_keep[0]), (self.out_axis, out_keep[0])],
+            "bias": [(0, out_keep[0])],
+        })
+        return config, weights
+
+    def macs(self, layer, in_shapes, out_shapes):
+        k = int(np.prod(layer.kernel_size))
+        return spatial(out_shapes[0]) * k * in_shapes[0][-1] * out_shapes[0][-1]
+
+
+class ConvTransposeHandler(ConvHandler):
+    """Conv*Transpose: kernel is (..., out, in)."""
+
+    in_axis, out_axis = -1, -2
+
+    def macs(self, layer, in_shapes, out_shapes):
+        k = int(np.prod(layer.kernel_size))
+        return spatial(in_shapes[0]) * k * in_shapes[0][-1] * out_shapes[0][-1]
+
+
+class DepthwiseHandler(Handler):
+    """DepthwiseConv1D/2D: output channel c*m+k belongs to input channel c.
+
+    Input channel c and its `depth_multiplier` outputs are one unit: the
+    output ids repeat the input ids, so they are kept or removed together.
+    """
+
+    shares_channels = True
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        layer = ctx.layer
+        if x is None or not channels_last(layer):
+            return ctx.barrier(ins, "channels_first or no channel axis")
+        m = int(layer.depth_multiplier)
+        keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
+        zero = np.repeat(x.zero, m) & keeps_zero
+        return [ChannelInfo(np.repeat(x.ids, m), zero)]
+
+    def rebuild(self, layer, in_keep, out_keep):
+        return layer.get_config(), slice_weights(layer, {
+            "kernel": [(-2, in_keep[0])],
+            "depthwise_kernel": [(-2, in_keep[0])],
+            "bias": [(0, out_keep[0])],
+        })
+
+    def macs(self, layer, in_shapes, out_shapes):
+        k = int(np.prod(layer.kernel_size))
+        return spatial(out_shapes[0]) * k * out_shapes[0][-1]
+
+
+class SeparableHandler(ConvHandler):
+    """SeparableConv1D/2D: depthwise (input-coupled) then pointwise (new channels)."""
+
+    def rebuild(self, layer, in_keep, out_keep):
+        m = int(layer.depth_multiplier)
+        keep_in = np.asarray(in_keep[0])
+        expanded = (keep_in[:, None] * m + np.arange(m)[None, :]).ravel()
+        config = layer.get_config()
+        config["filters"] = len(out_keep[0])
+        weights = slice_weights(layer, {
+            "depthwise_kernel": [(-2, keep_in)],
+            "pointwise_kernel": [(-2, expanded), (-1, out_keep[0])],
+            "bias": [(0, out_keep[0])],
+        })
+        return config, weights
+
+    def macs(self, layer, in_shapes, out_shapes):
+        k = int(np.prod(layer.kernel_size))
+        m = int(layer.depth_multiplier)
+        cin, cout = in_shapes[0][-1], out_shapes[0][-1]
+        return spatial(out_shapes[0]) * (k * cin * m + cin * m * cout)

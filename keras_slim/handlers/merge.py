@@ -1,0 +1,87 @@
+"""Element-wise merges (Add, Multiply, ...) and Concatenate."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_slim import _keras
+
+from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.base import Handler
+
+# How the `zero` bit combines: Add(0, 0) = 0 needs all inputs dead,
+# Multiply(0, s) = 0 needs any.
+ALL, ANY = "all", "any"
+
+
+class MergeHandler(Handler):
+    """Element-wise merge of tensors: the same channel of every input is one unit.
+
+    Inputs whose channel axis has length 1 broadcast and are not coupled.
+    """
+
+    def __init__(self, zero_rule: str = ALL):
+        self.zero_rule = zero_rule
+
+    def flow(self, ctx, ins):
+        tensors = [x for x in ins if x is not None]
+        if not tensors or len(tensors) != len(ins):
+            return ctx.barrier(ins, "merge of tensors without a channel axis")
+        n = max(len(x) for x in tensors)
+        full = [x for x in tensors if len(x) == n]
+        broadcast = [x for x in tensors if len(x) != n]
+        if any(len(x) != 1 for x in broadcast):
+            return ctx.barrier(ins, "merge of tensors with different channel counts")
+        for other in full[1:]:
+            ctx.union(full[0], other)
+        zeros = [x.zero for x in full] + [np.full(n, x.zero[0]) for x in broadcast]
+        combine = np.logical_and if self.zero_rule == ALL else np.logical_or
+        zero = zeros[0]
+        for z in zeros[1:]:
+            zero = combine(zero, z)
+        return [ChannelInfo(full[0].ids, zero)]
+
+
+class ConcatenateHandler(Handler):
+    """Concatenate on the channel axis joins channel ids end to end.
+
+    On any other axis the inputs share channels position by position.
+    """
+
+    def flow(self, ctx, ins):
+        if any(x is None for x in ins) or not ins:
+            return ctx.barrier(ins, "concatenation of tensors without a channel axis")
+        rank = len(ctx.out_shapes[0])
+        if ctx.layer.axis % rank == rank - 1:
+            return [ChannelInfo(np.concatenate([x.ids for x in ins]),
+                                np.concatenate([x.zero for x in ins]))]
+        return MergeHandler(ALL).flow(ctx, ins)
+
+
+class ScalarOpHandler(Handler):
+    """A `keras.ops` binary op in a graph (`x + 3.0`, `x * s`, `ops.maximum(a, b)`).
+
+    With two tensors it is a merge; with one tensor and a scalar it is
+    element-wise, and a fresh copy of the op evaluated on zeros tells whether
+    a dead channel stays zero. A non-scalar constant is a barrier.
+    """
+
+    def __init__(self, zero_rule: str = ALL):
+        self.merge = MergeHandler(zero_rule)
+
+    def flow(self, ctx, ins):
+        if len(ins) == 2:
+            return self.merge.flow(ctx, ins)
+        args = ctx.call.call.args
+        tensor_pos = [i for i, a in enumerate(args) if _keras.is_tensor(a)]
+        scalars_ok = all(np.ndim(a) == 0 for i, a in enumerate(args) if i not in tensor_pos)
+        if len(ins) != 1 or ins[0] is None or len(tensor_pos) != 1 or not scalars_ok:
+            return ctx.barrier(ins, "op with a non-scalar constant")
+        x = ins[0]
+        probe = [np.zeros((1, 1), "float32") if i in tensor_pos else a for i, a in enumerate(args)]
+        try:
+            value = keras.ops.convert_to_numpy(_keras.new_layer(ctx.layer)(*probe))
+            keeps = bool(np.all(np.asarray(value) == 0))
+        except Exception:
+            keeps = False
+        return [ChannelInfo(x.ids, x.zero & keeps)]

@@ -1,0 +1,49 @@
+"""BatchNormalization: the scaling factors that Network Slimming ranks."""
+from __future__ import annotations
+
+import numpy as np
+
+from keras_slim import _keras
+from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.base import Handler, slice_weights
+
+
+class BatchNormHandler(Handler):
+    """BN on the channel axis; with scale=True its |gamma| scores its channels.
+
+    After BN with gamma = beta = 0 a channel is identically zero, so BN sets
+    the `zero` bit. Channel selection: when the BN's input is also read by
+    other layers (after an Add or a Concatenate), removing a channel from
+    that shared tensor would touch the other readers; instead the BN reads
+    its own selection of channels (fresh ids, each requiring the input
+    channel it comes from) and the rebuilt model gathers them with a
+    `ChannelSelection` layer in front of the BN.
+    """
+
+    shares_channels = True
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        layer = ctx.layer
+        rank = len(ctx.in_shapes[0]) if ctx.in_shapes else 0
+        axis = layer.axis if isinstance(layer.axis, int) else (
+            layer.axis[0] if len(layer.axis) == 1 else None)
+        if x is None or axis is None or axis % rank != rank - 1:
+            return ctx.barrier(ins, "BatchNormalization not on the last axis")
+        if not layer.scale:
+            # (x - mean) / std + beta: per-channel affine, nothing to score.
+            return [ChannelInfo(x.ids, np.zeros(len(x), bool))]
+        if ctx.options.channel_selection and ctx.input_fanout(0) > 1:
+            selected = ChannelInfo(ctx.new(len(x)), x.zero.copy())
+            ctx.require(selected.ids, x.ids)
+            ctx.produce(selected)
+            ctx.mark("select")
+            x = selected
+        gamma = _keras.weight(layer, "gamma")
+        ctx.score(x, np.abs(gamma))
+        return [ChannelInfo(x.ids, np.ones(len(x), bool))]
+
+    def rebuild(self, layer, in_keep, out_keep):
+        keep = out_keep[0]
+        rules = {n: [(0, keep)] for n in ("gamma", "beta", "moving_mean", "moving_variance")}
+        return layer.get_config(), slice_weights(layer, rules)

@@ -1,0 +1,57 @@
+"""Layers that move values around without mixing channels."""
+from __future__ import annotations
+
+import numpy as np
+
+from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.base import Handler, channels_last
+
+
+class PassThroughHandler(Handler):
+    """Pooling, padding, cropping, upsampling, dropout: channels pass unchanged.
+
+    Each maps a zero channel to zero (max-pool, avg-pool, zero-padding, ...).
+    """
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        if x is None or not channels_last(ctx.layer):
+            return ctx.barrier(ins, "channels_first or no channel axis")
+        return [x] + [None] * (len(ctx.call.outputs) - 1)
+
+
+class FlattenHandler(Handler):
+    """Flatten of (batch, d1..dk, C): position p*C + c carries channel c."""
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        if x is None or not channels_last(ctx.layer):
+            return ctx.barrier(ins, "channels_first or no channel axis")
+        in_shape = ctx.in_shapes[0]
+        if any(d is None for d in in_shape[1:]):
+            return ctx.barrier(ins, "Flatten of a tensor with unknown dimensions")
+        repeats = int(np.prod(in_shape[1:-1], dtype=np.int64)) if len(in_shape) > 2 else 1
+        return [ChannelInfo(np.tile(x.ids, repeats), np.tile(x.zero, repeats))]
+
+
+class ReshapeHandler(Handler):
+    """Reshape keeps channels where the last axis survives or is flattened."""
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        in_shape, out_shape = ctx.in_shapes[0], ctx.out_shapes[0]
+        if x is None or len(out_shape) < 2 or any(d is None for d in in_shape[1:]):
+            return ctx.barrier(ins, "reshape with unknown dimensions")
+        if out_shape[-1] == in_shape[-1]:
+            return [x]
+        if len(out_shape) == 2 and out_shape[-1] == int(np.prod(in_shape[1:], dtype=np.int64)):
+            return FlattenHandler().flow(ctx, ins)
+        return ctx.barrier(ins, f"reshape {tuple(in_shape)} -> {tuple(out_shape)} moves the channel axis")
+
+
+class PermuteHandler(Handler):
+    def flow(self, ctx, ins):
+        dims = tuple(ctx.layer.dims)
+        if ins and ins[0] is not None and dims and dims[-1] == len(dims):
+            return [ins[0]]
+        return ctx.barrier(ins, "permute moves the channel axis")

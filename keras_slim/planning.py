@@ -1,0 +1,373 @@
+"""Plan: global threshold over channel scores, per-layer constraints, report."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from typing import Iterable
+
+import numpy as np
+
+from keras_slim import _keras, criteria
+from keras_slim.coupling import Coupling, Options
+from keras_slim.graph import FlatGraph
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """One row of the plan's table (one layer call)."""
+
+    name: str
+    class_name: str
+    channels_before: int | None
+    channels_after: int | None
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclasses.dataclass
+class _State:
+    """What `prune` needs to rebuild; tied to the model the plan was made from."""
+
+    model: object
+    graph: FlatGraph
+    coupling: Coupling
+    keep: dict  # tensor key -> np.ndarray of kept positions
+
+
+@dataclasses.dataclass
+class Plan:
+    """What pruning `model` at a ratio would remove, and what it saves.
+
+    `kept` maps each layer whose output narrows to the indices of the output
+    channels that stay. MACs count multiply-accumulates of conv/dense layers;
+    FLOPs = 2 x MACs as the paper counts them.
+    """
+
+    ratio_requested: float | None
+    threshold: float
+    prunable_channels: int
+    removed_channels: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    layers: list
+    kept: dict
+    groups: list
+    barriers: list
+    options: dict
+    _state: _State | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    # ------------------------------------------------------------ derived
+    @property
+    def ratio(self) -> float:
+        """Achieved fraction of prunable channels removed."""
+        return self.removed_channels / self.prunable_channels if self.prunable_channels else 0.0
+
+    @property
+    def flops_before(self) -> int:
+        return 2 * self.macs_before
+
+    @property
+    def flops_after(self) -> int:
+        return 2 * self.macs_after
+
+    # ------------------------------------------------------------ output
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(dataclasses.replace(self, _state=None))
+        d.pop("_state", None)
+        d.update(ratio=self.ratio, flops_before=self.flops_before, flops_after=self.flops_after)
+        return d
+
+    def to_json(self, path: str | None = None, indent: int = 1) -> str:
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def summary(self) -> str:
+        def pct(a, b):
+            return f"{100.0 * (1 - a / b):.1f}%" if b else "n/a"
+
+        return (
+            f"channels: {self.removed_channels}/{self.prunable_channels} prunable removed "
+            f"({100 * self.ratio:.1f}%, threshold |gamma| score {self.threshold:.4g})\n"
+            f"params:   {self.params_before:,} -> {self.params_after:,} (-{pct(self.params_after, self.params_before)})\n"
+            f"MACs:     {self.macs_before:,} -> {self.macs_after:,} (-{pct(self.macs_after, self.macs_before)}); "
+            f"FLOPs = 2 x MACs"
+        )
+
+    def table(self, only_changed: bool = False) -> str:
+        rows = [("layer", "type", "channels", "params", "MACs")]
+        for r in self.layers:
+            if only_changed and r.channels_before == r.channels_after and r.params_before == r.params_after:
+                continue
+            ch = "-" if r.channels_before is None else f"{r.channels_before} -> {r.channels_after}"
+            rows.append((r.name, r.class_name, ch, f"{r.params_before:,} -> {r.params_after:,}",
+                         f"{r.macs_before:,} -> {r.macs_after:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        text = self.table() + "\n\n" + self.summary()
+        if self.barriers:
+            text += "\nbarriers (channels kept): " + ", ".join(n for n, _ in self.barriers)
+        return text
+
+
+# ---------------------------------------------------------------- making plans
+def make_plan(
+    model,
+    ratio: float | None = None,
+    *,
+    threshold: float | None = None,
+    min_channels: int = 1,
+    max_layer_ratio: float | None = None,
+    round_to: int = 1,
+    exclude: Iterable[str] = (),
+    channel_selection: bool = True,
+    group_reduction: str = "mean",
+) -> Plan:
+    _keras.check_graph_model(model, "keras_slim.plan")
+    ratio, threshold = _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to,
+                                   group_reduction)
+    exclude = frozenset(exclude if not isinstance(exclude, str) else [exclude])
+    known = {layer.name for layer in _keras.walk_layers(model)}
+    missing = sorted(exclude - known)
+    if missing:
+        raise ValueError(f"exclude names layers that are not in model {model.name!r}: {missing}")
+
+    graph = FlatGraph(model)
+    coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude))
+    frozen, unsafe, members = coupling.root_sets()
+    if not members:
+        raise ValueError(
+            f"model {model.name!r} has no BatchNormalization with a scaling factor "
+            "(scale=True) on the channel axis, so Network Slimming has nothing to rank. "
+            "Add BN after the convolutions you want to prune and train with keras_slim.add_bn_l1."
+        )
+    prunable = sorted(r for r in members if r not in frozen and r not in unsafe)
+    scores = {}
+    for r in prunable:
+        s = criteria.score(members[r], group_reduction)
+        if not math.isfinite(s):
+            bad = sorted({m.layer for m in members[r]})
+            raise ValueError(
+                f"non-finite BatchNormalization scaling factor (gamma) in {bad}; "
+                "the model's weights are broken (diverged training?). Fix or retrain first."
+            )
+        scores[r] = s
+    if not prunable:
+        logger.warning("keras_slim: model %r has no removable channel (all are kept by "
+                       "outputs, barriers or excluded layers); the plan removes nothing.", model.name)
+
+    order = sorted(prunable, key=lambda r: (scores[r], r))
+    if threshold is not None:
+        removed = {r for r in order if scores[r] < threshold}
+    else:
+        removed = set(order[: int(round(ratio * len(order)))])
+    cut = max((scores[r] for r in removed), default=0.0)
+
+    removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to)
+    keep = _keep_positions(coupling, removed)
+    state = _State(model, graph, coupling, keep)
+    layers, kept, params, macs = _report(state)
+    return Plan(
+        ratio_requested=ratio,
+        threshold=float(cut if threshold is None else threshold),
+        prunable_channels=len(prunable),
+        removed_channels=len(removed),
+        params_before=params[0],
+        params_after=params[1],
+        macs_before=macs[0],
+        macs_after=macs[1],
+        layers=layers,
+        kept=kept,
+        groups=_groups(coupling, removed, scores),
+        barriers=list(coupling.barriers),
+        options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
+                     round_to=round_to, exclude=sorted(exclude),
+                     channel_selection=channel_selection, group_reduction=group_reduction),
+        _state=state,
+    )
+
+
+def _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_reduction):
+    if (ratio is None) == (threshold is None):
+        raise ValueError("give exactly one of ratio (fraction of channels to remove, in [0, 1)) "
+                         f"or threshold (remove scores below it); got ratio={ratio!r}, threshold={threshold!r}")
+    if ratio is not None:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) \
+                or not 0.0 <= float(ratio) < 1.0:
+            raise ValueError(f"ratio must be a number in [0, 1) (e.g. 0.5 removes half of the "
+                             f"prunable channels), got {ratio!r}")
+        ratio = float(ratio)
+    if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
+        raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
+    if not (isinstance(min_channels, (int, np.integer)) and min_channels >= 1):
+        raise ValueError(f"min_channels must be an integer >= 1 (no layer may become zero-width), "
+                         f"got {min_channels!r}")
+    if max_layer_ratio is not None and not (isinstance(max_layer_ratio, (int, float))
+                                            and 0.0 < max_layer_ratio <= 1.0):
+        raise ValueError(f"max_layer_ratio must be in (0, 1] or None, got {max_layer_ratio!r}")
+    if not (isinstance(round_to, (int, np.integer)) and round_to >= 1):
+        raise ValueError(f"round_to must be an integer >= 1 (e.g. 8 for mobile SIMD), got {round_to!r}")
+    if group_reduction not in criteria.reductions():
+        raise ValueError(f"group_reduction={group_reduction!r} is not known; use one of "
+                         f"{criteria.reductions()}")
+    return ratio, threshold
+
+
+def _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to):
+    """Give channels back until every layer and every selection is satisfied."""
+    uf = coupling.uf
+    units = []  # unique roots of each produced tensor, in order
+    for _, ids in coupling.produced:
+        roots = coupling.uf.roots(ids)
+        _, first = np.unique(roots, return_index=True)
+        units.append(roots[np.sort(first)].tolist())
+    pairs = set()
+    for dep, need in coupling.requires:
+        pairs.update(zip(uf.roots(dep).tolist(), uf.roots(need).tolist()))
+    pairs = [(a, b) for a, b in pairs if a != b]
+    removed = set(removed)
+
+    def give_back(candidates, count):
+        for r in sorted(candidates, key=lambda r: (-scores[r], r))[:count]:
+            removed.discard(r)
+
+    changed = True
+    while changed:
+        changed = False
+        for roots in units:
+            n = len(roots)
+            gone = [r for r in roots if r in removed]
+            kept = n - len(gone)
+            need = min(n, min_channels)
+            if max_layer_ratio is not None:
+                need = max(need, n - int(math.floor(max_layer_ratio * n)))
+            if round_to > 1:
+                need = min(n, int(math.ceil(max(need, kept) / round_to)) * round_to)
+            if kept < need:
+                give_back(gone, need - kept)
+                changed = True
+        for a, b in pairs:
+            if b in removed and a not in removed:
+                removed.discard(b)
+                changed = True
+    return removed
+
+
+def _keep_positions(coupling, removed) -> dict:
+    n = len(coupling.uf.parent)
+    root_of = coupling.uf.roots(np.arange(n))
+    gone_root = np.zeros(n, bool)
+    if removed:
+        gone_root[list(removed)] = True
+    gone = gone_root[root_of]
+    return {k: np.nonzero(~gone[info.ids])[0] for k, info in coupling.tensors.items()}
+
+
+def layer_keeps(state: _State, call) -> tuple[list, list]:
+    """Kept positions of each input and output of a call (None: no channel axis)."""
+    return ([state.keep.get(k) for k in call.inputs], [state.keep.get(k) for k in call.outputs])
+
+
+def _report(state: _State):
+    graph, coupling = state.graph, state.coupling
+    rows, kept = [], {}
+    seen = set()
+    params = [0, 0]
+    macs = [0, 0]
+    for call in graph.calls:
+        handler = coupling.handlers[call.index]
+        in_keep, out_keep = layer_keeps(state, call)
+        in_before = [graph.shapes[k] for k in call.inputs]
+        out_before = [graph.shapes[k] for k in call.outputs]
+        in_after = [_narrow(s, kp) for s, kp in zip(in_before, in_keep)]
+        out_after = [_narrow(s, kp) for s, kp in zip(out_before, out_keep)]
+        p_before = p_after = 0
+        if id(call.layer) not in seen and _keras.is_layer(call.layer) and call.layer.weights:
+            seen.add(id(call.layer))
+            p_before = sum(int(np.prod(w.shape)) for w in call.layer.weights)
+            changed = any(kp is not None and len(kp) != _len(s) for kp, s in
+                          zip(in_keep + out_keep, in_before + out_before))
+            if changed:
+                _, weights = handler.rebuild(call.layer, in_keep, out_keep)
+                p_after = sum(int(np.size(w)) for w in weights)
+            else:
+                p_after = p_before
+        m_before = handler.macs(call.layer, in_before, out_before) if in_before else 0
+        m_after = handler.macs(call.layer, in_after, out_after) if in_before else 0
+        params[0] += p_before
+        params[1] += p_after
+        macs[0] += m_before
+        macs[1] += m_after
+        ch_before = _len(out_before[0]) if out_before else None
+        ch_after = len(out_keep[0]) if out_keep and out_keep[0] is not None else ch_before
+        name = _qualified_name(graph, call)
+        if ch_before is not None and ch_after != ch_before and name not in kept:
+            kept[name] = out_keep[0].tolist()
+        rows.append(LayerPlan(name, type(call.layer).__name__, ch_before, ch_after,
+                              p_before, p_after, int(m_before), int(m_after)))
+    return rows, kept, params, macs
+
+
+def _qualified_name(graph, call) -> str:
+    names, scope = [], ()
+    for ci in call.scope:
+        sub = graph.graph_at(scope).calls[ci].layer
+        names.append(sub.name)
+        scope = scope + (ci,)
+    return "/".join(names + [call.layer.name])
+
+
+def _groups(coupling, removed, scores) -> list:
+    """Coupled groups: layers whose channels are removed together."""
+    uf = coupling.uf
+    parent: dict[int, int] = {}
+
+    def find(r):
+        while parent.setdefault(r, r) != r:
+            r = parent[r]
+        return r
+
+    layer_of_root: dict[int, set] = {}
+    graph = coupling.graph
+    for index, ids in coupling.produced:
+        roots = set(uf.roots(ids).tolist())
+        base = find(next(iter(roots)))
+        for r in roots:
+            parent[find(r)] = base
+        for r in roots:
+            layer_of_root.setdefault(r, set()).add(_qualified_name(graph, graph.calls[index]))
+    _, _, members = coupling.root_sets()
+    for r, ms in members.items():
+        layer_of_root.setdefault(r, set()).update(m.layer for m in ms)
+    groups: dict[int, dict] = {}
+    for r in scores:
+        g = groups.setdefault(find(r), {"layers": set(), "channels": 0, "removed": 0})
+        g["layers"].update(layer_of_root.get(r, ()))
+        g["channels"] += 1
+        g["removed"] += r in removed
+    return [dict(layers=sorted(g["layers"]), channels=g["channels"], removed=g["removed"])
+            for g in groups.values()]
+
+
+def _len(shape) -> int | None:
+    return None if shape is None or len(shape) < 2 else shape[-1]
+
+
+def _narrow(shape, keep):
+    if keep is None or shape is None or len(shape) < 2:
+        return shape
+    return tuple(shape[:-1]) + (len(keep),)

@@ -1,0 +1,112 @@
+"""Rebuild: replay the model's graph with narrower layers and sliced weights.
+
+Every layer is re-created from its (edited) config and called on the new
+tensors; the original layers are never called, so the input model is left
+exactly as it was. Nested models are rebuilt recursively (once each, even
+when called twice) and keep their names.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from keras_slim import _keras
+from keras_slim.layers import ChannelSelection
+from keras_slim.planning import _State, layer_keeps
+
+logger = logging.getLogger(__name__)
+
+
+class _Rebuilder:
+    def __init__(self, state: _State, fold: dict | None = None):
+        self.state = state
+        self.graph = state.graph
+        self.fold = fold or {}
+        self.layers: dict[int, object] = {}  # id(old layer) -> new layer
+        self.pending_weights: dict[int, list] = {}
+        self.models: dict[int, object] = {}
+
+    def model(self, mg: _keras.ModelGraph, scope: tuple):
+        if id(mg.model) in self.models:
+            return self.models[id(mg.model)]
+        keep = self.state.keep
+        tmap: dict[int, object] = {}
+        for t in _keras.flatten(mg.inputs):
+            k = self.graph.key(scope, t)
+            width = len(keep[k]) if k in keep else None
+            tmap[id(t)] = _keras.new_input(t, width, name=_keras.input_name(t))
+        new_layers = []
+        for ci, call in enumerate(mg.calls):
+            args, kwargs = _keras.map_tensors((call.args, call.kwargs), lambda t: tmap[id(t)])
+            if _keras.is_graph_model(call.layer):
+                layer = self.model(self.graph.graph(call.layer), scope + (ci,))
+                outputs = layer(*args, **kwargs)
+            else:
+                flat = self.graph.by_site[(scope, ci)]
+                layer, args = self._layer(flat, args)
+                outputs = layer(*args, **kwargs)
+                self._set_weights(flat.layer, layer)
+            if layer not in new_layers:
+                new_layers.append(layer)
+            for old, new in zip(call.outputs, _keras.flatten(outputs)):
+                tmap[id(old)] = new
+        inputs = _keras.map_tensors(mg.inputs, lambda t: tmap[id(t)])
+        outputs = _keras.map_tensors(mg.outputs, lambda t: tmap[id(t)])
+        new = _keras.make_model(mg, inputs, outputs, new_layers)
+        self.models[id(mg.model)] = new
+        return new
+
+    def _layer(self, flat, args):
+        """The new layer for a call, and the call's args with a gather inserted if needed."""
+        old = flat.layer
+        in_keep, out_keep = layer_keeps(self.state, flat)
+        if "select" in self.state.coupling.marks.get(flat.index, ()):
+            args = self._select(flat, args, in_keep[0], out_keep[0])
+            in_keep = [out_keep[0]] + in_keep[1:]
+        if id(old) in self.layers:
+            return self.layers[id(old)], args
+        handler = self.state.coupling.handlers[flat.index]
+        if not _keras.is_layer(old):  # a stateless keras.ops operation
+            new = _keras.new_layer(old)
+        else:
+            config, weights = handler.rebuild(old, in_keep, out_keep)
+            fold = self.fold.get(flat.index)
+            if fold is not None:
+                config, weights = fold(config, weights)
+            new = _keras.new_layer(old, config)
+            self.pending_weights[id(old)] = weights
+        self.layers[id(old)] = new
+        return new, args
+
+    def _select(self, flat, args, in_keep, out_keep):
+        positions = np.searchsorted(in_keep, out_keep)
+        if len(positions) == len(in_keep):
+            return args  # the BN keeps every channel of its input: no gather
+        name = f"{flat.layer.name}_select"
+        selection = ChannelSelection(positions.tolist(), name=name)
+        x = args[0]
+        return (selection(x),) + tuple(args[1:])
+
+    def _set_weights(self, old, new) -> None:
+        weights = self.pending_weights.pop(id(old), None)
+        if weights is None:
+            return
+        if len(weights) != len(new.weights):
+            raise RuntimeError(
+                f"rebuilding {old.name!r} ({type(old).__name__}): the handler gave "
+                f"{len(weights)} weights, the new layer has {len(new.weights)}"
+            )
+        for w, v in zip(new.weights, weights):
+            if tuple(w.shape) != tuple(np.shape(v)):
+                raise RuntimeError(
+                    f"rebuilding {old.name!r}: weight {_keras.weight_name(w)!r} has shape "
+                    f"{tuple(w.shape)} in the new layer but the handler sliced {np.shape(v)}"
+                )
+        _keras.set_weights(new, weights)
+
+
+def rebuild(state: _State, fold: dict | None = None):
+    """Build the smaller model described by a plan's state."""
+    rebuilder = _Rebuilder(state, fold)
+    return rebuilder.model(state.graph.graph(state.model), ())
