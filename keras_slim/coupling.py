@@ -17,14 +17,12 @@ while `zero` holds; that is what makes the rebuilt model exact.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import numpy as np
 
 from keras_slim.graph import FlatCall, FlatGraph
 
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -104,7 +102,7 @@ class Coupling:
         self.requires: list[tuple[np.ndarray, np.ndarray]] = []
         self.produced: list[tuple[int, np.ndarray]] = []  # (call index, ids)
         self.marks: dict[int, set[str]] = {}
-        self.barriers: list[tuple[str, str]] = []
+        self.barriers: list[tuple[str, str, np.ndarray]] = []  # (layer, reason, input ids)
         self.handlers = {}
         for k in graph.inputs:
             n = _channels(graph.shapes[k])
@@ -245,9 +243,8 @@ class FlowContext:
         """Keep every channel reaching this layer and everything it emits."""
         for info in ins:
             self.freeze(info)
-        self._c.barriers.append((self.layer.name, reason))
-        logger.warning("keras_slim: layer %r is a barrier (%s); channels through it are kept.",
-                       self.layer.name, reason)
+        ids = np.concatenate([i.ids for i in ins if i is not None] or [np.zeros(0, np.int64)])
+        self._c.barriers.append((self.layer.name, reason, ids))
         return [self.fresh(i, frozen=True) for i in range(len(self.call.outputs))]
 
 

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import math
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -156,6 +157,7 @@ def make_plan(
             "Add BN after the convolutions you want to prune and train with keras_slim.add_bn_l1."
         )
     prunable = sorted(r for r in members if r not in frozen and r not in unsafe)
+    _warn_barriers(coupling, members)
     scores = {}
     for r in prunable:
         s = criteria.score(members[r], group_reduction)
@@ -193,12 +195,25 @@ def make_plan(
         layers=layers,
         kept=kept,
         groups=_groups(coupling, removed, scores),
-        barriers=list(coupling.barriers),
+        barriers=[(name, reason) for name, reason, _ in coupling.barriers],
         options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
                      round_to=round_to, exclude=sorted(exclude),
                      channel_selection=channel_selection, group_reduction=group_reduction),
         _state=state,
     )
+
+
+def _warn_barriers(coupling, members) -> None:
+    """Warn once about barriers that keep channels a BN could have scored."""
+    blocking = []
+    for name, reason, ids in coupling.barriers:
+        if any(r in members for r in coupling.uf.roots(ids).tolist()):
+            blocking.append(f"{name!r} ({reason})")
+    if blocking:
+        warnings.warn(
+            "keras_slim: these layers are barriers, so the channels reaching them are kept: "
+            + ", ".join(blocking) + ". Register a handler (keras_slim.register_handler) "
+            "if they are channel-wise.", stacklevel=3)
 
 
 def _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_reduction):

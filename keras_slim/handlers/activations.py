@@ -11,6 +11,17 @@ from keras_slim.coupling import ChannelInfo
 from keras_slim.handlers.base import Handler, slice_weights
 
 
+_CHANNEL_MIXING = {"softmax", "log_softmax"}
+
+
+def _activation_name(activation) -> str | None:
+    if activation is None:
+        return None
+    if isinstance(activation, str):
+        return activation
+    return getattr(activation, "__name__", None)
+
+
 def preserves_zero(activation) -> bool:
     """True if the activation function maps 0 to 0 (relu, swish, tanh, ...)."""
     if activation is None:
@@ -66,6 +77,8 @@ class ElementwiseHandler(Handler):
         x = ins[0] if ins else None
         if x is None:
             return ctx.barrier(ins, "no channel axis")
+        if _activation_name(getattr(ctx.layer, "activation", None)) in _CHANNEL_MIXING:
+            return ctx.barrier(ins, "softmax over the channel axis")
         if self.always or layer_preserves_zero(ctx.layer):
             return [x]
         return [ChannelInfo(x.ids, np.zeros(len(x), bool))]

@@ -48,6 +48,16 @@ class ReshapeHandler(Handler):
             return FlattenHandler().flow(ctx, ins)
         return ctx.barrier(ins, f"reshape {tuple(in_shape)} -> {tuple(out_shape)} moves the channel axis")
 
+    def rebuild(self, layer, in_keep, out_keep):
+        config = layer.get_config()
+        target = list(config["target_shape"])
+        if out_keep[0] is not None:
+            # Either the channel axis survived (same last dim) or the tensor was
+            # flattened to one axis; both just take the new length.
+            target[-1] = len(out_keep[0])
+        config["target_shape"] = tuple(target)
+        return config, []
+
 
 class PermuteHandler(Handler):
     def flow(self, ctx, ins):

@@ -1,0 +1,150 @@
+"""Batch-1 latency of exported files in LiteRT (XNNPACK) and onnxruntime.
+
+Only `invoke()` / `run()` is timed: inputs are allocated and filled once, the
+warm-up runs are discarded, and the thread count is always set explicitly
+(LiteRT's Python Interpreter would otherwise pick its own default).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from keras_slim.export import _deps
+from keras_slim.export.report import LatencyReport, LatencyTable
+
+logger = logging.getLogger(__name__)
+
+
+def benchmark_tflite(
+    path: str | os.PathLike,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 10,
+    use_xnnpack: bool = True,
+) -> LatencyReport:
+    """Median/p90 latency (ms) of one `invoke()` of a .tflite file at batch 1.
+
+    Dynamic axes are set to 1; static shapes are kept as exported.
+    `use_xnnpack=False` runs LiteRT's builtin kernels without default delegates.
+    """
+    path = _check(path, threads, runs, warmup)
+    Interpreter, OpResolverType = _deps.litert_interpreter_cls()
+    resolver = (OpResolverType.AUTO if use_xnnpack  # AUTO applies the XNNPACK delegate
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp = Interpreter(model_path=path, num_threads=threads,
+                         experimental_op_resolver_type=resolver)
+    for d in interp.get_input_details():
+        if any(s < 0 for s in d["shape_signature"]):
+            interp.resize_tensor_input(d["index"], [1 if s < 0 else int(s)
+                                                    for s in d["shape_signature"]])
+    interp.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], _random(rng, tuple(d["shape"]), np.dtype(d["dtype"])))
+    times = _time(interp.invoke, runs, warmup)
+    return _report(path, "litert", threads, runs, warmup, times, use_xnnpack)
+
+
+def benchmark_onnx(
+    path: str | os.PathLike,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 10,
+    optimize: bool = True,
+) -> LatencyReport:
+    """Median/p90 latency (ms) of one `session.run()` of an .onnx file at batch 1.
+
+    Uses the CPU execution provider with `threads` intra-op threads, one
+    inter-op thread, and all graph optimisations unless `optimize=False`.
+    """
+    path = _check(path, threads, runs, warmup)
+    ort = _deps.onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {}
+    for i in session.get_inputs():
+        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in i.shape)
+        feed[i.name] = _random(rng, shape, _ort_dtype(i.type))
+    times = _time(lambda: session.run(None, feed), runs, warmup)
+    return _report(path, "onnxruntime", threads, runs, warmup, times, optimize)
+
+
+def compare_latency(
+    paths: Sequence[str | os.PathLike],
+    threads: Iterable[int] = (1, 2),
+    runs: int = 50,
+    warmup: int = 10,
+) -> LatencyTable:
+    """Benchmark .tflite and .onnx files at each thread count; print the result."""
+    reports = []
+    for p in paths:
+        suffix = os.fspath(p).lower().rsplit(".", 1)[-1]
+        bench: Callable[..., LatencyReport]
+        if suffix == "tflite":
+            bench = benchmark_tflite
+        elif suffix == "onnx":
+            bench = benchmark_onnx
+        else:
+            raise ValueError(f"Cannot benchmark {os.fspath(p)!r}: expected a .tflite or .onnx file.")
+        for t in threads:
+            reports.append(bench(p, threads=t, runs=runs, warmup=warmup))
+    return LatencyTable(reports)
+
+
+def _check(path, threads: int, runs: int, warmup: int) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at {path!r}.")
+    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    return path
+
+
+def _time(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        fn()
+        times[i] = (time.perf_counter() - start) * 1e3
+    return times
+
+
+def _report(path, runtime, threads, runs, warmup, times, accelerated) -> LatencyReport:
+    report = LatencyReport(path=path, runtime=runtime, threads=threads, runs=runs,
+                           warmup=warmup, median_ms=float(np.median(times)),
+                           p90_ms=float(np.percentile(times, 90)), mean_ms=float(times.mean()),
+                           min_ms=float(times.min()), accelerated=bool(accelerated))
+    logger.info("%s", report)
+    return report
+
+
+def _random(rng: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        if dtype.itemsize == 1:  # quantized activations: the whole range
+            info = np.iinfo(dtype)
+            return rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+        return rng.integers(0, 2, size=shape).astype(dtype)  # ids valid for any embedding
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.uniform(-1, 1, size=shape).astype(dtype)
+
+
+def _ort_dtype(type_str: str) -> np.dtype:
+    """onnxruntime's 'tensor(float)' -> numpy dtype."""
+    name = type_str[len("tensor("):-1] if type_str.startswith("tensor(") else type_str
+    return np.dtype({"float": "float32", "double": "float64", "float16": "float16",
+                     "bool": "bool"}.get(name, name))

@@ -1,0 +1,262 @@
+"""Fold inference-mode BatchNormalization into the preceding conv / dense layer.
+
+BN(y) = gamma * (y - mean) / sqrt(var + eps) + beta is affine per channel, so
+for y = conv(x) + b it is absorbed as kernel' = kernel * s, bias' = (b - mean)
+* s + beta with s = gamma / sqrt(var + eps). The new model is rebuilt from
+layer configs (fresh layers, copied weights), so the input model and its
+layers are never touched. Nested Functional/Sequential models are folded
+recursively (each becomes a new sub-model); a conv inside a sub-model followed
+by a BN outside it is left unfolded.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers as L
+
+logger = logging.getLogger(__name__)
+
+# Exact types only: a subclass may override call() and make the algebra wrong.
+_PER_OUTPUT_KERNEL = (L.Conv1D, L.Conv2D, L.Conv3D, L.Dense)  # kernel[..., out]
+_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)  # kernel[..., in, multiplier]
+_SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)  # pointwise[..., out]
+FOLDABLE_LAYERS = _PER_OUTPUT_KERNEL + _DEPTHWISE + _SEPARABLE
+
+
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """Return a new model with every foldable BatchNormalization merged away.
+
+    A BN is folded when it directly follows a Conv1D/2D/3D, DepthwiseConv1D/2D,
+    SeparableConv1D/2D or Dense layer that has a linear activation and
+    channels_last layout, the BN normalises the last axis, is the only consumer
+    of that layer's output, and neither layer is shared. A bias is added to the
+    conv when it had none. All other layers are cloned with their weights, so
+    the result computes the same function in inference mode (training-mode BN
+    behaviour is gone: fold only for deployment).
+
+    Args:
+        model: a Functional or Sequential Keras 3 model (never modified).
+
+    Returns:
+        A new model of the same kind. If nothing was foldable it is still a copy.
+    """
+    return fold_batchnorm_counted(model)[0]
+
+
+def fold_batchnorm_counted(model: keras.Model) -> tuple[keras.Model, int]:
+    """`fold_batchnorm` plus the number of BatchNormalization layers removed."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"fold_batchnorm expects a keras.Model, got {type(model).__name__}.")
+    folder = _Folder()
+    new = folder.model(model)
+    logger.info("Folded %d BatchNormalization layer(s) of '%s'.", folder.folded, model.name)
+    return new, folder.folded
+
+
+def maybe_fold(model: keras.Model, fold_bn: bool) -> tuple[keras.Model, int]:
+    """Fold for export; a model that cannot be rebuilt is exported as is (with a warning)."""
+    if not fold_bn:
+        return model, 0
+    try:
+        return fold_batchnorm_counted(model)
+    except TypeError as err:  # custom layer without a usable get_config(), subclassed model
+        logger.warning("Exporting '%s' without BatchNormalization folding: %s", model.name, err)
+        return model, 0
+
+
+class _Folder:
+    def __init__(self):
+        self.cache: dict[int, Any] = {}  # id(original op) -> its clone (keeps sharing)
+        self.folded = 0
+
+    # ------------------------------------------------------------- dispatch
+    def model(self, model: keras.Model) -> keras.Model:
+        if isinstance(model, keras.Sequential):
+            return self._sequential(model)
+        if hasattr(model, "_nodes_by_depth") and getattr(model, "_inputs_struct", None) is not None:
+            return self._functional(model)
+        raise TypeError(
+            f"Cannot rebuild '{model.name}' ({type(model).__name__}): only Functional and "
+            "Sequential models have a layer graph. Wrap a subclassed model: "
+            "`inp = keras.Input(shape); keras.Model(inp, model(inp))` does not expose its "
+            "layers either, so fold inside its call() code instead.")
+
+    def clone(self, op: Any) -> Any:
+        """Fresh copy of a layer/op (sub-models folded recursively); weights copied later."""
+        if id(op) not in self.cache:
+            if isinstance(op, keras.Model):
+                self.cache[id(op)] = self.model(op)
+            else:
+                try:
+                    self.cache[id(op)] = type(op).from_config(op.get_config())
+                except Exception as err:
+                    raise TypeError(
+                        f"Cannot re-create layer '{op.name}' ({type(op).__name__}) from its "
+                        f"config ({err}). Custom layers need a get_config() that returns every "
+                        "__init__ argument.") from err
+        return self.cache[id(op)]
+
+    # ----------------------------------------------------------- functional
+    def _functional(self, model: keras.Model) -> keras.Model:
+        depths = sorted(model._nodes_by_depth, reverse=True)  # inputs first
+        nodes = [n for d in depths for n in model._nodes_by_depth[d] if not n.is_input]
+        pairs = _foldable_pairs(model, nodes)  # id(bn node) -> conv node
+
+        tensor_map: dict[int, Any] = {}
+        new_inputs = keras.tree.map_structure(_new_input, model._inputs_struct)
+        for old, new in zip(model.inputs, keras.tree.flatten(new_inputs)):
+            tensor_map[id(old)] = new
+        folded_convs = {id(pairs[id(n)].operation): n for n in nodes if id(n) in pairs}
+
+        to_copy: list[tuple[Any, Any]] = []
+        for node in nodes:
+            op = node.operation
+            if id(node) in pairs:  # the BN: its output is the folded conv's output
+                tensor_map[id(node.outputs[0])] = tensor_map[id(node.input_tensors[0])]
+                continue
+            swap = lambda v: tensor_map[id(v)] if isinstance(v, keras.KerasTensor) else v  # noqa: E731
+            args = keras.tree.map_structure(swap, node.arguments.args)
+            kwargs = keras.tree.map_structure(swap, node.arguments.kwargs)
+            if id(op) in folded_convs:  # used once (checked), so no cache hit possible
+                new_op = self.cache[id(op)] = _conv_with_bias(op)
+            else:
+                first_use = id(op) not in self.cache
+                new_op = self.clone(op)
+                if first_use and not isinstance(op, keras.Model):
+                    to_copy.append((op, new_op))
+            outputs = new_op(*args, **kwargs)
+            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+                tensor_map[id(old)] = new
+
+        for op, new_op in to_copy:  # built now that they have been called
+            _copy_weights(op, new_op)
+        for conv_id, bn_node in folded_convs.items():
+            conv = pairs[id(bn_node)].operation
+            self.cache[conv_id].set_weights(_folded_weights(conv, bn_node.operation))
+            self.folded += 1
+
+        outputs = keras.tree.pack_sequence_as(
+            model._outputs_struct, [tensor_map[id(t)] for t in model.outputs])
+        return keras.Model(inputs=new_inputs, outputs=outputs, name=model.name)
+
+    # ----------------------------------------------------------- sequential
+    def _sequential(self, model: keras.Sequential) -> keras.Sequential:
+        try:
+            inputs = model.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if not inputs:
+            raise TypeError(f"Sequential model '{model.name}' is not built; give it an "
+                            "input shape (keras.Input as first layer) or call it once.")
+        x = _new_input(inputs[0])
+        new_input, new_layers, to_copy = x, [], []
+        layers_, i = list(model.layers), 0
+        while i < len(layers_):
+            layer = layers_[i]
+            nxt = layers_[i + 1] if i + 1 < len(layers_) else None
+            if (nxt is not None and _conv_ok(layer) and _bn_ok(nxt, len(x.shape))
+                    and _single_use(model, layer) and _single_use(model, nxt)):
+                new = _conv_with_bias(layer)
+                x = new(x)
+                new.set_weights(_folded_weights(layer, nxt))
+                self.folded += 1
+                i += 2
+            else:
+                first_use = id(layer) not in self.cache
+                new = self.clone(layer)
+                x = new(x)
+                if first_use and not isinstance(layer, keras.Model):
+                    to_copy.append((layer, new))
+                i += 1
+            new_layers.append(new)
+        for layer, new in to_copy:
+            _copy_weights(layer, new)
+        return keras.Sequential([new_input] + new_layers, name=model.name)
+
+
+def _single_use(model: keras.Model, layer: Any) -> bool:
+    return sum(other is layer for other in model.layers) == 1
+
+
+# ---------------------------------------------------------------- checks
+def _foldable_pairs(model: keras.Model, nodes: list) -> dict[int, Any]:
+    """{id(BN node): conv node} for every BN that may be folded into its producer."""
+    producer = {id(t): n for n in nodes for t in n.outputs}
+    consumers = collections.Counter(id(t) for n in nodes for t in n.input_tensors)
+    uses = collections.Counter(id(n.operation) for n in nodes)
+    model_outputs = {id(t) for t in model.outputs}
+    pairs = {}
+    for node in nodes:
+        bn = node.operation
+        if len(node.input_tensors) != 1 or node.arguments.kwargs.get("training") is True:
+            continue
+        x = node.input_tensors[0]
+        conv_node = producer.get(id(x))
+        if conv_node is None or not _bn_ok(bn, len(x.shape)) or not _conv_ok(conv_node.operation):
+            continue
+        if (consumers[id(x)] == 1 and id(x) not in model_outputs and uses[id(bn)] == 1
+                and uses[id(conv_node.operation)] == 1 and len(conv_node.outputs) == 1):
+            pairs[id(node)] = conv_node
+    return pairs
+
+
+def _conv_ok(layer: Any) -> bool:
+    return (
+        type(layer) in FOLDABLE_LAYERS
+        and getattr(layer.activation, "__name__", None) == "linear"
+        and getattr(layer, "data_format", "channels_last") == "channels_last"
+        and not getattr(layer, "lora_enabled", False)
+        and getattr(layer, "quantization_mode", None) is None
+    )
+
+
+def _bn_ok(layer: Any, rank: int) -> bool:
+    return (type(layer) is L.BatchNormalization and layer.built
+            and layer.axis in (-1, rank - 1))
+
+
+# ---------------------------------------------------------------- weights
+def _new_input(tensor: Any) -> Any:
+    layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    name = getattr(layer, "name", None) or tensor.name
+    return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=name)
+
+
+def _conv_with_bias(conv: Any) -> Any:
+    config = conv.get_config()
+    config["use_bias"] = True
+    return type(conv).from_config(config)
+
+
+def _copy_weights(old: Any, new: Any) -> None:
+    weights = old.get_weights()
+    if len(weights) != len(new.weights):
+        raise TypeError(f"Clone of layer '{old.name}' ({type(old).__name__}) has "
+                        f"{len(new.weights)} weights, the original {len(weights)}; its "
+                        "get_config() does not capture its structure.")
+    new.set_weights(weights)
+
+
+def _folded_weights(conv: Any, bn: Any) -> list[np.ndarray]:
+    """[kernel(s)..., bias] of the conv with `bn` absorbed, computed in float64."""
+    as64 = lambda v: np.asarray(keras.ops.convert_to_numpy(v), np.float64)  # noqa: E731
+    mean, var = as64(bn.moving_mean), as64(bn.moving_variance)
+    gamma = as64(bn.gamma) if bn.scale else np.ones_like(mean)
+    beta = as64(bn.beta) if bn.center else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + bn.epsilon)
+
+    weights = conv.get_weights()
+    kernels = weights[:-1] if conv.use_bias else list(weights)
+    bias = np.asarray(weights[-1], np.float64) if conv.use_bias else np.zeros_like(mean)
+    dtype = kernels[-1].dtype
+    if type(conv) in _DEPTHWISE:  # output channel c = in_channel * multiplier + m
+        k = np.asarray(kernels[0], np.float64)
+        kernels = [k * scale.reshape(k.shape[-2], k.shape[-1])]
+    else:  # plain/separable: the last kernel's last axis is the output channel
+        kernels = kernels[:-1] + [np.asarray(kernels[-1], np.float64) * scale]
+    new_bias = (bias - mean) * scale + beta
+    return [np.asarray(k, dtype) for k in kernels] + [new_bias.astype(dtype)]

@@ -1,0 +1,179 @@
+"""Export a Keras 3 model to a verified .onnx file through tf2onnx.
+
+Route: a `tf.function` with a named input signature -> `tf2onnx.convert.from_function`
+(the route Keras' own ONNX export takes; `from_keras` does not understand Keras 3).
+BatchNormalization is folded first because tf2onnx leaves a Mul/Add pair after
+depthwise convolutions.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from keras_slim.export import _deps
+from keras_slim.export._atomic import atomic_file, check_output_path
+from keras_slim.export._model_io import (
+    ModelInterface, as_flat_inputs, describe_model, labelled_check, random_inputs,
+    verify as verify_outputs,
+)
+from keras_slim.export._tf_graph import serving_function
+from keras_slim.export.fold import maybe_fold
+from keras_slim.export.report import ExportError, ExportReport, TensorInfo
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 13  # first opset with the Squeeze/Unsqueeze/ReduceSum forms tf2onnx emits today
+FLOAT32_TOLERANCE = 1e-4
+
+
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike,
+    opset: int = 17,
+    nchw_input: bool = False,
+    verify: bool = True,
+    sample_inputs: Any = None,
+    labelled_data: Any = None,
+    *,
+    fold_bn: bool = True,
+    batch_size: int | None = 1,
+    tolerance: float = FLOAT32_TOLERANCE,
+    num_verify_samples: int = 8,
+    label_output: str | None = None,
+) -> ExportReport:
+    """Convert `model` to an ONNX file, checked with onnxruntime.
+
+    Args:
+        model: a Functional or Sequential Keras 3 model.
+        path: the .onnx file to write, atomically: on any failure nothing is left
+            at `path` or beside it.
+        opset: ONNX opset, from 13 to the newest tf2onnx supports (18 for
+            tf2onnx 1.17).
+        nchw_input: make every input of rank >= 3 channels-first (NCHW), with a
+            Transpose at the front of the graph, for runtimes that want NCHW
+            (ncnn, MNN, TensorRT). Outputs keep Keras' layout.
+        verify: run the file in onnxruntime on `sample_inputs` (default: random in
+            [-1, 1)) and require max |diff| / max(1, max|ref|) < `tolerance`.
+        labelled_data: (x, y) to report top-1 agreement and both accuracies.
+        fold_bn: fold BatchNormalization into the preceding conv/dense first.
+        batch_size: static batch size; None keeps a dynamic batch axis.
+
+    Returns:
+        ExportReport (format "onnx") with size, op histogram, I/O specs, errors.
+
+    Raises:
+        TypeError / ValueError: bad arguments. ExportError: conversion or
+        verification failed (no file written).
+    """
+    tf2onnx = _deps.tf2onnx()
+    onnx = _deps.onnx()
+    max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= max_opset:
+        raise ValueError(f"opset={opset!r} is not supported; use an int from {MIN_OPSET} to "
+                         f"{max_opset} (the newest this tf2onnx {tf2onnx.__version__} knows).")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance!r}.")
+    target = check_output_path(path, ".onnx")
+    iface = describe_model(model)
+    samples = (as_flat_inputs(sample_inputs, iface, "sample_inputs") if sample_inputs is not None
+               else random_inputs(iface, num_verify_samples))
+
+    export_model, n_folded = maybe_fold(model, fold_bn)
+    proto = _convert(export_model, iface, batch_size, nchw_input, opset)
+    buf = proto.SerializeToString()
+    histogram = dict(sorted(collections.Counter(
+        (n.domain + "." if n.domain else "") + n.op_type for n in proto.graph.node).items()))
+
+    report = ExportReport(path=os.fspath(path), format="onnx", quantize=None,
+                          size_bytes=len(buf), op_histogram=histogram,
+                          inputs=_infos(proto.graph.input, proto, onnx),
+                          outputs=_infos(proto.graph.output, proto, onnx),
+                          folded_batchnorms=n_folded,
+                          details={"opset": opset, "nchw_input": nchw_input,
+                                   "batch_size": batch_size})
+    with atomic_file(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buf)
+        if verify:
+            runner = _OrtRunner(tmp, iface, nchw_input)
+            report.max_abs_error, report.max_rel_error = verify_outputs(
+                iface, runner, batch_size, samples)
+            report.verified, report.num_verify_samples = True, len(samples[0])
+            if not report.max_rel_error < tolerance:
+                raise ExportError(
+                    f"Verification failed: the .onnx output differs from Keras by "
+                    f"{report.max_rel_error:.3g} relative (max |diff| "
+                    f"{report.max_abs_error:.3g}), allowed < {tolerance}. Nothing was written "
+                    f"to {report.path!r}; pass verify=False to write it anyway.")
+            if labelled_data is not None:
+                (report.top1_agreement, report.keras_accuracy,
+                 report.exported_accuracy) = labelled_check(iface, runner, batch_size,
+                                                            labelled_data, label_output)
+            del runner
+    logger.info("Exported %s (%d bytes, opset %d).", target, len(buf), opset)
+    return report
+
+
+def _convert(model: Any, iface: ModelInterface, batch_size: int | None, nchw_input: bool,
+             opset: int):
+    tf = _deps.tensorflow()
+    tf2onnx = _deps.tf2onnx()
+    onnx = _deps.onnx()
+    serve, specs = serving_function(model, iface, batch_size, nchw_input=nchw_input)
+    fn = tf.function(serve, input_signature=specs, autograph=False)
+    quiet = logging.getLogger("tf2onnx")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))  # tf2onnx logs every rewrite at INFO
+    try:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=opset)
+        onnx.checker.check_model(proto)
+    except Exception as err:
+        raise ExportError(f"ONNX conversion failed ({type(err).__name__}): {str(err)[:2000]}. "
+                          "Try another opset, or check the model for ops tf2onnx cannot map."
+                          ) from err
+    finally:
+        quiet.setLevel(level)
+    names = [o.name for o in proto.graph.output]
+    if names != iface.output_names:
+        raise ExportError(f"tf2onnx named the outputs {names}, expected {iface.output_names}.")
+    return proto
+
+
+def _infos(values, proto, onnx) -> list[TensorInfo]:
+    initializers = {i.name for i in proto.graph.initializer}
+    infos = []
+    for v in values:
+        if v.name in initializers:
+            continue
+        t = v.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+        infos.append(TensorInfo(name=v.name, shape=shape, dtype=dtype))
+    return infos
+
+
+class _OrtRunner:
+    """Feeds NHWC samples by input name (transposed when the file takes NCHW)."""
+
+    def __init__(self, path: str, iface: ModelInterface, nchw_input: bool):
+        ort = _deps.onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._iface = iface
+        self._nchw = nchw_input
+
+    def __call__(self, flat: list[np.ndarray]) -> list[np.ndarray]:
+        feed = {}
+        for name, x in zip(self._iface.input_names, flat):
+            if self._nchw and x.ndim >= 3:
+                x = np.transpose(x, (0, x.ndim - 1) + tuple(range(1, x.ndim - 1)))
+            feed[name] = np.ascontiguousarray(x)
+        return self._session.run(self._iface.output_names, feed)

@@ -1,0 +1,308 @@
+"""Export a Keras 3 model to a verified .tflite file (LiteRT builtin ops only).
+
+Route: Keras ExportArchive -> SavedModel -> `TFLiteConverter.from_saved_model`.
+`from_keras_model` swallows conversion failures on Keras 3 and
+`from_concrete_functions` produced NaNs, so neither is used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import warnings
+from typing import Any
+
+import numpy as np
+
+from keras_slim.export import _deps
+from keras_slim.export._atomic import atomic_file, check_output_path
+from keras_slim.export._flatbuffer import tflite_op_histogram, non_builtin_ops
+from keras_slim.export._model_io import (
+    ModelInterface, as_flat_inputs, collect_samples, describe_model, iter_batches,
+    labelled_check, random_inputs, verify as verify_outputs,
+)
+from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
+from keras_slim.export.fold import maybe_fold
+from keras_slim.export.report import ExportError, ExportReport, TensorInfo
+
+logger = logging.getLogger(__name__)
+
+QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
+FLOAT32_TOLERANCE = 1e-4  # max |diff| / max(1, max|ref|) allowed for an unquantized file
+_INT8_IO = {False: None, True: "int8", "int8": "int8", "uint8": "uint8"}
+
+
+def export_tflite(
+    model: Any,
+    path: str | os.PathLike,
+    quantize: str | None = None,
+    representative_data: Any = None,
+    int8_io: bool | str = False,
+    verify: bool = True,
+    sample_inputs: Any = None,
+    labelled_data: Any = None,
+    *,
+    fold_bn: bool = True,
+    batch_size: int | None = 1,
+    tolerance: float | None = None,
+    num_calibration_samples: int = 100,
+    num_verify_samples: int = 8,
+    label_output: str | None = None,
+    allow_float_fallback: bool = False,
+) -> ExportReport:
+    """Convert `model` to a .tflite file that the stock LiteRT runtime can run.
+
+    Args:
+        model: a Functional or Sequential Keras 3 model.
+        path: the .tflite file to write. Written atomically: on any failure
+            (conversion or verification) nothing is left at `path` or beside it.
+        quantize: None (float32), "float16" (fp16 weights, ~half size),
+            "dynamic" (int8 weights, float activations) or "int8" (full integer,
+            needs `representative_data`).
+        representative_data: calibration inputs: a tf.data.Dataset (elements x or
+            (x, y), batched or not), a numpy array, a list/tuple of arrays
+            (multi-input, model.inputs order), a dict {input_name: array}, a
+            generator, or a callable returning one. The first
+            `num_calibration_samples` samples are used.
+        int8_io: with quantize="int8", True or "int8" makes the file's inputs and
+            outputs int8, "uint8" makes them uint8 (NNAPI, Edge TPU, MCUs); False
+            keeps float32 I/O with (de)quantize ops at the ends.
+        verify: run the written file in LiteRT and compare with Keras. float32 must
+            match within `tolerance` (default 1e-4 relative) or ExportError is
+            raised; quantized files have their error reported (and enforced only
+            when `tolerance` is given).
+        sample_inputs: inputs for verification (same forms as
+            representative_data's arrays); default: the first
+            `num_verify_samples` representative samples, else random in [-1, 1).
+        labelled_data: (x, y) to report top-1 agreement between Keras and TFLite
+            and both accuracies on output `label_output` (default: the first).
+        fold_bn: fold BatchNormalization into the preceding conv/dense first.
+        batch_size: static batch size of the file (mobile runtimes want static
+            shapes); None keeps it dynamic.
+        allow_float_fallback: with "int8", let ops lacking an int8 kernel stay
+            float instead of failing (the file is then not fully integer).
+
+    Returns:
+        ExportReport with size, op histogram, I/O specs and measured errors.
+
+    Raises:
+        TypeError / ValueError: bad arguments (the message says what is allowed).
+        ExportError: conversion needs non-builtin (Flex) ops, or verification failed.
+    """
+    io_type = _check_args(quantize, representative_data, int8_io, batch_size, tolerance,
+                          num_calibration_samples, num_verify_samples)
+    target = check_output_path(path, ".tflite")
+    iface = describe_model(model)
+
+    calibration = None
+    if representative_data is not None:
+        calibration = collect_samples(representative_data, iface, num_calibration_samples,
+                                      "representative_data")
+    if sample_inputs is not None:
+        samples = as_flat_inputs(sample_inputs, iface, "sample_inputs")
+    elif calibration is not None:
+        samples = [a[:num_verify_samples] for a in calibration]
+    else:
+        samples = random_inputs(iface, num_verify_samples)
+
+    export_model, n_folded = maybe_fold(model, fold_bn)
+    serve, specs = serving_function(export_model, iface, batch_size)
+    with tempfile.TemporaryDirectory(prefix="keras_slim_tflite_") as saved_model_dir:
+        write_saved_model(export_model, serve, specs, saved_model_dir)
+        buf = _convert(saved_model_dir, quantize, calibration, io_type, allow_float_fallback,
+                       iface, batch_size)
+
+    histogram = tflite_op_histogram(buf)
+    extra_ops = non_builtin_ops(histogram)
+    if extra_ops:  # only reachable if the converter let a custom op through
+        raise ExportError(_flex_message(extra_ops, "The converted file contains"))
+
+    report = ExportReport(path=os.fspath(path), format="tflite", quantize=quantize,
+                          size_bytes=len(buf), op_histogram=histogram, inputs=[], outputs=[],
+                          folded_batchnorms=n_folded,
+                          details={"batch_size": batch_size, "io_type": io_type or "float32"})
+    with atomic_file(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buf)
+        runner = _SignatureRunner(tmp, iface)
+        report.inputs, report.outputs = runner.input_infos(), runner.output_infos()
+        if verify:
+            _verify(report, runner, iface, samples, batch_size, quantize, tolerance)
+            if labelled_data is not None:
+                (report.top1_agreement, report.keras_accuracy,
+                 report.exported_accuracy) = labelled_check(iface, runner, batch_size,
+                                                            labelled_data, label_output)
+        del runner  # release the file before the rename (matters on Windows)
+    logger.info("Exported %s (%d bytes, %s).", target, len(buf), quantize or "float32")
+    return report
+
+
+def _check_args(quantize, representative_data, int8_io, batch_size, tolerance,
+                num_calibration_samples, num_verify_samples) -> str | None:
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize={quantize!r} is not supported; use one of "
+                         f"{list(QUANTIZE_MODES)} (None = float32).")
+    if int8_io not in _INT8_IO or isinstance(int8_io, (int, float)) and not isinstance(int8_io, bool):
+        raise ValueError(f"int8_io={int8_io!r} is not supported; use False, True/'int8' or "
+                         "'uint8'.")
+    io_type = _INT8_IO[int8_io]
+    if io_type and quantize != "int8":
+        raise ValueError(f"int8_io={int8_io!r} needs quantize='int8' (got quantize={quantize!r}); "
+                         "integer inputs/outputs only exist in a fully quantized model.")
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "quantize='int8' needs representative_data to calibrate activation ranges: pass "
+            "~100 typical inputs, e.g. representative_data=x_train[:100] (a numpy array), a "
+            "list of arrays for multi-input models, a tf.data.Dataset of x or (x, y), or a "
+            "generator. Use quantize='dynamic' for weight-only int8 without data.")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None (dynamic), got "
+                         f"{batch_size!r}.")
+    if tolerance is not None and not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0 or None, got {tolerance!r}.")
+    for name, value in (("num_calibration_samples", num_calibration_samples),
+                        ("num_verify_samples", num_verify_samples)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return io_type
+
+
+def _convert(saved_model_dir: str, quantize: str | None, calibration: list | None,
+             io_type: str | None, allow_float_fallback: bool, iface: ModelInterface,
+             batch_size: int | None) -> bytes:
+    tf = _deps.tensorflow()
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
+                                                         signature_keys=[ENDPOINT])
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize in ("float16", "dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if allow_float_fallback:
+            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+        converter.representative_dataset = _representative_dataset(calibration, iface, batch_size)
+        if io_type:
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+    converter.target_spec.supported_ops = ops
+    try:
+        with warnings.catch_warnings():  # calibration uses the deprecated tf.lite.Interpreter
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            return converter.convert()
+    except Exception as err:  # ConverterError and friends: explain, keep the cause
+        raise ExportError(_explain_conversion_error(err, quantize)) from err
+
+
+def _representative_dataset(calibration: list, iface: ModelInterface, batch_size: int | None):
+    step = batch_size or 1
+    if len(calibration[0]) < step:
+        raise ExportError(f"representative_data has {len(calibration[0])} sample(s), fewer than "
+                          f"batch_size={batch_size}.")
+
+    def generate():
+        for batch in iter_batches(calibration, step):
+            if len(batch[0]) == step:  # a static batch axis cannot take a short tail
+                yield dict(zip(iface.input_names, batch))
+
+    return generate
+
+
+def _explain_conversion_error(err: Exception, quantize: str | None) -> str:
+    flex, where = [], []
+    for data in getattr(err, "errors", None) or []:
+        needs_flex = getattr(data, "ERROR_NEEDS_FLEX_OPS", object())
+        if getattr(data, "error_code", None) == needs_flex and data.operator.name:
+            flex.append(data.operator.name)
+            calls = [c.name for c in data.location.call] if data.location.call else []
+            if calls:
+                where.append(calls[0].split("@")[0])
+    flex += re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(err))
+    if flex:
+        msg = _flex_message(sorted(set(flex)), "Conversion needs")
+        if where:
+            msg += f" They come from: {', '.join(sorted(set(where)))}."
+        return msg
+    lines = [ln.strip() for ln in str(err).splitlines() if "error" in ln.lower()]
+    summary = "\n".join(lines[:8]) or str(err)[:2000]
+    hint = ""
+    if quantize == "int8":
+        hint = (" With quantize='int8' every op needs an int8 kernel; pass "
+                "allow_float_fallback=True to keep such ops in float.")
+    return f"TFLite conversion failed ({type(err).__name__}):\n{summary}{hint}"
+
+
+def _flex_message(ops: list[str], lead: str) -> str:
+    return (f"{lead} TensorFlow ops that are not LiteRT builtins: {', '.join(ops)}. They would "
+            "need the Flex delegate (SELECT_TF_OPS), which the stock Android/iOS LiteRT runtime, "
+            "NNAPI, GPU delegates, Edge TPU and microcontrollers do not have. Replace the layers "
+            "that emit them with builtin-friendly ops (keras.ops arithmetic, convolutions, "
+            "reshape/transpose, gather).")
+
+
+def _verify(report: ExportReport, runner, iface: ModelInterface, samples: list, batch_size,
+            quantize: str | None, tolerance: float | None) -> None:
+    limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
+    report.max_abs_error, report.max_rel_error = verify_outputs(iface, runner, batch_size, samples)
+    report.verified, report.num_verify_samples = True, len(samples[0])
+    bad = not np.isfinite(report.max_rel_error) or (limit is not None and report.max_rel_error >= limit)
+    if bad:
+        raise ExportError(
+            f"Verification failed: the .tflite output differs from Keras by "
+            f"{report.max_rel_error:.3g} relative (max |diff| {report.max_abs_error:.3g}), "
+            f"allowed < {limit} ({quantize or 'float32'}). Nothing was written to "
+            f"{report.path!r}. Pass a larger `tolerance` if this error is acceptable for "
+            "your use, or verify=False to write the file unchecked.")
+    logger.info("Verified on %d samples: max rel error %.3g.", len(samples[0]), report.max_rel_error)
+
+
+class _SignatureRunner:
+    """Runs a .tflite file by signature input names, (de)quantizing integer I/O."""
+
+    def __init__(self, path: str, iface: ModelInterface, num_threads: int = 1):
+        Interpreter, _ = _deps.litert_interpreter_cls()
+        self._iface = iface
+        self._interp = Interpreter(model_path=path, num_threads=num_threads)
+        keys = list(self._interp.get_signature_list())
+        self._runner = self._interp.get_signature_runner(ENDPOINT if ENDPOINT in keys else keys[0])
+        self._in = self._runner.get_input_details()
+        self._out = self._runner.get_output_details()
+
+    def __call__(self, flat: list[np.ndarray]) -> list[np.ndarray]:
+        feed = {name: _quantize(x, self._in[name]) for name, x in zip(self._iface.input_names, flat)}
+        result = self._runner(**feed)
+        return [_dequantize(result[name], self._out[name]) for name in self._iface.output_names]
+
+    def input_infos(self) -> list[TensorInfo]:
+        return [_info(n, self._in[n]) for n in self._iface.input_names]
+
+    def output_infos(self) -> list[TensorInfo]:
+        return [_info(n, self._out[n]) for n in self._iface.output_names]
+
+
+def _info(name: str, detail: dict) -> TensorInfo:
+    scale, zero_point = detail["quantization"]
+    quantized = scale != 0.0
+    return TensorInfo(name=name, shape=tuple(int(d) for d in detail["shape_signature"]),
+                      dtype=np.dtype(detail["dtype"]).name,
+                      scale=float(scale) if quantized else None,
+                      zero_point=int(zero_point) if quantized else None)
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if scale == 0.0 or not np.issubdtype(dtype, np.integer) or np.issubdtype(x.dtype, np.integer):
+        return np.ascontiguousarray(x, dtype=dtype)
+    info = np.iinfo(dtype)
+    q = np.round(x.astype(np.float64) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if scale == 0.0 or not np.issubdtype(y.dtype, np.integer):
+        return np.asarray(y)
+    return (y.astype(np.float32) - zero_point) * np.float32(scale)
