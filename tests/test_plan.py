@@ -1,0 +1,251 @@
+"""The planner: global threshold, constraints, report, errors."""
+import json
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import keras_slim
+from keras_slim import models, testing
+
+
+@pytest.fixture
+def vgg():
+    m = models.vgg(11, width=0.125)
+    testing.randomize_batchnorm(m, seed=1)
+    return m
+
+
+def _widths(p):
+    return {r.name: r.channels_after for r in p.layers if r.class_name == "Conv2D"}
+
+
+def test_ratio_cuts_exactly_round_ratio_times_total(vgg):
+    for ratio in (0.1, 0.25, 0.5, 0.7):
+        p = keras_slim.plan(vgg, ratio)
+        assert p.removed_channels == round(ratio * p.prunable_channels)
+
+
+def test_global_ranking_removes_the_smallest_gammas(vgg):
+    p = keras_slim.plan(vgg, 0.5)
+    gammas = np.concatenate([np.abs(l.get_weights()[0]) for l in vgg.layers
+                             if isinstance(l, layers.BatchNormalization)])
+    k = round(0.5 * len(gammas))
+    assert p.threshold == pytest.approx(np.sort(gammas)[k - 1])
+    kept = sum(len(v) for n, v in p.kept.items() if n.startswith("bn"))
+    assert kept == len(gammas) - k
+
+
+def test_ratio_zero_keeps_everything(vgg):
+    p = keras_slim.plan(vgg, 0.0)
+    assert p.removed_channels == 0 and p.params_after == p.params_before and not p.kept
+
+
+def test_min_channels_and_never_zero_width(vgg):
+    for layer in vgg.layers:
+        if isinstance(layer, layers.BatchNormalization) and layer.name == "bn3":
+            w = layer.get_weights()
+            w[0][:] = 1e-6  # the whole layer would go
+            layer.set_weights(w)
+    p = keras_slim.plan(vgg, 0.3)
+    assert _widths(p)["conv3"] >= 1
+    p = keras_slim.plan(vgg, 0.3, min_channels=4)
+    assert min(_widths(p).values()) >= 4
+
+
+def test_max_layer_ratio_caps_each_layer(vgg):
+    p = keras_slim.plan(vgg, 0.9, max_layer_ratio=0.5)
+    for r in p.layers:
+        if r.class_name == "Conv2D":
+            assert r.channels_after >= math.ceil(r.channels_before / 2)
+
+
+def test_round_to_multiples(vgg):
+    p = keras_slim.plan(vgg, 0.5, round_to=4)
+    for name, w in _widths(p).items():
+        before = next(r.channels_before for r in p.layers if r.name == name)
+        assert w % 4 == 0 or w == before
+
+
+def test_exclude_keeps_layer(vgg):
+    p = keras_slim.plan(vgg, 0.5, exclude=["conv2"])
+    assert "conv2" not in p.kept and "bn2" not in p.kept
+    assert "conv3" in p.kept  # others still prune
+
+
+def test_outputs_keep_width():
+    inp = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization(name="bn_a")(layers.Conv2D(6, 3)(inp))
+    out = layers.BatchNormalization(name="out_bn")(layers.Conv2D(5, 1)(x))
+    m = keras.Model(inp, out)
+    testing.randomize_batchnorm(m)
+    p = keras_slim.plan(m, 0.5)
+    assert p.prunable_channels == 6  # only bn_a: the output's 5 channels stay
+    assert keras_slim.prune(m, p).output.shape[-1] == 5
+
+
+def test_report_json_and_table(vgg, tmp_path):
+    p = keras_slim.plan(vgg, 0.5)
+    d = json.loads(p.to_json(str(tmp_path / "plan.json")))
+    assert d["removed_channels"] == p.removed_channels
+    assert d["flops_before"] == 2 * d["macs_before"]
+    assert json.loads((tmp_path / "plan.json").read_text())["kept"] == d["kept"]
+    text = str(p)
+    assert "conv1" in text and "MACs" in text and "params" in text
+    small = keras_slim.prune(vgg, p)
+    assert small.count_params() == p.params_after
+    assert p.groups and all(g["channels"] >= g["removed"] for g in d["groups"])
+
+
+def test_macs_match_hand_count():
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False)(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.Flatten()(x)
+    m = keras.Model(inp, layers.Dense(2)(x))
+    p = keras_slim.plan(m, 0.0)
+    assert p.macs_before == 8 * 8 * 9 * 3 * 4 + 8 * 8 * 4 * 2
+
+
+def test_threshold_option(vgg):
+    p = keras_slim.plan(vgg, threshold=0.8)
+    gammas = np.concatenate([np.abs(l.get_weights()[0]) for l in vgg.layers
+                             if isinstance(l, layers.BatchNormalization)])
+    assert p.removed_channels == int(np.sum(gammas < 0.8))
+
+
+def test_group_reductions_differ_on_residuals():
+    m = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
+    testing.randomize_batchnorm(m)
+    a = keras_slim.plan(m, 0.5, group_reduction="max")
+    b = keras_slim.plan(m, 0.5, group_reduction="mean")
+    assert a.kept != b.kept
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, float("nan"), "0.5", True])
+def test_bad_ratio(vgg, ratio):
+    with pytest.raises(ValueError, match="ratio"):
+        keras_slim.plan(vgg, ratio)
+
+
+def test_bad_options(vgg):
+    with pytest.raises(ValueError, match="min_channels"):
+        keras_slim.plan(vgg, 0.5, min_channels=0)
+    with pytest.raises(ValueError, match="max_layer_ratio"):
+        keras_slim.plan(vgg, 0.5, max_layer_ratio=0)
+    with pytest.raises(ValueError, match="round_to"):
+        keras_slim.plan(vgg, 0.5, round_to=0)
+    with pytest.raises(ValueError, match="group_reduction"):
+        keras_slim.plan(vgg, 0.5, group_reduction="median")
+    with pytest.raises(ValueError, match="not in model"):
+        keras_slim.plan(vgg, 0.5, exclude=["nope"])
+    with pytest.raises(ValueError, match="exactly one"):
+        keras_slim.plan(vgg, 0.5, threshold=0.1)
+
+
+def test_not_a_model():
+    with pytest.raises(TypeError, match="keras.Model"):
+        keras_slim.prune(object(), 0.5)
+    with pytest.raises(TypeError, match="keras.Model"):
+        keras_slim.add_bn_l1("model.keras")
+
+
+def test_subclassed_model():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.c = layers.Conv2D(4, 3)
+            self.b = layers.BatchNormalization()
+
+        def call(self, x):
+            return self.b(self.c(x))
+
+    net = Net()
+    net(np.zeros((1, 8, 8, 3), "float32"))
+    with pytest.raises(TypeError, match="subclassed"):
+        keras_slim.plan(net, 0.5)
+
+
+def test_no_prunable_bn():
+    m = keras.Sequential([keras.Input((4,)), layers.Dense(3), layers.Dense(2)])
+    with pytest.raises(ValueError, match="no BatchNormalization"):
+        keras_slim.plan(m, 0.5)
+    m = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3),
+                          layers.BatchNormalization(scale=False), layers.Flatten(), layers.Dense(2)])
+    with pytest.raises(ValueError, match="scale=True"):
+        keras_slim.plan(m, 0.5)
+
+
+def test_nan_gamma(vgg):
+    bn = vgg.get_layer("bn2")
+    w = bn.get_weights()
+    w[0][0] = np.nan
+    bn.set_weights(w)
+    with pytest.raises(ValueError, match="bn2"):
+        keras_slim.plan(vgg, 0.5)
+
+
+def test_unbuilt_sequential():
+    m = keras.Sequential([layers.Conv2D(4, 3), layers.BatchNormalization()])
+    with pytest.raises(ValueError, match="not built"):
+        keras_slim.plan(m, 0.5)
+
+
+def test_plan_from_other_model(vgg):
+    other = models.vgg(11, width=0.125)
+    with pytest.raises(ValueError, match="different model"):
+        keras_slim.prune(other, keras_slim.plan(vgg, 0.5))
+    with pytest.raises(TypeError, match="Plan"):
+        keras_slim.prune(vgg, keras_slim.plan(vgg, 0.5), round_to=8)
+
+
+def test_unknown_layer_is_a_barrier_with_warning():
+    @keras.saving.register_keras_serializable(package="test")
+    class Scale(layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(6, 3)(inp))
+    x = Scale(name="mystery")(x)
+    x = layers.BatchNormalization()(layers.Conv2D(5, 3)(x))
+    m = keras.Model(inp, layers.Dense(2)(layers.Flatten()(x)))
+    testing.randomize_batchnorm(m)
+    with pytest.warns(UserWarning, match="mystery"):
+        p = keras_slim.plan(m, 0.5)
+    assert ("mystery", "no handler for Scale") in p.barriers
+    small = keras_slim.prune(m, p)
+    assert small.layers[1].filters == 6  # kept in front of the barrier
+    x = testing.random_inputs(m)
+    assert small(x).shape == m(x).shape
+
+
+def test_register_handler_for_custom_layer():
+    @keras.saving.register_keras_serializable(package="test")
+    class Double(layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    class DoubleHandler(keras_slim.Handler):
+        def flow(self, ctx, ins):
+            return [ins[0]]
+
+    keras_slim.register_handler(Double, DoubleHandler())
+    inp = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(6, 3)(inp))
+    x = Double()(x)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    testing.randomize_batchnorm(m)
+    testing.kill_channels(m, 0.5, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no barrier warning
+        small = keras_slim.prune(m, threshold=1e-12)
+    assert small.layers[1].filters < 6
+    x = testing.random_inputs(m)
+    assert testing.max_difference(m, small, x) < 1e-5
+    with pytest.raises(TypeError):
+        keras_slim.register_handler(Double, object())
