@@ -5,6 +5,7 @@ import logging
 from typing import Iterable, Union
 
 from keras_slim import _keras
+from keras_slim.fold import folds
 from keras_slim.planning import Plan, make_plan
 from keras_slim.surgery import rebuild
 
@@ -55,7 +56,8 @@ def plan(
                      channel_selection=channel_selection, group_reduction=group_reduction)
 
 
-def prune(model, ratio_or_plan: Union[float, Plan, None] = None, **options):
+def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constants: bool = True,
+          **options):
     """Return a new, physically smaller model with the low-|gamma| channels removed.
 
     Convolution filters, dense units, BN parameters and statistics, and the
@@ -68,6 +70,11 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, **options):
         model: the trained (ideally sparsity-trained) Keras model.
         ratio_or_plan: a ratio in [0, 1) or a `Plan` made by `keras_slim.plan`
             from this same model.
+        fold_constants: a removed channel with gamma ~ 0 but beta != 0 still
+            emits the constant act(beta); add its contribution to the next
+            layer's bias (exact for Dense, 1x1/'valid' convs and after global
+            pooling; exact away from the borders for 'same' convs) so pruning
+            loses as little as possible before fine-tuning.
         **options: as for `keras_slim.plan` (threshold, min_channels,
             max_layer_ratio, round_to, exclude, channel_selection,
             group_reduction).
@@ -89,7 +96,7 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, **options):
             raise TypeError("prune: give a ratio in [0, 1) (e.g. prune(model, 0.5)), "
                             "threshold=..., or a Plan")
         the_plan = make_plan(model, ratio_or_plan, **options)
-    new = rebuild(the_plan._state)
+    new = rebuild(the_plan._state, folds(the_plan._state) if fold_constants else None)
     _copy_compile(model, new)
     return new
 

@@ -72,7 +72,7 @@ class _Rebuilder:
         else:
             config, weights = handler.rebuild(old, in_keep, out_keep)
             fold = self.fold.get(flat.index)
-            if fold is not None:
+            if fold is not None and len(in_keep) == 1:
                 config, weights = fold(config, weights)
             new = _keras.new_layer(old, config)
             self.pending_weights[id(old)] = weights

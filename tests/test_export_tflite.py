@@ -77,6 +77,24 @@ def test_channel_gather_is_a_builtin_gather(models, tmp_path):
     assert report.folded_batchnorms == 0 and report.max_rel_error < 1e-4
 
 
+def test_unrebuildable_custom_layer_is_exported_unfolded(tmp_path, caplog):
+    class Scale(keras.layers.Layer):  # no get_config(): cannot be re-created from config
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+    inp = keras.Input((8, 8, 3))
+    out = Scale(0.5)(keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inp)))
+    model = tm.randomize_bn(keras.Model(inp, out))
+    with caplog.at_level("WARNING", logger="keras_slim.export.fold"):
+        report = export_tflite(model, tmp_path / "s.tflite")
+    assert "without BatchNormalization folding" in caplog.text and "Scale" in caplog.text
+    assert report.folded_batchnorms == 0 and report.max_rel_error < 1e-4
+
+
 def test_float16_and_dynamic_shrink_weights(models, tmp_path):
     model = models["plain_cnn"]
     fp32 = export_tflite(model, tmp_path / "fp32.tflite")
@@ -133,6 +151,14 @@ def test_dynamic_batch_axis(models, tmp_path):
     x = _inputs(models["resnet_add"], 3)
     out = Interpreter(model_path=str(path)).get_signature_runner()(image=x)
     assert next(iter(out.values())).shape == (3, 4)
+
+
+def test_static_batch_larger_than_one_pads_the_last_chunk(models, tmp_path):
+    x = _inputs(models["resnet_add"], 3)
+    report = export_tflite(models["resnet_add"], tmp_path / "b2.tflite", batch_size=2,
+                           sample_inputs=x)
+    assert report.inputs[0].shape == (2, 16, 16, 3)
+    assert report.num_verify_samples == 3 and report.max_rel_error < 1e-4
 
 
 def test_report_is_printable_and_serialisable(models, tmp_path):

@@ -7,7 +7,6 @@ multi-input models are fed by name, never by position.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import re
 from typing import Any, Callable, Iterable
 
@@ -187,13 +186,14 @@ def _element_inputs(element: Any, iface: ModelInterface) -> list[np.ndarray]:
 
 
 def _to_numpy_structure(element: Any) -> Any:
-    if hasattr(element, "numpy") and not isinstance(element, np.ndarray):
-        return element.numpy()
+    """tf.Tensors -> numpy inside dicts/lists/tuples (namedtuples become tuples)."""
     if isinstance(element, dict):
         return {k: _to_numpy_structure(v) for k, v in element.items()}
     if isinstance(element, (list, tuple)):
-        return type(element)(_to_numpy_structure(v) for v in element) \
-            if not hasattr(element, "_fields") else tuple(_to_numpy_structure(v) for v in element)
+        items = [_to_numpy_structure(v) for v in element]
+        return tuple(items) if isinstance(element, tuple) else items
+    if hasattr(element, "numpy"):  # tf.Tensor (np.ndarray has no .numpy)
+        return element.numpy()
     return element
 
 
@@ -269,6 +269,22 @@ def iter_batches(flat: list[np.ndarray], batch: int | None) -> Iterable[list[np.
         yield [a[start:start + step] for a in flat]
 
 
+def run_batched(run: Callable[[list[np.ndarray]], list[np.ndarray]], flat: list[np.ndarray],
+                batch: int | None) -> list[np.ndarray]:
+    """Run all samples through an exported file whose batch axis may be static.
+
+    A short last chunk is padded by repeating its last row (a static batch axis
+    cannot take fewer rows) and the padding rows' outputs are dropped.
+    """
+    parts = []
+    for chunk in iter_batches(flat, batch):
+        n = len(chunk[0])
+        if batch and n < batch:
+            chunk = [np.concatenate([a, np.repeat(a[-1:], batch - n, axis=0)]) for a in chunk]
+        parts.append([o[:n] for o in run(chunk)])
+    return [np.concatenate(p, axis=0) for p in zip(*parts)]
+
+
 # ------------------------------------------------------------------ comparisons
 def output_errors(refs: list[np.ndarray], outs: list[np.ndarray]) -> tuple[float, float]:
     """(max |diff|, max over outputs of max|diff| / max(1, max|ref|)); inf on NaN/shape clash."""
@@ -314,9 +330,7 @@ def verify(
 ) -> tuple[float, float]:
     """Run `samples` through the exported file (`run`) and Keras; return the errors."""
     refs = keras_outputs(iface.model, samples)
-    outs = [np.concatenate(p, axis=0) for p in
-            zip(*(run(b) for b in iter_batches(samples, batch)))]
-    return output_errors(refs, outs)
+    return output_errors(refs, run_batched(run, samples, batch))
 
 
 def labelled_check(
@@ -340,9 +354,6 @@ def labelled_check(
         raise ExportError(f"label_output={label_output!r} is not an output; outputs are "
                           f"{iface.output_names}.")
     ref = keras_outputs(iface.model, x)[index]
-    out = np.concatenate([run(b)[index] for b in iter_batches(x, batch)], axis=0)
+    out = run_batched(run, x, batch)[index]
     return top1_stats(ref, out, labelled_data[1])
 
-
-def first(iterable: Iterable, n: int) -> list:
-    return list(itertools.islice(iterable, n))

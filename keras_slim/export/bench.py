@@ -46,7 +46,8 @@ def benchmark_tflite(
     for d in interp.get_input_details():
         interp.set_tensor(d["index"], _random(rng, tuple(d["shape"]), np.dtype(d["dtype"])))
     times = _time(interp.invoke, runs, warmup)
-    return _report(path, "litert", threads, runs, warmup, times, use_xnnpack)
+    batch = _batch_of(interp.get_input_details()[0]["shape"])
+    return _report(path, "litert", threads, batch, runs, warmup, times, use_xnnpack)
 
 
 def benchmark_onnx(
@@ -77,7 +78,8 @@ def benchmark_onnx(
         shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in i.shape)
         feed[i.name] = _random(rng, shape, _ort_dtype(i.type))
     times = _time(lambda: session.run(None, feed), runs, warmup)
-    return _report(path, "onnxruntime", threads, runs, warmup, times, optimize)
+    batch = _batch_of(next(iter(feed.values())).shape)
+    return _report(path, "onnxruntime", threads, batch, runs, warmup, times, optimize)
 
 
 def compare_latency(
@@ -112,6 +114,10 @@ def _check(path, threads: int, runs: int, warmup: int) -> str:
     return path
 
 
+def _batch_of(shape) -> int:
+    return int(shape[0]) if len(shape) else 1
+
+
 def _time(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
     for _ in range(warmup):
         fn()
@@ -123,8 +129,8 @@ def _time(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
     return times
 
 
-def _report(path, runtime, threads, runs, warmup, times, accelerated) -> LatencyReport:
-    report = LatencyReport(path=path, runtime=runtime, threads=threads, runs=runs,
+def _report(path, runtime, threads, batch, runs, warmup, times, accelerated) -> LatencyReport:
+    report = LatencyReport(path=path, runtime=runtime, threads=threads, batch_size=batch, runs=runs,
                            warmup=warmup, median_ms=float(np.median(times)),
                            p90_ms=float(np.percentile(times, 90)), mean_ms=float(times.mean()),
                            min_ms=float(times.min()), accelerated=bool(accelerated))

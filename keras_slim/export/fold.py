@@ -81,9 +81,8 @@ class _Folder:
             return self._functional(model)
         raise TypeError(
             f"Cannot rebuild '{model.name}' ({type(model).__name__}): only Functional and "
-            "Sequential models have a layer graph. Wrap a subclassed model: "
-            "`inp = keras.Input(shape); keras.Model(inp, model(inp))` does not expose its "
-            "layers either, so fold inside its call() code instead.")
+            "Sequential models have a layer graph. A subclassed model's call() is opaque; "
+            "rebuild it with the functional API to fold its BatchNormalization layers.")
 
     def clone(self, op: Any) -> Any:
         """Fresh copy of a layer/op (sub-models folded recursively); weights copied later."""
@@ -126,7 +125,7 @@ class _Folder:
             else:
                 first_use = id(op) not in self.cache
                 new_op = self.clone(op)
-                if first_use and not isinstance(op, keras.Model):
+                if first_use and _has_own_weights(op):
                     to_copy.append((op, new_op))
             outputs = new_op(*args, **kwargs)
             for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
@@ -169,13 +168,19 @@ class _Folder:
                 first_use = id(layer) not in self.cache
                 new = self.clone(layer)
                 x = new(x)
-                if first_use and not isinstance(layer, keras.Model):
+                if first_use and _has_own_weights(layer):
                     to_copy.append((layer, new))
                 i += 1
             new_layers.append(new)
         for layer, new in to_copy:
             _copy_weights(layer, new)
         return keras.Sequential([new_input] + new_layers, name=model.name)
+
+
+def _has_own_weights(op: Any) -> bool:
+    """Layers get their weights copied; sub-models are rebuilt with theirs, and
+    stateless keras.ops nodes (e.g. `x * 2` in a functional graph) have none."""
+    return isinstance(op, L.Layer) and not isinstance(op, keras.Model)
 
 
 def _single_use(model: keras.Model, layer: Any) -> bool:

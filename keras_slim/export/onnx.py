@@ -56,9 +56,14 @@ def export_onnx(
         nchw_input: make every input of rank >= 3 channels-first (NCHW), with a
             Transpose at the front of the graph, for runtimes that want NCHW
             (ncnn, MNN, TensorRT). Outputs keep Keras' layout.
-        verify: run the file in onnxruntime on `sample_inputs` (default: random in
-            [-1, 1)) and require max |diff| / max(1, max|ref|) < `tolerance`.
-        labelled_data: (x, y) to report top-1 agreement and both accuracies.
+        verify: run the file in onnxruntime on `sample_inputs` (default:
+            `num_verify_samples` random in [-1, 1)) and require
+            max |diff| / max(1, max|ref|) < `tolerance`.
+        sample_inputs: a numpy array, list/tuple of arrays (model.inputs order)
+            or dict {input_name: array}, in Keras' channels-last layout even
+            when `nchw_input` is set.
+        labelled_data: (x, y) to report top-1 agreement and both accuracies on
+            output `label_output` (default: the first).
         fold_bn: fold BatchNormalization into the preceding conv/dense first.
         batch_size: static batch size; None keeps a dynamic batch axis.
 
@@ -79,6 +84,8 @@ def export_onnx(
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance!r}.")
+    if not isinstance(num_verify_samples, int) or num_verify_samples < 1:
+        raise ValueError(f"num_verify_samples must be a positive int, got {num_verify_samples!r}.")
     target = check_output_path(path, ".onnx")
     iface = describe_model(model)
     samples = (as_flat_inputs(sample_inputs, iface, "sample_inputs") if sample_inputs is not None
@@ -100,8 +107,8 @@ def export_onnx(
     with atomic_file(target) as tmp:
         with open(tmp, "wb") as f:
             f.write(buf)
+        runner = _OrtRunner(tmp, iface, nchw_input)  # also proves onnxruntime loads it
         if verify:
-            runner = _OrtRunner(tmp, iface, nchw_input)
             report.max_abs_error, report.max_rel_error = verify_outputs(
                 iface, runner, batch_size, samples)
             report.verified, report.num_verify_samples = True, len(samples[0])
@@ -111,11 +118,11 @@ def export_onnx(
                     f"{report.max_rel_error:.3g} relative (max |diff| "
                     f"{report.max_abs_error:.3g}), allowed < {tolerance}. Nothing was written "
                     f"to {report.path!r}; pass verify=False to write it anyway.")
-            if labelled_data is not None:
-                (report.top1_agreement, report.keras_accuracy,
-                 report.exported_accuracy) = labelled_check(iface, runner, batch_size,
-                                                            labelled_data, label_output)
-            del runner
+        if labelled_data is not None:
+            (report.top1_agreement, report.keras_accuracy,
+             report.exported_accuracy) = labelled_check(iface, runner, batch_size,
+                                                        labelled_data, label_output)
+        del runner
     logger.info("Exported %s (%d bytes, opset %d).", target, len(buf), opset)
     return report
 

@@ -91,6 +91,7 @@ class LatencyReport:
     path: str
     runtime: str  # "litert" or "onnxruntime"
     threads: int
+    batch_size: int  # leading axis of the first input as timed (dynamic axes set to 1)
     runs: int
     warmup: int
     median_ms: float
@@ -103,7 +104,8 @@ class LatencyReport:
         return dataclasses.asdict(self)
 
     def __str__(self) -> str:
-        return (f"{self.path} [{self.runtime}, {self.threads} thread(s)]: "
+        return (f"{self.path} [{self.runtime}, {self.threads} thread(s), batch "
+                f"{self.batch_size}]: "
                 f"median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms "
                 f"({self.runs} runs after {self.warmup} warm-up)")
 
@@ -133,11 +135,9 @@ class LatencyTable:
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024 or unit == "MiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # unreachable, keeps type checkers quiet
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.2f} MiB"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

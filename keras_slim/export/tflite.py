@@ -58,8 +58,9 @@ def export_tflite(
         path: the .tflite file to write. Written atomically: on any failure
             (conversion or verification) nothing is left at `path` or beside it.
         quantize: None (float32), "float16" (fp16 weights, ~half size),
-            "dynamic" (int8 weights, float activations) or "int8" (full integer,
-            needs `representative_data`).
+            "dynamic" (int8 weights, float activations; TF leaves weight tensors
+            under 1024 elements in float) or "int8" (full integer, needs
+            `representative_data`).
         representative_data: calibration inputs: a tf.data.Dataset (elements x or
             (x, y), batched or not), a numpy array, a list/tuple of arrays
             (multi-input, model.inputs order), a dict {input_name: array}, a
@@ -129,10 +130,10 @@ def export_tflite(
         report.inputs, report.outputs = runner.input_infos(), runner.output_infos()
         if verify:
             _verify(report, runner, iface, samples, batch_size, quantize, tolerance)
-            if labelled_data is not None:
-                (report.top1_agreement, report.keras_accuracy,
-                 report.exported_accuracy) = labelled_check(iface, runner, batch_size,
-                                                            labelled_data, label_output)
+        if labelled_data is not None:
+            (report.top1_agreement, report.keras_accuracy,
+             report.exported_accuracy) = labelled_check(iface, runner, batch_size,
+                                                        labelled_data, label_output)
         del runner  # release the file before the rename (matters on Windows)
     logger.info("Exported %s (%d bytes, %s).", target, len(buf), quantize or "float32")
     return report
@@ -143,7 +144,7 @@ def _check_args(quantize, representative_data, int8_io, batch_size, tolerance,
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize={quantize!r} is not supported; use one of "
                          f"{list(QUANTIZE_MODES)} (None = float32).")
-    if int8_io not in _INT8_IO or isinstance(int8_io, (int, float)) and not isinstance(int8_io, bool):
+    if not (isinstance(int8_io, bool) or int8_io in ("int8", "uint8")):
         raise ValueError(f"int8_io={int8_io!r} is not supported; use False, True/'int8' or "
                          "'uint8'.")
     io_type = _INT8_IO[int8_io]

@@ -38,6 +38,19 @@ def _maps_zero_to_zero(fn) -> bool:
     return bool(np.all(np.asarray(value) == 0))
 
 
+def apply_activation(activation, values: np.ndarray) -> np.ndarray:
+    """activation(values) for a 1-D array of per-channel constants; NaN stays NaN."""
+    return evaluate(keras.activations.get(activation), values)
+
+
+def evaluate(fn, values: np.ndarray) -> np.ndarray:
+    nan = ~np.isfinite(values)
+    x = np.where(nan, 0.0, values).astype("float32")[None, :]
+    out = np.asarray(keras.ops.convert_to_numpy(fn(x)), dtype=np.float64).reshape(-1)
+    out[nan] = np.nan
+    return out
+
+
 @functools.lru_cache(maxsize=512)
 def _layer_maps_zero(cls, config_key: str, config_items) -> bool:
     layer = cls.from_config(dict(config_items))
@@ -83,6 +96,14 @@ class ElementwiseHandler(Handler):
             return [x]
         return [ChannelInfo(x.ids, np.zeros(len(x), bool))]
 
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        if self.always:
+            return [consts[0]]
+        try:
+            return [evaluate(_keras.new_layer(layer), consts[0])]
+        except Exception:  # a layer that needs a real spatial shape
+            return None
+
 
 class SoftmaxHandler(ElementwiseHandler):
     """Softmax over a non-channel axis is element-wise per channel; over channels it mixes."""
@@ -122,6 +143,9 @@ class RescalingHandler(ElementwiseHandler):
         x = ins[0]
         zero = x.zero & (float(layer.offset) == 0.0)
         return [ChannelInfo(x.ids, zero)]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        return [consts[0] * float(layer.scale) + float(layer.offset)]
 
 
 class NormalizationHandler(Handler):

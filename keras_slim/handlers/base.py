@@ -30,6 +30,7 @@ class Handler:
     """
 
     shares_channels = False
+    emits_constants = False  # a source of constants for folding (BN: beta)
 
     def flow(self, ctx: FlowContext, ins: list) -> list:
         raise NotImplementedError
@@ -40,6 +41,18 @@ class Handler:
 
     def macs(self, layer, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple]) -> int:
         return 0
+
+    def constant(self, layer, consts: list, in_shapes, out_shapes) -> list | None:
+        """Per-channel constants of the outputs given constant inputs (NaN: not constant).
+
+        Used to fold the constant act(beta) of removed channels into the next
+        layer. None means the layer does not pass constants on.
+        """
+        return None
+
+    def fold(self, layer, const, in_keep, out_keep, config: dict, weights: list) -> tuple[dict, list]:
+        """Absorb removed input channels that carry a constant into the bias."""
+        return config, weights
 
 
 def slice_weights(layer, rules: dict) -> list:
@@ -64,3 +77,28 @@ def first(ins: list) -> ChannelInfo | None:
 
 def channels_last(layer) -> bool:
     return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
+
+
+def fold_into_bias(layer, const, in_keep, out_keep, taps, config: dict, weights: list):
+    """Add the removed inputs' constant contribution `const @ taps` to the bias.
+
+    `taps` is the kernel summed over its spatial axes, shape (in, out). A layer
+    without a bias gets one (use_bias=True), placed where Keras creates it
+    (right after the kernel).
+    """
+    removed = np.setdiff1d(np.arange(len(const)), in_keep)
+    c = const[removed]
+    live = np.isfinite(c) & (c != 0)
+    if not live.any():
+        return config, weights
+    delta = (c[live] @ taps[removed[live]])[out_keep]
+    names = [n for n, _ in _keras.get_weights(layer)]
+    weights = list(weights)
+    if "bias" in names:
+        i = names.index("bias")
+        weights[i] = (weights[i] + delta).astype(weights[i].dtype)
+    else:
+        config = dict(config, use_bias=True)
+        k = names.index("kernel")
+        weights.insert(k + 1, delta.astype(weights[k].dtype))
+    return config, weights

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_slim import _keras
 from keras_slim.coupling import ChannelInfo
-from keras_slim.handlers.activations import preserves_zero
-from keras_slim.handlers.base import Handler, channels_last, slice_weights, spatial
+from keras_slim.handlers.activations import apply_activation, preserves_zero
+from keras_slim.handlers.base import Handler, channels_last, fold_into_bias, slice_weights, spatial
 
 
 class ConvHandler(Handler):
@@ -42,11 +43,21 @@ class ConvHandler(Handler):
         k = int(np.prod(layer.kernel_size))
         return spatial(out_shapes[0]) * k * in_shapes[0][-1] * out_shapes[0][-1]
 
+    def fold(self, layer, const, in_keep, out_keep, config, weights):
+        # sum over the kernel's spatial taps: exact for 1x1 and 'valid' convs,
+        # exact away from the borders for 'same' padding.
+        kernel = _keras.weight(layer, "kernel")
+        return fold_into_bias(layer, const, in_keep, out_keep, kernel.sum(axis=tuple(range(kernel.ndim - 2))),
+                              config, weights)
+
 
 class ConvTransposeHandler(ConvHandler):
     """Conv*Transpose: kernel is (..., out, in)."""
 
     in_axis, out_axis = -1, -2
+
+    def fold(self, layer, const, in_keep, out_keep, config, weights):
+        return config, weights  # strided scatter: the constant is not uniform
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
@@ -71,6 +82,18 @@ class DepthwiseHandler(Handler):
         keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
         zero = np.repeat(x.zero, m) & keeps_zero
         return [ChannelInfo(np.repeat(x.ids, m), zero)]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        kernel = _keras.weight(layer, "kernel")
+        if kernel is None:
+            kernel = _keras.weight(layer, "depthwise_kernel")
+        m = int(layer.depth_multiplier)
+        taps = kernel.reshape(-1, kernel.shape[-2], m).sum(axis=0)  # (C, m)
+        out = (consts[0][:, None] * taps).ravel()
+        bias = _keras.weight(layer, "bias")
+        if bias is not None:
+            out = out + bias
+        return [apply_activation(layer.activation, out)]
 
     def rebuild(self, layer, in_keep, out_keep):
         return layer.get_config(), slice_weights(layer, {
@@ -99,6 +122,9 @@ class SeparableHandler(ConvHandler):
             "bias": [(0, out_keep[0])],
         })
         return config, weights
+
+    def fold(self, layer, const, in_keep, out_keep, config, weights):
+        return config, weights  # the depthwise step spreads it spatially first: not folded
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))

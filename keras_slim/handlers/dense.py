@@ -1,7 +1,8 @@
 """Dense: mixes the last axis, creates `units` new channels."""
 from __future__ import annotations
 
-from keras_slim.handlers.base import Handler, slice_weights, spatial
+from keras_slim import _keras
+from keras_slim.handlers.base import Handler, fold_into_bias, slice_weights, spatial
 
 
 class DenseHandler(Handler):
@@ -24,6 +25,9 @@ class DenseHandler(Handler):
             "bias": [(0, out_keep[0])],
         })
         return config, weights
+
+    def fold(self, layer, const, in_keep, out_keep, config, weights):
+        return fold_into_bias(layer, const, in_keep, out_keep, _keras.weight(layer, "kernel"), config, weights)
 
     def macs(self, layer, in_shapes, out_shapes):
         return spatial(out_shapes[0]) * in_shapes[0][-1] * out_shapes[0][-1]

@@ -41,6 +41,24 @@ class MergeHandler(Handler):
             zero = combine(zero, z)
         return [ChannelInfo(full[0].ids, zero)]
 
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        n = max(len(c) for c in consts)
+        stacked = np.stack([np.resize(c, n) for c in consts])
+        name = type(layer).__name__
+        if name == "Add":
+            return [stacked.sum(0)]
+        if name == "Subtract":
+            return [stacked[0] - stacked[1]]
+        if name == "Average":
+            return [stacked.mean(0)]
+        if name == "Multiply":
+            return [stacked.prod(0)]
+        if name == "Maximum":
+            return [stacked.max(0)]
+        if name == "Minimum":
+            return [stacked.min(0)]
+        return None
+
 
 class ConcatenateHandler(Handler):
     """Concatenate on the channel axis joins channel ids end to end.
@@ -56,6 +74,12 @@ class ConcatenateHandler(Handler):
             return [ChannelInfo(np.concatenate([x.ids for x in ins]),
                                 np.concatenate([x.zero for x in ins]))]
         return MergeHandler(ALL).flow(ctx, ins)
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        rank = len(out_shapes[0])
+        if layer.axis % rank == rank - 1:
+            return [np.concatenate(consts)]
+        return None
 
 
 class ScalarOpHandler(Handler):

@@ -21,6 +21,7 @@ class BatchNormHandler(Handler):
     """
 
     shares_channels = True
+    emits_constants = True
 
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
@@ -42,6 +43,16 @@ class BatchNormHandler(Handler):
         gamma = _keras.weight(layer, "gamma")
         ctx.score(x, np.abs(gamma))
         return [ChannelInfo(x.ids, np.ones(len(x), bool))]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        w = dict(_keras.get_weights(layer))
+        n = len(consts[0])
+        gamma = w.get("gamma", np.ones(n))
+        beta = w.get("beta", np.zeros(n))
+        scale = gamma / np.sqrt(w["moving_variance"] + layer.epsilon)
+        # A removed channel has gamma ~ 0: whatever its input, it emits ~beta.
+        out = scale * (consts[0] - w["moving_mean"]) + beta
+        return [np.where(np.isfinite(out), out, beta)]
 
     def rebuild(self, layer, in_keep, out_keep):
         keep = out_keep[0]

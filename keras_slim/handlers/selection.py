@@ -24,6 +24,9 @@ class ChannelSelectionHandler(Handler):
         ctx.produce(out)
         return [out]
 
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        return [consts[0][np.asarray(layer.indices)]]
+
     def rebuild(self, layer, in_keep, out_keep):
         source = np.asarray(layer.indices)[np.asarray(out_keep[0], dtype=np.int64)]
         new_positions = np.searchsorted(np.asarray(in_keep[0]), source)

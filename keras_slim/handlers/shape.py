@@ -19,6 +19,11 @@ class PassThroughHandler(Handler):
             return ctx.barrier(ins, "channels_first or no channel axis")
         return [x] + [None] * (len(ctx.call.outputs) - 1)
 
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        # Exact for pooling, upsampling, cropping; zero padding makes the
+        # border differ (the documented 'same'-border approximation).
+        return [consts[0]]
+
 
 class FlattenHandler(Handler):
     """Flatten of (batch, d1..dk, C): position p*C + c carries channel c."""
@@ -32,6 +37,9 @@ class FlattenHandler(Handler):
             return ctx.barrier(ins, "Flatten of a tensor with unknown dimensions")
         repeats = int(np.prod(in_shape[1:-1], dtype=np.int64)) if len(in_shape) > 2 else 1
         return [ChannelInfo(np.tile(x.ids, repeats), np.tile(x.zero, repeats))]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        return [np.resize(consts[0], out_shapes[0][-1])]
 
 
 class ReshapeHandler(Handler):
@@ -47,6 +55,9 @@ class ReshapeHandler(Handler):
         if len(out_shape) == 2 and out_shape[-1] == int(np.prod(in_shape[1:], dtype=np.int64)):
             return FlattenHandler().flow(ctx, ins)
         return ctx.barrier(ins, f"reshape {tuple(in_shape)} -> {tuple(out_shape)} moves the channel axis")
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        return [np.resize(consts[0], out_shapes[0][-1])]
 
     def rebuild(self, layer, in_keep, out_keep):
         config = layer.get_config()
