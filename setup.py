@@ -13,6 +13,7 @@ EXPORT = ["ai-edge-litert>=1.2", "tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.
 PLOTS = ["matplotlib>=3.7"]
 QAT = ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"]
 DATA = ["pillow>=9"]
+EXAMPLES = ["scikit-learn>=1.3"]
 
 setup(
     name="keras-slim",
@@ -30,8 +31,9 @@ setup(
         "plots": PLOTS,
         "qat": QAT,
         "data": DATA,
-        "all": EXPORT + PLOTS + QAT + DATA,
-        "test": EXPORT + PLOTS + QAT + DATA + ["pytest>=7", "hypothesis>=6"],
+        "examples": EXAMPLES + DATA,
+        "all": EXPORT + PLOTS + QAT + DATA + EXAMPLES,
+        "test": EXPORT + PLOTS + QAT + DATA + EXAMPLES + ["pytest>=7", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["keras-slim=keras_slim.cli:main"]},
     classifiers=[

@@ -70,8 +70,8 @@ def accuracy(model, x, y) -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove")
-    ap.add_argument("--sparsity", type=float, default=1e-3, help="lambda of the BN-gamma L1 penalty")
-    ap.add_argument("--epochs", type=int, default=30, help="sparsity-training epochs")
+    ap.add_argument("--sparsity", type=float, default=1e-2, help="lambda of the BN-gamma L1 penalty")
+    ap.add_argument("--epochs", type=int, default=40, help="sparsity-training epochs")
     ap.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--out", default="quickstart_out", help="where the report and models go")
@@ -86,6 +86,9 @@ def main(argv=None) -> dict:
     keras_slim.add_bn_l1(model, args.sparsity)
     compile_model(model, args.lr)
     print(f"\n1) sparsity training, lambda={args.sparsity:g}, {args.epochs} epochs")
+    # Cosine decay lets the weights settle at the end of sparsity training.
+    steps = args.epochs * int(np.ceil(len(x_train) / 64))
+    model.optimizer.learning_rate = keras.optimizers.schedules.CosineDecay(args.lr, steps)
     model.fit(x_train, y_train, batch_size=64, epochs=args.epochs, verbose=2,
               validation_data=(x_test, y_test))
     acc_trained = accuracy(model, x_test, y_test)

@@ -6,6 +6,18 @@ physically smaller model (Liu et al., "Learning Efficient Convolutional
 Networks through Network Slimming", ICCV 2017).
 """
 from keras_slim.coupling import ChannelInfo
+from keras_slim.export import (
+    ExportError,
+    ExportReport,
+    LatencyReport,
+    LatencyTable,
+    benchmark_onnx,
+    benchmark_tflite,
+    compare_latency,
+    export_onnx,
+    export_tflite,
+    fold_batchnorm,
+)
 from keras_slim.handlers.base import Handler, slice_weights
 from keras_slim.handlers.registry import register_handler
 from keras_slim.layers import ChannelSelection
@@ -16,6 +28,8 @@ from keras_slim.sparsity import add_bn_l1
 from keras_slim.version import __version__
 
 __all__ = [
-    "BNL1", "ChannelInfo", "ChannelSelection", "Handler", "LayerPlan", "Plan",
+    "BNL1", "ChannelInfo", "ChannelSelection", "ExportError", "ExportReport", "Handler",
+    "LatencyReport", "LatencyTable", "LayerPlan", "Plan", "benchmark_onnx", "benchmark_tflite",
+    "compare_latency", "export_onnx", "export_tflite", "fold_batchnorm",
     "__version__", "add_bn_l1", "bn_l1", "plan", "prune", "register_handler", "slice_weights",
 ]

@@ -27,16 +27,31 @@ from keras_slim.graph import FlatCall, FlatGraph
 
 @dataclasses.dataclass
 class ChannelInfo:
-    """Channel ids of one tensor's last axis and the `zero` dataflow bit."""
+    """Channel ids of one tensor's last axis and two dataflow bits per channel.
+
+    zero:  the value is identically 0 once the class's BN gamma and beta are 0
+           (what makes removal exact);
+    const: the value is a per-channel constant once the class's gammas are 0
+           (what makes removal exact after folding act(beta) into the next bias).
+    """
 
     ids: np.ndarray
     zero: np.ndarray
+    const: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.const is None:
+            self.const = self.zero.copy()
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, positions) -> "ChannelInfo":
-        return ChannelInfo(self.ids[positions], self.zero[positions])
+        return ChannelInfo(self.ids[positions], self.zero[positions], self.const[positions])
+
+    def not_zero(self) -> "ChannelInfo":
+        """Same channels, no longer zero, still constant if they were (y = f(x))."""
+        return ChannelInfo(self.ids, np.zeros(len(self.ids), bool), self.const)
 
 
 @dataclasses.dataclass
@@ -219,7 +234,7 @@ class FlowContext:
     def use(self, info: ChannelInfo | None) -> None:
         """This layer mixes the channels of `info`: each must be zero to be removable."""
         if info is not None:
-            self._c.unsafe.update(info.ids[~info.zero].tolist())
+            self._c.unsafe.update(info.ids[~(info.zero | info.const)].tolist())
 
     def require(self, dependent: np.ndarray, needed: np.ndarray) -> None:
         """Keeping dependent[j] forces keeping needed[j] (channel selection)."""

@@ -5,7 +5,7 @@ import logging
 from typing import Iterable, Union
 
 from keras_slim import _keras
-from keras_slim.fold import folds
+from keras_slim.constants import folds
 from keras_slim.planning import Plan, make_plan
 from keras_slim.surgery import rebuild
 

@@ -197,7 +197,7 @@ def _check(build, fraction=0.4):
         small = keras_slim.prune(model, p)
     assert p.removed_channels > 0, "nothing was pruned: the test would prove nothing"
     assert p.params_after < p.params_before
-    assert small.count_params() == p.params_after
+    assert small.count_params() == p.params_after  # beta = 0: nothing folded
     diff = testing.max_difference(model, small, x)
     scale = max(float(np.max(np.abs(np.asarray(y)))) for y in keras.tree.flatten(model(x)))
     assert diff <= 1e-5 * max(1.0, scale), f"outputs differ by {diff}"
@@ -256,3 +256,35 @@ def test_multi_io_structure_preserved():
     _, small, _ = _check(two_in_two_out)
     assert set(small.output.keys() if isinstance(small.output, dict) else small.output_names) >= {"cls", "seg"}
     assert small.get_layer("seg").filters == 2  # outputs keep their width
+
+
+def _beta_model():
+    """Removed channels reach Dense (via GAP and Flatten) and 1x1 / 'valid' convs only."""
+    inp = keras.Input((6, 6, 3))
+    x = layers.Conv2D(8, 3, padding="valid", name="c1")(inp)
+    x = layers.BatchNormalization(name="b1")(x)
+    x = layers.Activation("sigmoid")(x)  # act(beta) != 0 for a dead channel
+    x = layers.Conv2D(6, 1, use_bias=False, name="c2")(x)
+    x = layers.BatchNormalization(name="b2")(x)
+    x = layers.ReLU()(x)
+    y = layers.Conv2D(5, 3, padding="valid", name="c3")(x)
+    a = layers.Dense(3, name="d1")(layers.GlobalAveragePooling2D()(x))
+    b = layers.Dense(2, name="d2")(layers.Flatten()(y))
+    return keras.Model(inp, [a, b])
+
+
+def test_constant_of_removed_channels_is_folded_exactly():
+    model = _beta_model()
+    testing.randomize_batchnorm(model)
+    for name, dead in (("b1", [1, 4, 6]), ("b2", [0, 3])):
+        w = model.get_layer(name).get_weights()
+        w[0][dead] = 0.0  # gamma = 0, beta stays: the channel is the constant act(beta)
+        model.get_layer(name).set_weights(w)
+    x = testing.random_inputs(model)
+    p = keras_slim.plan(model, threshold=1e-12)
+    assert p.removed_channels == 5
+    folded = keras_slim.prune(model, p)
+    dropped = keras_slim.prune(model, p, fold_constants=False)
+    assert testing.max_difference(model, folded, x) < 1e-5
+    assert testing.max_difference(model, dropped, x) > 1e-2  # without folding it would shift
+    assert folded.get_layer("c2").use_bias  # a bias was added to absorb the constant

@@ -94,7 +94,7 @@ class ElementwiseHandler(Handler):
             return ctx.barrier(ins, "softmax over the channel axis")
         if self.always or layer_preserves_zero(ctx.layer):
             return [x]
-        return [ChannelInfo(x.ids, np.zeros(len(x), bool))]
+        return [x.not_zero()]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         if self.always:
@@ -114,7 +114,7 @@ class SoftmaxHandler(ElementwiseHandler):
         axes = axis if isinstance(axis, (list, tuple)) else [axis]
         if any(a % rank == rank - 1 for a in axes):
             return ctx.barrier(ins, "softmax over the channel axis")
-        return [ChannelInfo(ins[0].ids, np.zeros(len(ins[0]), bool))]
+        return [ins[0].not_zero()]
 
 
 class PReLUHandler(ElementwiseHandler):
@@ -142,7 +142,7 @@ class RescalingHandler(ElementwiseHandler):
             return ctx.barrier(ins, "per-channel Rescaling")
         x = ins[0]
         zero = x.zero & (float(layer.offset) == 0.0)
-        return [ChannelInfo(x.ids, zero)]
+        return [ChannelInfo(x.ids, zero, x.const)]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         return [consts[0] * float(layer.scale) + float(layer.offset)]
@@ -160,7 +160,7 @@ class NormalizationHandler(Handler):
         axis = layer.axis if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
         if x is None or tuple(a % rank for a in axis) != (rank - 1,):
             return ctx.barrier(ins, "Normalization not on the channel axis")
-        return [ChannelInfo(x.ids, np.zeros(len(x), bool))]
+        return [x.not_zero()]
 
     def rebuild(self, layer, in_keep, out_keep):
         config = layer.get_config()

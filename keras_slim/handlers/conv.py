@@ -81,7 +81,7 @@ class DepthwiseHandler(Handler):
         m = int(layer.depth_multiplier)
         keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
         zero = np.repeat(x.zero, m) & keeps_zero
-        return [ChannelInfo(np.repeat(x.ids, m), zero)]
+        return [ChannelInfo(np.repeat(x.ids, m), zero, np.repeat(x.const, m))]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         kernel = _keras.weight(layer, "kernel")

@@ -34,12 +34,10 @@ class MergeHandler(Handler):
             return ctx.barrier(ins, "merge of tensors with different channel counts")
         for other in full[1:]:
             ctx.union(full[0], other)
-        zeros = [x.zero for x in full] + [np.full(n, x.zero[0]) for x in broadcast]
-        combine = np.logical_and if self.zero_rule == ALL else np.logical_or
-        zero = zeros[0]
-        for z in zeros[1:]:
-            zero = combine(zero, z)
-        return [ChannelInfo(full[0].ids, zero)]
+        zeros = np.stack([x.zero for x in full] + [np.full(n, x.zero[0]) for x in broadcast])
+        consts = np.stack([x.const for x in full] + [np.full(n, x.const[0]) for x in broadcast])
+        zero = zeros.all(0) if self.zero_rule == ALL else zeros.any(0)
+        return [ChannelInfo(full[0].ids, zero, consts.all(0))]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         n = max(len(c) for c in consts)
@@ -72,7 +70,8 @@ class ConcatenateHandler(Handler):
         rank = len(ctx.out_shapes[0])
         if ctx.layer.axis % rank == rank - 1:
             return [ChannelInfo(np.concatenate([x.ids for x in ins]),
-                                np.concatenate([x.zero for x in ins]))]
+                                np.concatenate([x.zero for x in ins]),
+                                np.concatenate([x.const for x in ins]))]
         return MergeHandler(ALL).flow(ctx, ins)
 
     def constant(self, layer, consts, in_shapes, out_shapes):
@@ -108,4 +107,4 @@ class ScalarOpHandler(Handler):
             keeps = bool(np.all(np.asarray(value) == 0))
         except Exception:
             keeps = False
-        return [ChannelInfo(x.ids, x.zero & keeps)]
+        return [ChannelInfo(x.ids, x.zero & keeps, x.const)]

@@ -33,9 +33,9 @@ class BatchNormHandler(Handler):
             return ctx.barrier(ins, "BatchNormalization not on the last axis")
         if not layer.scale:
             # (x - mean) / std + beta: per-channel affine, nothing to score.
-            return [ChannelInfo(x.ids, np.zeros(len(x), bool))]
+            return [x.not_zero()]
         if ctx.options.channel_selection and ctx.input_fanout(0) > 1:
-            selected = ChannelInfo(ctx.new(len(x)), x.zero.copy())
+            selected = ChannelInfo(ctx.new(len(x)), x.zero.copy(), x.const.copy())
             ctx.require(selected.ids, x.ids)
             ctx.produce(selected)
             ctx.mark("select")

@@ -19,7 +19,7 @@ class ChannelSelectionHandler(Handler):
         if x is None:
             return ctx.barrier(ins, "no channel axis")
         idx = np.asarray(ctx.layer.indices)
-        out = ChannelInfo(ctx.new(len(idx)), x.zero[idx].copy())
+        out = ChannelInfo(ctx.new(len(idx)), x.zero[idx].copy(), x.const[idx].copy())
         ctx.require(out.ids, x.ids[idx])
         ctx.produce(out)
         return [out]

@@ -36,7 +36,8 @@ class FlattenHandler(Handler):
         if any(d is None for d in in_shape[1:]):
             return ctx.barrier(ins, "Flatten of a tensor with unknown dimensions")
         repeats = int(np.prod(in_shape[1:-1], dtype=np.int64)) if len(in_shape) > 2 else 1
-        return [ChannelInfo(np.tile(x.ids, repeats), np.tile(x.zero, repeats))]
+        return [ChannelInfo(np.tile(x.ids, repeats), np.tile(x.zero, repeats),
+                            np.tile(x.const, repeats))]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         return [np.resize(consts[0], out_shapes[0][-1])]
