@@ -202,7 +202,7 @@ class Run:
         return float(model.evaluate(self.test_ds, verbose=0, return_dict=True)["accuracy"])
 
     def fit_stage(self, name: str, make: Callable[[], keras.Model], epochs: int,
-                  sparsity: float, monitor: bool = True) -> keras.Model:
+                  sparsity: float, monitor: bool = True, callbacks=()) -> keras.Model:
         """Train stage `name` with checkpoints; resume or reuse what a previous run left.
 
         `make()` returns the model to train when the stage starts fresh; it is
@@ -229,6 +229,7 @@ class Run:
             for stale in (csv, gamma_json):
                 if os.path.exists(stale):
                     os.remove(stale)
+        extra = list(callbacks)
         callbacks = [
             keras.callbacks.ModelCheckpoint(self.path("checkpoints", f"{name}-{{epoch:04d}}.keras")),
             _KeepNewest(pattern),
@@ -248,6 +249,7 @@ class Run:
                     json.dump(mon.history, f)
 
             callbacks += [mon, keras.callbacks.LambdaCallback(on_epoch_end=save_gamma)]
+        callbacks += extra
         if initial < epochs:
             print(f"\n== {name}: epochs {initial + 1}-{epochs}, lambda={sparsity:g}, "
                   f"{len(self.x_train)} images, batch {self.cfg.batch_size}")
@@ -406,7 +408,8 @@ def run_pipeline(cfg: Config, data_source, out: str, verbose: int = 1,
         fine_tuned_ratios=[r["ratio"] for r in ft_rows],
         baseline=rows[1]["accuracy"],
         curves={"baseline (no sparsity) pruned, no fine-tuning": (sweep["ratios"], sweep["baseline"])},
-        title=f"CIFAR-10 {cfg.arch} ({cfg.scale})"))
+        title=f"CIFAR-10 {cfg.arch} ({cfg.scale})",
+        pruned_label="sparsity-trained, pruned, no fine-tuning"))
 
     results = {
         "arch": cfg.arch,

@@ -348,7 +348,9 @@ def slim_multipass(
 
     start = make_plan(model, 0.0, max_layer_ratio=max_layer_ratio, **plan_options)
     original_channels = start.prunable_channels
-    original_params, original_macs = start.params_before, start.macs_before
+    # parameters are counted on the built models: a plan's params_after leaves out the
+    # biases prune adds where it folds removed channels' constant output downstream
+    original_params, original_macs = int(model.count_params()), start.macs_before
     macs_goal = None
     if target_macs is not None:
         macs_goal = float(target_macs) * original_macs if target_macs <= 1 else float(target_macs)
@@ -425,8 +427,8 @@ def slim_multipass(
                               / original_channels),
             channels_before=the_plan.prunable_channels,
             channels_after=after_channels,
-            params_before=the_plan.params_before,
-            params_after=the_plan.params_after,
+            params_before=int(current.count_params()),
+            params_after=int(pruned.count_params()),
             macs_before=the_plan.macs_before,
             macs_after=the_plan.macs_after,
             accuracy_pruned=acc_pruned,
@@ -441,7 +443,7 @@ def slim_multipass(
             "slim_multipass: pass %d: removed %d/%d channels (%.1f%% of the original in total), "
             "params %d -> %d, MACs %d -> %d, accuracy %s -> %s%s", index,
             the_plan.removed_channels, the_plan.prunable_channels, 100 * record.cumulative_ratio,
-            the_plan.params_before, the_plan.params_after, the_plan.macs_before,
+            record.params_before, record.params_after, the_plan.macs_before,
             the_plan.macs_after, _fmt(acc_pruned), _fmt(acc_tuned),
             "" if accepted else f" (more than {max_accuracy_drop} below {baseline:.4f}: rejected)")
         if not accepted:

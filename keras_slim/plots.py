@@ -280,6 +280,7 @@ def plot_accuracy_vs_ratio(
     baseline: float | None = None,
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
     title: str | None = None,
+    pruned_label: str = "pruned, no fine-tuning",
 ) -> str:
     """Test accuracy against the fraction of channels pruned (the paper's Fig. 5 view).
 
@@ -294,6 +295,7 @@ def plot_accuracy_vs_ratio(
         curves: extra lines ``{label: (ratios, accuracies)}`` (e.g. a model
             pruned without sparsity training).
         title: figure title.
+        pruned_label: legend label of the `pruned` curve.
 
     Returns:
         `path` as a string.
@@ -305,7 +307,7 @@ def plot_accuracy_vs_ratio(
                          "pruned accuracies; give one accuracy per ratio")
     fig = _figure(6, 4)
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(ratios, pruned, "o-", color="tab:red", label="pruned, no fine-tuning")
+    ax.plot(*_by_ratio(ratios, pruned), "o-", color="tab:red", label=pruned_label)
     if fine_tuned is not None:
         ft = _floats(fine_tuned, "fine_tuned")
         ft_r = ratios if fine_tuned_ratios is None else _floats(fine_tuned_ratios,
@@ -313,27 +315,33 @@ def plot_accuracy_vs_ratio(
         if len(ft) != len(ft_r):
             raise ValueError(f"plot_accuracy_vs_ratio: {len(ft_r)} fine-tuned ratios but "
                              f"{len(ft)} fine-tuned accuracies")
-        ax.plot(ft_r, ft, "s-", color="tab:green", label="pruned + fine-tuned")
+        ax.plot(*_by_ratio(ft_r, ft), "s-", color="tab:green", label="pruned + fine-tuned")
     for label, (r, acc) in (curves or {}).items():
         r, acc = _floats(r, f"curves[{label!r}] ratios"), _floats(acc, f"curves[{label!r}]")
         if len(r) != len(acc):
             raise ValueError(f"plot_accuracy_vs_ratio: curve {label!r} has {len(r)} ratios "
                              f"and {len(acc)} accuracies")
-        ax.plot(r, acc, "^--", label=label)
+        ax.plot(*_by_ratio(r, acc), "^--", label=label)
     if baseline is not None:
         ax.axhline(float(baseline), color="0.3", ls=":", label=f"unpruned ({baseline:.2%})")
     ax.set_xlabel("fraction of channels pruned")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(title or "accuracy vs prune ratio", fontsize=10)
     return _save(fig, path)
 
 
-def _floats(values, what: str) -> list[float]:
+def _by_ratio(ratios: list, values: list) -> tuple[list, list]:
+    """Points sorted by ratio; None values (a ratio that failed) are left out."""
+    pairs = sorted((r, v) for r, v in zip(ratios, values) if v is not None)
+    return [r for r, _ in pairs], [v for _, v in pairs]
+
+
+def _floats(values, what: str) -> list:
     try:
-        return [float(v) for v in values]
+        return [None if v is None else float(v) for v in values]
     except (TypeError, ValueError) as e:
         raise TypeError(f"plot_accuracy_vs_ratio: {what} must be a sequence of numbers, "
                         f"got {values!r}") from e
