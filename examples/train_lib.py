@@ -207,6 +207,8 @@ class Run:
 
         `make()` returns the model to train when the stage starts fresh; it is
         compiled here with the SGD configuration and `sparsity` is applied.
+        `callbacks` are added after the built-in ones (checkpoint, lr schedule,
+        CSV log, SparsityMonitor when `monitor`).
         """
         final = self.path("models", f"{name}.keras")
         if os.path.exists(final):
