@@ -3,16 +3,54 @@
 The rest of keras_slim sees a model as a list of layer calls (`ModelGraph`)
 and builds new models through the helpers below, so a Keras upgrade (or the
 tf_keras flavour) touches this one module.
+
+Two flavours are supported: Keras 3 (`keras`) and Keras 2 (`tf_keras`, what
+TFMOT needs). keras_slim never imports tf_keras itself: a tf_keras model can
+only exist if the user imported it, so the flavour is read off the object's
+class and `sys.modules`.
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
 
 KerasTensor = keras.KerasTensor
+
+
+def _tfk():
+    """The tf_keras module if the user has imported it, else None."""
+    return sys.modules.get("tf_keras")
+
+
+def is_tf_keras(obj) -> bool:
+    """True for tf_keras (Keras 2) models, layers, tensors and classes."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return cls.__module__.startswith("tf_keras") or (
+        _tfk() is not None and cls.__module__.startswith("keras_slim") and
+        getattr(cls, "_keras_slim_flavour", None) == "tf_keras")
+
+
+def flavour(model) -> str:
+    return "tf_keras" if is_tf_keras(model) else "keras"
+
+
+def keras3_class(cls) -> type | None:
+    """The Keras 3 class a tf_keras layer class corresponds to (by name), for handler lookup."""
+    from keras_slim.layers import ChannelSelection
+
+    for c in cls.__mro__:
+        if not c.__module__.startswith(("tf_keras", "keras_slim")):
+            continue
+        if c.__name__ == "ChannelSelection":
+            return ChannelSelection
+        k3 = getattr(keras.layers, c.__name__, None)
+        if isinstance(k3, type):
+            return k3
+    return None
 
 
 @dataclasses.dataclass
@@ -37,31 +75,47 @@ class ModelGraph:
 
 
 # ---------------------------------------------------------------- type checks
+def _either(obj, keras3_cls, tf_keras_path: str) -> bool:
+    if isinstance(obj, keras3_cls):
+        return True
+    tfk = _tfk()
+    if tfk is None:
+        return False
+    target = tfk
+    for part in tf_keras_path.split("."):
+        target = getattr(target, part)
+    return isinstance(obj, target)
+
+
 def is_model(obj) -> bool:
-    return isinstance(obj, keras.Model)
+    return _either(obj, keras.Model, "Model")
 
 
 def is_sequential(obj) -> bool:
-    return isinstance(obj, keras.Sequential)
+    return _either(obj, keras.Sequential, "Sequential")
 
 
 def is_graph_model(obj) -> bool:
     """True for Sequential and Functional models (the ones with a layer graph)."""
     from keras.src.models.functional import Functional
 
-    return is_sequential(obj) or isinstance(obj, Functional)
+    if is_sequential(obj) or isinstance(obj, Functional):
+        return True
+    return is_tf_keras(obj) and is_model(obj) and bool(getattr(obj, "_is_graph_network", False))
 
 
 def is_tensor(x) -> bool:
-    return isinstance(x, KerasTensor)
+    if isinstance(x, KerasTensor):
+        return True
+    return _tfk() is not None and type(x).__name__ == "KerasTensor" and is_tf_keras(x)
 
 
 def is_layer(obj) -> bool:
-    return isinstance(obj, keras.layers.Layer)
+    return _either(obj, keras.layers.Layer, "layers.Layer")
 
 
 def is_batch_norm(layer) -> bool:
-    return isinstance(layer, keras.layers.BatchNormalization)
+    return _either(layer, keras.layers.BatchNormalization, "layers.BatchNormalization")
 
 
 def check_model(obj, fn: str) -> None:
@@ -84,7 +138,7 @@ def check_graph_model(model, fn: str) -> None:
             "Sequential model (subclassed *layers* inside those are fine: they "
             "are treated as barriers or handled by a registered handler)."
         )
-    if is_sequential(model) and getattr(model, "_functional", None) is None:
+    if is_sequential(model) and not is_tf_keras(model) and getattr(model, "_functional", None) is None:
         raise ValueError(
             f"{fn}: Sequential model {model.name!r} is not built, so its input "
             "shape is unknown. Start it with keras.Input(shape) or call "
@@ -95,6 +149,8 @@ def check_graph_model(model, fn: str) -> None:
 # ---------------------------------------------------------------- reading
 def read_model(model) -> ModelGraph:
     """Return the calls of a Functional/Sequential model in topological order."""
+    if is_tf_keras(model):
+        return _read_tf_keras(model)
     if is_sequential(model):
         graph = model._functional
         kind = "sequential"
@@ -121,6 +177,19 @@ def read_model(model) -> ModelGraph:
         outputs=graph._outputs_struct,
         calls=calls,
     )
+
+
+def _read_tf_keras(model) -> ModelGraph:
+    calls = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            args = node.call_args if isinstance(node.call_args, tuple) else tuple(node.call_args)
+            calls.append(Call(layer=node.layer, args=args, kwargs=dict(node.call_kwargs),
+                              outputs=list(keras.tree.flatten(node.outputs))))
+    return ModelGraph(model=model, kind="sequential" if is_sequential(model) else "functional",
+                      inputs=model._nested_inputs, outputs=model._nested_outputs, calls=calls)
 
 
 def flatten(structure) -> list:
@@ -158,7 +227,7 @@ def weight_name(variable) -> str:
 
 def get_weights(layer) -> list:
     """(name, numpy value) for each weight, in `layer.weights` order."""
-    return [(weight_name(w), np.asarray(keras.ops.convert_to_numpy(w))) for w in layer.weights]
+    return [(weight_name(w), np.asarray(w.numpy())) for w in layer.weights]
 
 
 def weight(layer, name: str):
@@ -175,7 +244,106 @@ def set_weight_regularizer(layer, attr: str, regularizer) -> None:
     the layer attribute is set too so `get_config` serializes it.
     """
     setattr(layer, f"{attr}_regularizer", regularizer)
-    getattr(layer, attr).regularizer = regularizer
+    if not is_tf_keras(layer):
+        getattr(layer, attr).regularizer = regularizer
+        return
+    # tf_keras keeps weight penalties as closures in `_callable_losses`; keep
+    # a handle on ours so a second call replaces it instead of stacking.
+    _register_tf_keras_serializables()
+    if regularizer is not None and type(regularizer).__name__ == "BNL1":
+        regularizer = bnl1_class("tf_keras")(regularizer.strength)
+        setattr(layer, f"{attr}_regularizer", regularizer)
+    handle = f"_keras_slim_{attr}_loss"
+    old = getattr(layer, handle, None)
+    if old is not None and old in layer._callable_losses:
+        layer._callable_losses.remove(old)
+    setattr(layer, handle, None)
+    if regularizer is not None:
+        before = list(layer._callable_losses)
+        layer._handle_weight_regularization(attr, getattr(layer, attr), regularizer)
+        added = [f for f in layer._callable_losses if f not in before]
+        setattr(layer, handle, added[-1] if added else None)
+
+
+def _register_tf_keras_serializables() -> None:
+    """Make BNL1 and ChannelSelection loadable by tf_keras too (once)."""
+    tfk = _tfk()
+    if tfk is None or getattr(_register_tf_keras_serializables, "done", False):
+        return
+    bnl1_class("tf_keras")
+    channel_selection_class("tf_keras")
+    _register_tf_keras_serializables.done = True
+
+
+_TF_KERAS_BNL1 = []
+
+
+def bnl1_class(kind: str):
+    """The BN-scale L1 regularizer class for a flavour ("keras" or "tf_keras")."""
+    from keras_slim.regularizers import BNL1
+
+    if kind != "tf_keras":
+        return BNL1
+    if not _TF_KERAS_BNL1:
+        tfk = _tfk()
+        import tensorflow as tf
+
+        class TFKerasBNL1(tfk.regularizers.Regularizer):
+            __doc__ = BNL1.__doc__
+            _keras_slim_flavour = "tf_keras"
+
+            def __init__(self, strength=1e-4):
+                self.strength = float(BNL1(strength).strength)  # same validation
+
+            def __call__(self, x):
+                return self.strength * tf.reduce_sum(tf.abs(x))
+
+            def get_config(self):
+                return {"strength": self.strength}
+
+        TFKerasBNL1.__name__ = TFKerasBNL1.__qualname__ = "BNL1"
+        _TF_KERAS_BNL1.append(tfk.saving.register_keras_serializable(
+            package="keras_slim", name="BNL1")(TFKerasBNL1))
+    return _TF_KERAS_BNL1[0]
+
+
+_TF_KERAS_SELECTION = []
+
+
+def channel_selection_class(kind: str):
+    """The ChannelSelection layer class for a flavour ("keras" or "tf_keras")."""
+    from keras_slim.layers import ChannelSelection
+
+    if kind != "tf_keras":
+        return ChannelSelection
+    if _TF_KERAS_SELECTION:
+        return _TF_KERAS_SELECTION[0]
+    tfk = _tfk()
+    import tensorflow as tf
+
+    class TFKerasChannelSelection(tfk.layers.Layer):
+        __doc__ = ChannelSelection.__doc__
+        _keras_slim_flavour = "tf_keras"
+
+        def __init__(self, indices, **kwargs):
+            super().__init__(**kwargs)
+            self.indices = [int(i) for i in indices]
+
+        def call(self, inputs):
+            return tf.gather(inputs, self.indices, axis=-1)
+
+        def compute_output_shape(self, input_shape):
+            return tf.TensorShape(list(input_shape)[:-1] + [len(self.indices)])
+
+        def get_config(self):
+            return dict(super().get_config(), indices=list(self.indices))
+
+    TFKerasChannelSelection.__name__ = "ChannelSelection"
+    TFKerasChannelSelection.__qualname__ = "ChannelSelection"
+    cls = tfk.saving.register_keras_serializable(package="keras_slim", name="ChannelSelection")(
+        TFKerasChannelSelection)
+    _TF_KERAS_SELECTION.append(cls)
+    return cls
 
 
 def reset_compiled_functions(model) -> None:
@@ -196,24 +364,31 @@ def set_weights(layer, values: list) -> None:
     layer.set_weights([np.asarray(v) for v in values])
 
 
-def new_input(tensor, channels: int | None, name: str | None = None):
-    """A keras.Input like `tensor` whose last axis has `channels` entries."""
+def _module(kind: str):
+    return _tfk() if kind == "tf_keras" else keras
+
+
+def new_input(tensor, channels: int | None, name: str | None = None, kind: str = "keras"):
+    """An Input like `tensor` whose last axis has `channels` entries."""
     shape = list(tensor.shape[1:])
     if channels is not None and shape:
         shape[-1] = channels
-    return keras.Input(shape=tuple(shape), batch_size=tensor.shape[0],
-                       dtype=tensor.dtype, name=name)
+    dtype = tensor.dtype if kind == "keras" else tensor.dtype.name
+    return _module(kind).Input(shape=tuple(shape), batch_size=tensor.shape[0], dtype=dtype, name=name)
 
 
 def input_name(tensor) -> str | None:
     history = getattr(tensor, "_keras_history", None)
-    op = history.operation if history is not None else None
+    if history is None:
+        return None
+    op = getattr(history, "operation", None) or getattr(history, "layer", None)
     return op.name if op is not None else None
 
 
 def make_model(graph: ModelGraph, inputs, outputs, layers: list):
     """Build the new model in the flavour of the old one."""
     old = graph.model
+    module = _module(flavour(old))
     if graph.kind == "sequential":
-        return keras.Sequential([inputs] + layers, name=old.name)
-    return keras.Model(inputs=inputs, outputs=outputs, name=old.name)
+        return module.Sequential([inputs] + layers, name=old.name)
+    return module.Model(inputs=inputs, outputs=outputs, name=old.name)

@@ -228,11 +228,14 @@ class _ArchiveSource:
         self.tar.close()
 
     def items(self):
-        members = [m for m in self.tar.getmembers() if m.isfile()]
-        names = [m.name[2:] if m.name.startswith("./") else m.name for m in members]
+        everything = self.tar.getmembers()
+        members = [m for m in everything if m.isfile()]
+        names = [_member_name(m) for m in members]
         prefix = _archive_prefix(names)
         if prefix is None:
-            tops = sorted({n.split("/")[0] + ("/" if "/" in n else "") for n in names})
+            tops = sorted({_member_name(m).split("/")[0] + ("/" if m.isdir() or "/" in
+                                                             _member_name(m) else "")
+                           for m in everything if _member_name(m)})
             raise ValueError(
                 f"load_cifar10: {self.description} does not hold train/ and test/ folders "
                 f"(top-level entries: {_preview(tops)}). Expected train/<class>/*.jpg and "
@@ -243,6 +246,13 @@ class _ArchiveSource:
                 continue
             parts = tuple(name[len(prefix):].split("/"))
             yield parts, (lambda m=member: self.tar.extractfile(m).read())
+
+
+def _member_name(member: tarfile.TarInfo) -> str:
+    name = member.name
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
 
 
 def _archive_prefix(names: Sequence[str]) -> str | None:

@@ -12,7 +12,6 @@ import logging
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.layers import ChannelSelection
 from keras_slim.planning import _State, layer_keeps
 
 logger = logging.getLogger(__name__)
@@ -26,6 +25,7 @@ class _Rebuilder:
         self.layers: dict[int, object] = {}  # id(old layer) -> new layer
         self.pending_weights: dict[int, list] = {}
         self.models: dict[int, object] = {}
+        self.kind = _keras.flavour(state.model)
 
     def model(self, mg: _keras.ModelGraph, scope: tuple):
         if id(mg.model) in self.models:
@@ -35,7 +35,7 @@ class _Rebuilder:
         for t in _keras.flatten(mg.inputs):
             k = self.graph.key(scope, t)
             width = len(keep[k]) if k in keep else None
-            tmap[id(t)] = _keras.new_input(t, width, name=_keras.input_name(t))
+            tmap[id(t)] = _keras.new_input(t, width, name=_keras.input_name(t), kind=self.kind)
         new_layers = []
         for ci, call in enumerate(mg.calls):
             args, kwargs = _keras.map_tensors((call.args, call.kwargs), lambda t: tmap[id(t)])
@@ -84,7 +84,7 @@ class _Rebuilder:
         if len(positions) == len(in_keep):
             return args  # the BN keeps every channel of its input: no gather
         name = f"{flat.layer.name}_select"
-        selection = ChannelSelection(positions.tolist(), name=name)
+        selection = _keras.channel_selection_class(self.kind)(positions.tolist(), name=name)
         x = args[0]
         return (selection(x),) + tuple(args[1:])
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Type
 
+from keras_slim import _keras
 from keras_slim.handlers.base import Handler
 
 _BY_CLASS: dict[type, Handler] = {}
@@ -47,6 +48,12 @@ def get_handler(layer) -> Handler:
     for cls in type(layer).__mro__:
         if cls in _BY_CLASS:
             return _BY_CLASS[cls]
+    if _keras.is_tf_keras(layer):  # Keras 2 layers use the handler of their Keras 3 twin
+        twin = _keras.keras3_class(type(layer))
+        if twin is not None:
+            for cls in twin.__mro__:
+                if cls in _BY_CLASS:
+                    return _BY_CLASS[cls]
     if type(layer).__module__.startswith("keras.src.ops"):
         handler = _BY_OP_NAME.get(type(layer).__name__)
         if handler is not None:

@@ -1,0 +1,143 @@
+"""The CIFAR-10 example pipeline end to end on a tiny generated archive (no real data)."""
+import json
+import os
+import sys
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+sys.path.insert(0, EXAMPLES)
+train_lib = pytest.importorskip("train_lib")
+Image = pytest.importorskip("PIL.Image")
+
+from keras_slim.datasets import CIFAR10_CLASSES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake_archive(tmp_path_factory):
+    """10 classes x (12 train, 3 test) noisy 32x32 JPEGs, class-tinted, as a .tar.gz."""
+    root = tmp_path_factory.mktemp("fake_cifar")
+    rng = np.random.default_rng(0)
+    archive = root / "cifar10-jpeg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split, n in (("train", 12), ("test", 3)):
+            for label, cls in enumerate(CIFAR10_CLASSES):
+                d = root / split / cls
+                d.mkdir(parents=True)
+                for i in range(n):
+                    img = rng.integers(0, 80, (32, 32, 3)).astype(np.uint8)
+                    img[..., label % 3] += np.uint8(17 * label)
+                    Image.fromarray(img).save(d / f"{i:04d}.jpg")
+            tar.add(root / split, arcname=split)
+    return archive
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a finished stage was trained again instead of loaded")
+
+
+def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--scale", "smoke", "--data", str(fake_archive), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--verbose", "0"]
+    results = train_lib.main("vgg", argv)
+
+    names = [r["name"] for r in results["rows"]]
+    assert names[0] == "baseline" and names[1].startswith("sparsity-trained")
+    assert "pruned 70% + fine-tuned" in names and "pruned 50% + fine-tuned" in names
+    assert any(n.startswith("multi-pass") for n in names)
+    assert results["data"]["train_images"] == 120 and results["data"]["test_images"] == 30
+    rows = {r["name"]: r for r in results["rows"]}
+    base = rows["baseline"]
+    for ratio in (70, 50):
+        tuned = rows[f"pruned {ratio}% + fine-tuned"]
+        assert tuned["params"] < base["params"] and tuned["macs"] < base["macs"]
+        assert 0.0 <= tuned["accuracy"] <= 1.0
+    assert rows["pruned 70% + fine-tuned"]["params"] < rows["pruned 50% + fine-tuned"]["params"]
+    assert results["multipass"]["passes"]
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(results["rows"]))
+    md = (out / "results.md").read_text()
+    assert "| baseline |" in md and "6.34% -> 6.20%" in md
+    for f in ("models/baseline.keras", "models/sparse.keras", "models/finetune_70.keras",
+              "models/multipass_best.keras", "plans/plan_70.json", "history/sparse.csv",
+              "history/sparse_gamma.json"):
+        assert (out / f).exists(), f
+    assert not list((out / "checkpoints").iterdir())  # cleaned once each stage finished
+    if any(r.get("tflite_bytes") for r in results["rows"]):
+        assert (out / "tflite" / "baseline.tflite").exists()
+        tuned = rows["pruned 70% + fine-tuned"]
+        assert tuned["tflite_bytes"] < base["tflite_bytes"]
+    if _has_matplotlib():
+        for f in ("gamma_sparse.png", "channels_70.png", "accuracy_vs_ratio.png"):
+            assert (out / "plots" / f).stat().st_size > 1000, f
+
+    # run again: every stage is loaded from its saved model, nothing is retrained
+    keras.backend.clear_session()
+    monkeypatch.setattr(keras.Model, "fit", _no_training)
+    again = train_lib.main("vgg", argv + ["--no-export"])
+    assert [r["name"] for r in again["rows"]] == names
+    assert again["rows"][0]["accuracy"] == pytest.approx(results["rows"][0]["accuracy"])
+    assert again["rows"][3]["accuracy"] == pytest.approx(results["rows"][3]["accuracy"])
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(fake_archive, tmp_path):
+    cfg = train_lib.make_config("vgg", "smoke")
+    data = train_lib._limit(train_lib.load_cifar10(fake_archive, cache_dir=tmp_path / "c"), cfg)
+    run = train_lib.Run(cfg, str(tmp_path / "run"), data, verbose=0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.fit_stage("stage", lambda: train_lib.build_model(cfg), 3, 1e-4,
+                      callbacks=[Interrupt()])
+    assert [os.path.basename(p) for p in
+            train_lib._checkpoints(run.path("checkpoints", "stage-*.keras"))] == ["stage-0002.keras"]
+    model = run.fit_stage("stage", lambda: pytest.fail("should resume, not rebuild"), 3, 1e-4)
+    assert model.optimizer.iterations.numpy() == 3 * run.steps
+    epochs = [line.split(",")[0] for line in
+              open(run.path("history", "stage.csv")).read().splitlines()[1:]]
+    assert epochs == ["0", "1", "2"]
+    assert os.path.exists(run.path("models", "stage.keras"))
+    assert len(json.load(open(run.path("history", "stage_gamma.json")))) == 3
+
+
+@pytest.mark.parametrize("arch, lam, ratios", [
+    ("vgg", 1e-4, (0.7, 0.5)), ("resnet", 1e-5, (0.4, 0.6)), ("densenet", 1e-5, (0.4, 0.6))])
+def test_configs_follow_the_paper(arch, lam, ratios):
+    paper = train_lib.make_config(arch, "paper")
+    assert (paper.sparsity, paper.ratios, paper.epochs, paper.batch_size, paper.lr) == \
+        (lam, ratios, 160, 64, 0.1)
+    assert (paper.momentum, paper.weight_decay, paper.lr_drops) == (0.9, 1e-4, (0.5, 0.75))
+    schedule = train_lib.step_schedule(paper, 160)
+    assert [schedule(e) for e in (0, 79, 80, 119, 120)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001])
+    smoke = train_lib.make_config(arch, "smoke")
+    model = train_lib.build_model(smoke)
+    assert model.output_shape == (None, 10)
+
+
+def test_command_line_overrides_and_errors():
+    args = train_lib.parse_args("vgg", ["--scale", "paper", "--epochs", "3", "--ratios", "0.2",
+                                        "--no-multipass"])
+    cfg = train_lib.config_from_args("vgg", args)
+    assert (cfg.epochs, cfg.finetune_epochs, cfg.ratios, cfg.multipass) == (3, 160, (0.2,), False)
+    with pytest.raises(SystemExit):
+        train_lib.parse_args("vgg", ["--ratios", "1.5"])
+    with pytest.raises(ValueError, match="--scale must be one of"):
+        train_lib.make_config("vgg", "gpu")
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        return False
