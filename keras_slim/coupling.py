@@ -113,7 +113,7 @@ class Coupling:
         self.tensors: dict = {}
         self.frozen: set[int] = set()
         self.unsafe: set[int] = set()
-        self.members: dict[int, list[Member]] = {}
+        self.scored: list[tuple[str, np.ndarray, np.ndarray]] = []  # (BN name, ids, |gamma|)
         self.requires: list[tuple[np.ndarray, np.ndarray]] = []
         self.produced: list[tuple[int, np.ndarray]] = []  # (call index, ids)
         self.marks: dict[int, set[str]] = {}
@@ -183,14 +183,40 @@ class Coupling:
                         self.uf.union(ia.ids, ib.ids)
 
     # ---------------------------------------------------------------- results
+    @property
+    def root_of(self) -> np.ndarray:
+        """Class root of every channel id (computed once, after coupling)."""
+        if getattr(self, "_root_of", None) is None:
+            self._root_of = self.uf.roots(np.arange(len(self.uf.parent)))
+        return self._root_of
+
+    def scale_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(class root, |gamma|) of every BN scaling factor, as two flat arrays."""
+        if not self.scored:
+            return np.zeros(0, np.int64), np.zeros(0)
+        ids = np.concatenate([ids for _, ids, _ in self.scored])
+        gammas = np.concatenate([g for _, _, g in self.scored])
+        return self.root_of[ids], gammas
+
     def root_sets(self):
-        """Per class root: frozen?, unsafe?, members (BN scaling factors)."""
-        frozen = {self.uf.find(i) for i in self.frozen}
-        unsafe = {self.uf.find(i) for i in self.unsafe}
-        members: dict[int, list[Member]] = {}
-        for i, ms in self.members.items():
-            members.setdefault(self.uf.find(i), []).extend(ms)
-        return frozen, unsafe, members
+        """(frozen roots, unsafe roots, roots that have a scaling factor). Call after coupling."""
+        if getattr(self, "_root_sets", None) is None:
+            root_of = self.root_of
+            frozen = set(root_of[list(self.frozen)].tolist()) if self.frozen else set()
+            unsafe = set(root_of[list(self.unsafe)].tolist()) if self.unsafe else set()
+            scored = set(self.scale_factors()[0].tolist())
+            self._root_sets = frozen, unsafe, scored
+        return self._root_sets
+
+    def members(self, roots=None) -> dict:
+        """root -> [Member(layer, channel index, |gamma|)] (built on demand: it is slow)."""
+        wanted = None if roots is None else set(roots)
+        out: dict[int, list[Member]] = {}
+        for name, ids, gammas in self.scored:
+            for pos, (r, g) in enumerate(zip(self.root_of[ids].tolist(), gammas.tolist())):
+                if wanted is None or r in wanted:
+                    out.setdefault(r, []).append(Member(name, pos, g))
+        return out
 
 
 class FlowContext:
@@ -227,9 +253,7 @@ class FlowContext:
 
     def score(self, info: ChannelInfo, gammas: np.ndarray) -> None:
         """Attach this layer's scaling factors to the channels of `info`."""
-        name = self.layer.name
-        for pos, (i, g) in enumerate(zip(info.ids.tolist(), np.asarray(gammas, float).tolist())):
-            self._c.members.setdefault(i, []).append(Member(name, pos, g))
+        self._c.scored.append((self.layer.name, info.ids, np.asarray(gammas, np.float64)))
 
     def use(self, info: ChannelInfo | None) -> None:
         """This layer mixes the channels of `info`: each must be zero to be removable."""

@@ -37,8 +37,34 @@ def reductions() -> list[str]:
     return sorted(_REDUCTIONS)
 
 
+def scores(roots: Sequence[int], owners: np.ndarray, gammas: np.ndarray,
+           group_reduction: str = "mean") -> dict:
+    """Score of each class in `roots` from all scaling factors (`owners[i]` owns `gammas[i]`)."""
+    if group_reduction not in _REDUCTIONS:
+        score([], group_reduction)  # raises the clear error
+    roots_arr = np.asarray(sorted(roots), dtype=np.int64)
+    if len(roots_arr) == 0:
+        return {}
+    mask = np.isin(owners, roots_arr)
+    owner = np.searchsorted(roots_arr, owners[mask])
+    gamma = np.asarray(gammas, np.float64)[mask]
+    n = len(roots_arr)
+    if group_reduction == "max":
+        out = np.full(n, -np.inf)
+        np.maximum.at(out, owner, gamma)
+    elif group_reduction in ("sum", "mean"):
+        out = np.bincount(owner, weights=gamma, minlength=n)
+        if group_reduction == "mean":
+            out = out / np.bincount(owner, minlength=n)
+    else:  # a registered reduction: one call per class
+        order = np.argsort(owner, kind="stable")
+        splits = np.split(gamma[order], np.cumsum(np.bincount(owner, minlength=n))[:-1])
+        out = np.array([_REDUCTIONS[group_reduction](g) for g in splits])
+    return dict(zip(roots_arr.tolist(), out.tolist()))
+
+
 def score(members: Sequence[Member], group_reduction: str = "mean") -> float:
-    """Score of one channel class from its BN scaling factors (already |gamma|)."""
+    """Score of one channel class from its members' scaling factors (already |gamma|)."""
     try:
         reduce = _REDUCTIONS[group_reduction]
     except KeyError:

@@ -39,6 +39,7 @@ class _State:
     graph: FlatGraph
     coupling: Coupling
     keep: dict  # tensor key -> np.ndarray of kept positions
+    rebuilt: dict = dataclasses.field(default_factory=dict)  # id(layer) -> (config, weights)
 
 
 @dataclasses.dataclass
@@ -149,20 +150,19 @@ def make_plan(
 
     graph = FlatGraph(model)
     coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude))
-    frozen, unsafe, members = coupling.root_sets()
-    if not members:
+    frozen, unsafe, scored = coupling.root_sets()
+    if not scored:
         raise ValueError(
             f"model {model.name!r} has no BatchNormalization with a scaling factor "
             "(scale=True) on the channel axis, so Network Slimming has nothing to rank. "
             "Add BN after the convolutions you want to prune and train with keras_slim.add_bn_l1."
         )
-    prunable = sorted(r for r in members if r not in frozen and r not in unsafe)
-    _warn_barriers(coupling, members)
-    scores = {}
-    for r in prunable:
-        s = criteria.score(members[r], group_reduction)
+    prunable = sorted(r for r in scored if r not in frozen and r not in unsafe)
+    _warn_barriers(coupling, scored)
+    scores = criteria.scores(prunable, *coupling.scale_factors(), group_reduction)
+    for r, s in scores.items():
         if not math.isfinite(s):
-            bad = sorted({m.layer for m in members[r]})
+            bad = sorted({m.layer for m in coupling.members([r])[r]})
             raise ValueError(
                 f"non-finite BatchNormalization scaling factor (gamma) in {bad}; "
                 "the model's weights are broken (diverged training?). Fix or retrain first."
@@ -203,11 +203,11 @@ def make_plan(
     )
 
 
-def _warn_barriers(coupling, members) -> None:
+def _warn_barriers(coupling, scored) -> None:
     """Warn once about barriers that keep channels a BN could have scored."""
     blocking = []
     for name, reason, ids in coupling.barriers:
-        if any(r in members for r in coupling.uf.roots(ids).tolist()):
+        if any(r in scored for r in coupling.root_of[ids].tolist()):
             blocking.append(f"{name!r} ({reason})")
     if blocking:
         warnings.warn(
@@ -244,15 +244,15 @@ def _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group
 
 def _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to):
     """Give channels back until every layer and every selection is satisfied."""
-    uf = coupling.uf
+    root_of = coupling.root_of
     units = []  # unique roots of each produced tensor, in order
     for _, ids in coupling.produced:
-        roots = coupling.uf.roots(ids)
+        roots = root_of[ids]
         _, first = np.unique(roots, return_index=True)
         units.append(roots[np.sort(first)].tolist())
     pairs = set()
     for dep, need in coupling.requires:
-        pairs.update(zip(uf.roots(dep).tolist(), uf.roots(need).tolist()))
+        pairs.update(zip(root_of[dep].tolist(), root_of[need].tolist()))
     pairs = [(a, b) for a, b in pairs if a != b]
     removed = set(removed)
 
@@ -284,7 +284,7 @@ def _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio,
 
 def _keep_positions(coupling, removed) -> dict:
     n = len(coupling.uf.parent)
-    root_of = coupling.uf.roots(np.arange(n))
+    root_of = coupling.root_of
     gone_root = np.zeros(n, bool)
     if removed:
         gone_root[list(removed)] = True
@@ -317,7 +317,8 @@ def _report(state: _State):
             changed = any(kp is not None and len(kp) != _len(s) for kp, s in
                           zip(in_keep + out_keep, in_before + out_before))
             if changed:
-                _, weights = handler.rebuild(call.layer, in_keep, out_keep)
+                config, weights = handler.rebuild(call.layer, in_keep, out_keep)
+                state.rebuilt[id(call.layer)] = (config, weights)  # surgery reuses it
                 p_after = sum(int(np.size(w)) for w in weights)
             else:
                 p_after = p_before
@@ -347,8 +348,8 @@ def _qualified_name(graph, call) -> str:
 
 
 def _groups(coupling, removed, scores) -> list:
-    """Coupled groups: layers whose channels are removed together."""
-    uf = coupling.uf
+    """Coupled groups: the layers whose channels are removed together."""
+    root_of, graph = coupling.root_of, coupling.graph
     parent: dict[int, int] = {}
 
     def find(r):
@@ -356,26 +357,28 @@ def _groups(coupling, removed, scores) -> list:
             r = parent[r]
         return r
 
-    layer_of_root: dict[int, set] = {}
-    graph = coupling.graph
+    layers_of: dict[int, set] = {}
     for index, ids in coupling.produced:
-        roots = set(uf.roots(ids).tolist())
-        base = find(next(iter(roots)))
-        for r in roots:
+        roots = np.unique(root_of[ids]).tolist()
+        base = find(roots[0])
+        for r in roots[1:]:
             parent[find(r)] = base
-        for r in roots:
-            layer_of_root.setdefault(r, set()).add(_qualified_name(graph, graph.calls[index]))
-    _, _, members = coupling.root_sets()
-    for r, ms in members.items():
-        layer_of_root.setdefault(r, set()).update(m.layer for m in ms)
+        name = _qualified_name(graph, graph.calls[index])
+        layers_of.setdefault(base, set()).add(name)
+    for name, ids, _ in coupling.scored:
+        for r in np.unique(root_of[ids]).tolist():
+            if r in scores:
+                layers_of.setdefault(find(r), set()).add(name)
     groups: dict[int, dict] = {}
     for r in scores:
-        g = groups.setdefault(find(r), {"layers": set(), "channels": 0, "removed": 0})
-        g["layers"].update(layer_of_root.get(r, ()))
+        g = groups.setdefault(find(r), {"channels": 0, "removed": 0})
         g["channels"] += 1
         g["removed"] += r in removed
-    return [dict(layers=sorted(g["layers"]), channels=g["channels"], removed=g["removed"])
-            for g in groups.values()]
+    names = {}
+    for base, layer_names in layers_of.items():
+        names.setdefault(find(base), set()).update(layer_names)
+    return [dict(layers=sorted(names.get(b, ())), channels=g["channels"], removed=g["removed"])
+            for b, g in groups.items()]
 
 
 def _len(shape) -> int | None:

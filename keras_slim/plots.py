@@ -84,7 +84,9 @@ def plot_gamma_distribution(
     Returns:
         `path` as a string.
     """
-    from keras_slim.callbacks import DEFAULT_BIN_EDGES, SparsityMonitor, collect_gammas, gamma_statistics
+    from keras_slim.callbacks import (
+        DEFAULT_BIN_EDGES, SparsityMonitor, collect_gammas, gamma_statistics,
+    )
 
     edges = None if bin_edges is None else np.asarray(bin_edges, np.float64)
     history = None
@@ -145,8 +147,8 @@ def plot_gamma_distribution(
     ax.set_xscale("log")
     ax.set_xlabel(f"|gamma| (first bin: < {edges[1]:g})")
     ax.set_ylabel("share of channels")
-    ax.set_title("scaling factors" + ("" if not many else " (dashed: prune thresholds, last epoch)"),
-                 fontsize=9)
+    note = " (dashed: prune thresholds, last epoch)" if many else ""
+    ax.set_title("scaling factors" + note, fontsize=9)
     ax.legend(fontsize=8)
     if many:
         ax2 = fig.add_subplot(1, 2, 2)

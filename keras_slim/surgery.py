@@ -70,7 +70,7 @@ class _Rebuilder:
         if not _keras.is_layer(old):  # a stateless keras.ops operation
             new = _keras.new_layer(old)
         else:
-            config, weights = handler.rebuild(old, in_keep, out_keep)
+            config, weights = self.state.rebuilt.get(id(old)) or handler.rebuild(old, in_keep, out_keep)
             fold = self.fold.get(flat.index)
             if fold is not None and len(in_keep) == 1:
                 config, weights = fold(config, weights)

@@ -39,10 +39,11 @@ def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool =
     from keras_slim.planning import make_plan
 
     state = make_plan(model, 0.0)._state
-    frozen, unsafe, members = state.coupling.root_sets()
-    roots = sorted(r for r in members if r not in frozen and r not in unsafe)
+    frozen, unsafe, scored = state.coupling.root_sets()
+    roots = sorted(r for r in scored if r not in frozen and r not in unsafe)
     rng = np.random.default_rng(seed)
     chosen = [r for r in roots if rng.random() < fraction]
+    members = state.coupling.members(chosen)
     by_layer: dict[str, list[int]] = {}
     for r in chosen:
         for m in members[r]:

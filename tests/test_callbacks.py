@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_slim.callbacks import DEFAULT_BIN_EDGES, SparsityMonitor, collect_gammas, gamma_statistics
+from keras_slim.callbacks import (
+    DEFAULT_BIN_EDGES, SparsityMonitor, collect_gammas, gamma_statistics,
+)
 
 # 10 known scaling factors (signs must not matter: the monitor looks at |gamma|)
 GAMMAS = np.array([1e-5, -5e-4, 2e-3, -8e-3, 0.03, 0.05, -0.2, 0.5, 1.0, -2.0], "float32")
@@ -37,7 +39,8 @@ def _set_gammas(model, values):
 
 def _frozen_fit(model, callbacks, epochs=2):
     """Fit with lr 0 so the factors stay exactly as set."""
-    model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.SGD(0.0),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.rand(8, 6, 6, 3).astype("float32")
     y = np.random.randint(0, 3, 8)
     return model.fit(x, y, epochs=epochs, batch_size=4, verbose=0, callbacks=callbacks)
@@ -89,7 +92,8 @@ def test_monitor_sees_sparsity_training_push_gammas_down():
 
     model = _tiny_model()
     add_bn_l1(model, 0.05)
-    model.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(keras.optimizers.SGD(0.5),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     mon = SparsityMonitor()
     x = np.random.rand(16, 6, 6, 3).astype("float32")
     model.fit(x, np.random.randint(0, 3, 16), epochs=3, batch_size=8, verbose=0, callbacks=[mon])

@@ -98,8 +98,8 @@ def test_interrupted_stage_resumes_from_its_checkpoint(fake_archive, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run.fit_stage("stage", lambda: train_lib.build_model(cfg), 3, 1e-4,
                       callbacks=[Interrupt()])
-    assert [os.path.basename(p) for p in
-            train_lib._checkpoints(run.path("checkpoints", "stage-*.keras"))] == ["stage-0002.keras"]
+    left = train_lib._checkpoints(run.path("checkpoints", "stage-*.keras"))
+    assert [os.path.basename(p) for p in left] == ["stage-0002.keras"]
     model = run.fit_stage("stage", lambda: pytest.fail("should resume, not rebuild"), 3, 1e-4)
     assert model.optimizer.iterations.numpy() == 3 * run.steps
     epochs = [line.split(",")[0] for line in

@@ -1,8 +1,6 @@
 """Element-wise layers: activations, noise/dropout, rescaling."""
 from __future__ import annotations
 
-import functools
-
 import keras
 import numpy as np
 
@@ -51,20 +49,28 @@ def evaluate(fn, values: np.ndarray) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=512)
-def _layer_maps_zero(cls, config_key: str, config_items) -> bool:
-    layer = cls.from_config(dict(config_items))
-    return _maps_zero_to_zero(layer)
+def fresh_copy(layer):
+    """A fresh copy of a weightless layer, shared between layers of equal config."""
+    config = {k: v for k, v in layer.get_config().items() if k != "name"}
+    try:
+        key = (type(layer), repr(_freeze(config)))
+    except TypeError:  # unhashable config: no sharing
+        return _keras.new_layer(layer)
+    if key not in _FRESH:
+        _FRESH[key] = _keras.new_layer(layer)
+    return _FRESH[key]
+
+
+_FRESH: dict = {}
+_ZERO: dict = {}
 
 
 def layer_preserves_zero(layer) -> bool:
     """Evaluate a fresh copy of an element-wise layer on zeros (never the layer itself)."""
-    config = layer.get_config()
-    try:
-        items = tuple(sorted((k, _freeze(v)) for k, v in config.items()))
-        return _layer_maps_zero(type(layer), repr(items), items)
-    except TypeError:  # unhashable config: evaluate without the cache
-        return _maps_zero_to_zero(_keras.new_layer(layer))
+    copy = fresh_copy(layer)
+    if id(copy) not in _ZERO:
+        _ZERO[id(copy)] = _maps_zero_to_zero(copy)
+    return _ZERO[id(copy)]
 
 
 def _freeze(v):
@@ -100,7 +106,7 @@ class ElementwiseHandler(Handler):
         if self.always:
             return [consts[0]]
         try:
-            return [evaluate(_keras.new_layer(layer), consts[0])]
+            return [evaluate(fresh_copy(layer), consts[0])]
         except Exception:  # a layer that needs a real spatial shape
             return None
 
