@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_slim import _keras
 from keras_slim.planning import _State
 
 
@@ -37,27 +38,71 @@ def propagate_constants(state: _State) -> dict:
 
 
 def folds(state: _State) -> dict:
-    """call index -> function(config, weights) folding removed constants into that layer."""
+    """call index -> function(config, weights) -> (config, weights) applying the folds.
+
+    The constant goes into the reading layer's bias if it has one; a bias-free
+    conv/dense whose only reader is a BatchNormalization shifts that BN's
+    moving mean instead (no new parameters); otherwise the layer gets a bias.
+    """
     consts = propagate_constants(state)
     graph, coupling = state.graph, state.coupling
-    result = {}
+    result: dict = {}
     for call in graph.calls:
-        if not call.inputs or call.inputs[0] not in consts:
+        if len(call.inputs) != 1 or call.inputs[0] not in consts or len(call.outputs) != 1:
             continue
-        in_keep = state.keep.get(call.inputs[0])
-        out_keep = state.keep.get(call.outputs[0]) if call.outputs else None
+        in_keep, out_keep = state.keep.get(call.inputs[0]), state.keep.get(call.outputs[0])
         c = consts[call.inputs[0]]
         if in_keep is None or out_keep is None or len(in_keep) == len(c):
             continue
-        removed = np.setdiff1d(np.arange(len(c)), in_keep)
-        if not np.isfinite(c[removed]).any():
+        delta = coupling.handlers[call.index].fold_delta(call.layer, c, in_keep, out_keep)
+        if delta is None:
             continue
-        handler = coupling.handlers[call.index]
-        result[call.index] = _bind(handler, call.layer, c, in_keep, out_keep)
+        names = [n for n, _ in _keras.get_weights(call.layer)]
+        reader = _sole_batchnorm_reader(graph, call)
+        if "bias" not in names and reader is not None:
+            _chain(result, reader.index, _shift_moving_mean(reader.layer, delta))
+        else:
+            _chain(result, call.index, _add_bias(names, delta))
     return result
 
 
-def _bind(handler, layer, const, in_keep, out_keep):
-    def fold(config, weights):
-        return handler.fold(layer, const, in_keep, out_keep, config, weights)
-    return fold
+def _sole_batchnorm_reader(graph, call):
+    readers = graph.consumers.get(call.outputs[0], [])
+    if len(readers) != 1 or readers[0] < 0:
+        return None
+    reader = graph.calls[readers[0]]
+    return reader if _keras.is_batch_norm(reader.layer) else None
+
+
+def _add_bias(names, delta):
+    def apply(config, weights):
+        weights = list(weights)
+        if "bias" in names:
+            i = names.index("bias")
+            weights[i] = (weights[i] + delta).astype(weights[i].dtype)
+        else:  # Keras creates the bias right after the kernel
+            k = names.index("kernel")
+            config = dict(config, use_bias=True)
+            weights.insert(k + 1, delta.astype(weights[k].dtype))
+        return config, weights
+    return apply
+
+
+def _shift_moving_mean(bn, delta):
+    names = [n for n, _ in _keras.get_weights(bn)]
+
+    def apply(config, weights):
+        # BN(x + delta) with mean m equals BN(x) with mean m - delta.
+        weights = list(weights)
+        i = names.index("moving_mean")
+        weights[i] = (weights[i] - delta).astype(weights[i].dtype)
+        return config, weights
+    return apply
+
+
+def _chain(result: dict, index: int, fn) -> None:
+    previous = result.get(index)
+    if previous is None:
+        result[index] = fn
+    else:
+        result[index] = lambda config, weights: fn(*previous(config, weights))

@@ -72,7 +72,7 @@ class _Rebuilder:
         else:
             config, weights = self.state.rebuilt.get(id(old)) or handler.rebuild(old, in_keep, out_keep)
             fold = self.fold.get(flat.index)
-            if fold is not None and len(in_keep) == 1:
+            if fold is not None:
                 config, weights = fold(config, weights)
             new = _keras.new_layer(old, config)
             self.pending_weights[id(old)] = weights

@@ -287,4 +287,5 @@ def test_constant_of_removed_channels_is_folded_exactly():
     dropped = keras_slim.prune(model, p, fold_constants=False)
     assert testing.max_difference(model, folded, x) < 1e-5
     assert testing.max_difference(model, dropped, x) > 1e-2  # without folding it would shift
-    assert folded.get_layer("c2").use_bias  # a bias was added to absorb the constant
+    assert not folded.get_layer("c2").use_bias  # c2 -> BN: its moving mean absorbed it
+    assert folded.count_params() == p.params_after

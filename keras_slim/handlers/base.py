@@ -50,9 +50,14 @@ class Handler:
         """
         return None
 
-    def fold(self, layer, const, in_keep, out_keep, config: dict, weights: list) -> tuple[dict, list]:
-        """Absorb removed input channels that carry a constant into the bias."""
-        return config, weights
+    def fold_delta(self, layer, const, in_keep, out_keep):
+        """What removed constant input channels add to each kept output (None: cannot tell).
+
+        `const[i]` is the constant carried by input channel i (NaN if none).
+        The caller puts the result into this layer's bias, or into the moving
+        mean of the BatchNormalization that follows a bias-free layer.
+        """
+        return None
 
 
 def slice_weights(layer, rules: dict) -> list:
@@ -79,26 +84,14 @@ def channels_last(layer) -> bool:
     return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
 
 
-def fold_into_bias(layer, const, in_keep, out_keep, taps, config: dict, weights: list):
-    """Add the removed inputs' constant contribution `const @ taps` to the bias.
+def constant_delta(const, in_keep, out_keep, taps):
+    """`const @ taps` over the removed inputs, for the kept outputs (None if nothing to add).
 
-    `taps` is the kernel summed over its spatial axes, shape (in, out). A layer
-    without a bias gets one (use_bias=True), placed where Keras creates it
-    (right after the kernel).
+    `taps` is the kernel summed over its spatial axes, shape (in, out).
     """
     removed = np.setdiff1d(np.arange(len(const)), in_keep)
     c = const[removed]
     live = np.isfinite(c) & (c != 0)
     if not live.any():
-        return config, weights
-    delta = (c[live] @ taps[removed[live]])[out_keep]
-    names = [n for n, _ in _keras.get_weights(layer)]
-    weights = list(weights)
-    if "bias" in names:
-        i = names.index("bias")
-        weights[i] = (weights[i] + delta).astype(weights[i].dtype)
-    else:
-        config = dict(config, use_bias=True)
-        k = names.index("kernel")
-        weights.insert(k + 1, delta.astype(weights[k].dtype))
-    return config, weights
+        return None
+    return (c[live] @ taps[removed[live]])[out_keep]

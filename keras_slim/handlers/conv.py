@@ -6,7 +6,7 @@ import numpy as np
 from keras_slim import _keras
 from keras_slim.coupling import ChannelInfo
 from keras_slim.handlers.activations import apply_activation, preserves_zero
-from keras_slim.handlers.base import Handler, channels_last, fold_into_bias, slice_weights, spatial
+from keras_slim.handlers.base import Handler, channels_last, constant_delta, slice_weights, spatial
 
 
 class ConvHandler(Handler):
@@ -43,12 +43,12 @@ class ConvHandler(Handler):
         k = int(np.prod(layer.kernel_size))
         return spatial(out_shapes[0]) * k * in_shapes[0][-1] * out_shapes[0][-1]
 
-    def fold(self, layer, const, in_keep, out_keep, config, weights):
+    def fold_delta(self, layer, const, in_keep, out_keep):
         # sum over the kernel's spatial taps: exact for 1x1 and 'valid' convs,
         # exact away from the borders for 'same' padding.
         kernel = _keras.weight(layer, "kernel")
-        return fold_into_bias(layer, const, in_keep, out_keep, kernel.sum(axis=tuple(range(kernel.ndim - 2))),
-                              config, weights)
+        taps = kernel.sum(axis=tuple(range(kernel.ndim - 2)))
+        return constant_delta(const, in_keep, out_keep, taps)
 
 
 class ConvTransposeHandler(ConvHandler):
@@ -56,8 +56,8 @@ class ConvTransposeHandler(ConvHandler):
 
     in_axis, out_axis = -1, -2
 
-    def fold(self, layer, const, in_keep, out_keep, config, weights):
-        return config, weights  # strided scatter: the constant is not uniform
+    def fold_delta(self, layer, const, in_keep, out_keep):
+        return None  # strided scatter: the constant's contribution is not uniform
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
@@ -123,8 +123,8 @@ class SeparableHandler(ConvHandler):
         })
         return config, weights
 
-    def fold(self, layer, const, in_keep, out_keep, config, weights):
-        return config, weights  # the depthwise step spreads it spatially first: not folded
+    def fold_delta(self, layer, const, in_keep, out_keep):
+        return None  # not folded: the constant goes through the depthwise step first
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))

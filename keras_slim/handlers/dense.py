@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from keras_slim import _keras
-from keras_slim.handlers.base import Handler, fold_into_bias, slice_weights, spatial
+from keras_slim.handlers.base import Handler, constant_delta, slice_weights, spatial
 
 
 class DenseHandler(Handler):
@@ -26,8 +26,8 @@ class DenseHandler(Handler):
         })
         return config, weights
 
-    def fold(self, layer, const, in_keep, out_keep, config, weights):
-        return fold_into_bias(layer, const, in_keep, out_keep, _keras.weight(layer, "kernel"), config, weights)
+    def fold_delta(self, layer, const, in_keep, out_keep):
+        return constant_delta(const, in_keep, out_keep, _keras.weight(layer, "kernel"))
 
     def macs(self, layer, in_shapes, out_shapes):
         return spatial(out_shapes[0]) * in_shapes[0][-1] * out_shapes[0][-1]

@@ -1,0 +1,294 @@
+"""The keras-slim command line: happy paths, exit codes and error messages.
+
+Commands run in-process through `keras_slim.cli.main` (fast); one test runs
+the installed `keras-slim` console script.
+"""
+import json
+import os
+import shutil
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+from keras_slim import cli, models, testing
+
+SMALL_GAMMA = [0, 1, 2]  # bn1 channels given |gamma| = 1e-4 (< 1e-3) in the saved model
+
+
+def _err_lines(text):
+    return [ln for ln in text.splitlines() if "error:" in ln]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A saved tiny VGG-11 with random BN, a calibration .npy, and its pruned copy."""
+    d = tmp_path_factory.mktemp("cli")
+    model = models.vgg(11, width=0.125)
+    testing.randomize_batchnorm(model, seed=3)
+    bn1 = model.get_layer("bn1")
+    gamma = bn1.gamma.numpy()
+    gamma[SMALL_GAMMA] = 1e-4
+    bn1.gamma.assign(gamma)
+    model.save(d / "vgg.keras")
+    rng = np.random.default_rng(0)
+    np.save(d / "calib.npy", rng.uniform(0, 1, (16, 32, 32, 3)).astype("float32"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def pruned(work):
+    """`keras-slim prune` output: (exit code, stdout, small.keras, plan.json)."""
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = cli.main(["prune", str(work / "vgg.keras"), "--ratio", "0.5", "--round-to", "4",
+                         "-o", str(work / "small.keras"), "--plan-json",
+                         str(work / "plan.json"), "-q"])
+    return code, out.getvalue(), work / "small.keras", work / "plan.json"
+
+
+@pytest.fixture(scope="module")
+def exported(work, pruned):
+    """fp32 .tflite + .onnx and int8 .tflite (int8 I/O, .npy calibration) of small.keras."""
+    small = str(pruned[2])
+    paths = {"fp32": work / "small.tflite", "onnx": work / "small.onnx",
+             "int8": work / "small_int8.tflite"}
+    codes = [
+        cli.main(["export", small, "--tflite", str(paths["fp32"]), "--onnx", str(paths["onnx"]),
+                  "--json", str(work / "export_fp32.json"), "-q"]),
+        cli.main(["export", small, "--tflite", str(paths["int8"]), "--quantize", "int8",
+                  "--calib", str(work / "calib.npy"), "--int8-io",
+                  "--json", str(work / "export_int8.json"), "-q"]),
+    ]
+    return codes, paths
+
+
+# ---------------------------------------------------------------- happy paths
+def test_inspect_reports_gammas_groups_and_ratios(work, capsys):
+    out_json = work / "inspect.json"
+    code = cli.main(["inspect", str(work / "vgg.keras"), "--ratios", "0.3", "0.5",
+                     "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "BatchNormalization |gamma|" in out and "(all)" in out
+    assert "Prunable channel groups (8;" in out
+    assert "Barriers (channels reaching them are kept): none" in out
+
+    data = json.loads(out_json.read_text())
+    stats = {row["layer"]: row for row in data["batchnorm"]}
+    assert set(stats) == {f"bn{i}" for i in range(1, 9)} | {"(all)"}
+    assert stats["bn1"]["count"] == 8
+    assert stats["bn1"]["below_1e_3"] == pytest.approx(len(SMALL_GAMMA) / 8)
+    assert stats["bn1"]["min"] == pytest.approx(1e-4)
+    assert stats["bn2"]["below_1e_2"] == 0.0
+    assert stats["(all)"]["count"] == data["prunable_channels"] == 344
+    assert sum(g["channels"] for g in data["groups"]) == 344
+    assert [r["ratio"] for r in data["ratios"]] == [0.3, 0.5]
+    for r in data["ratios"]:
+        assert r["removed_channels"] == round(r["ratio"] * 344)
+        assert r["params_after"] < r["params_before"] == data["params"]
+        assert r["macs_after"] < r["macs_before"]
+        assert f"{r['params_after']:,}" in out and f"{r['macs_after']:,}" in out
+    # the three near-zero channels of bn1 are the first to go
+    assert data["ratios"][0]["channels_after"]["bn1"] <= 8 - len(SMALL_GAMMA)
+
+
+def test_prune_prints_plan_and_saves_smaller_model(pruned):
+    code, out, small_path, plan_path = pruned
+    assert code == 0
+    plan = json.loads(plan_path.read_text())
+    assert "prunable removed" in out and f"saved {small_path}" in out
+    small = keras.models.load_model(small_path)
+    assert small.count_params() == plan["params_after"] < plan["params_before"]
+    assert plan["options"]["round_to"] == 4
+    for layer in small.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            assert layer.filters % 4 == 0 or layer.filters == 8, layer.name
+    x = np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    assert small(x).shape == (2, 10)
+
+
+def test_prune_threshold_and_plan_options(work, capsys):
+    out = work / "thr.keras"
+    code = cli.main(["prune", str(work / "vgg.keras"), "--threshold", "1e-3", "-o", str(out),
+                     "--no-fold", "--min-channels", "2", "--exclude", "conv8", "-q"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert f"{len(SMALL_GAMMA)}/{344 - 64} prunable removed" in text  # conv8 excluded
+    small = keras.models.load_model(out)
+    assert small.get_layer("conv1").filters == 8 - len(SMALL_GAMMA)
+    assert small.get_layer("conv8").filters == 64
+
+
+def test_export_tflite_fp32_and_onnx(work, exported, capsys):
+    codes, paths = exported
+    assert codes == [0, 0]
+    assert paths["fp32"].is_file() and paths["onnx"].is_file()
+    tfl, onnx_report = json.loads((work / "export_fp32.json").read_text())
+    assert (tfl["format"], tfl["quantize"], onnx_report["format"]) == ("tflite", None, "onnx")
+    for report in (tfl, onnx_report):
+        assert report["verified"] and report["max_rel_error"] < 1e-4
+        assert report["inputs"][0]["shape"] == [1, 32, 32, 3]
+    assert "BATCH_NORM" not in " ".join(tfl["op_histogram"])
+
+
+def test_export_int8_with_npy_calibration(work, exported):
+    codes, paths = exported
+    assert codes[1] == 0 and paths["int8"].is_file()
+    (report,) = json.loads((work / "export_int8.json").read_text())
+    assert report["quantize"] == "int8" and report["verified"]
+    (inp,), (outp,) = report["inputs"], report["outputs"]
+    assert inp["dtype"] == outp["dtype"] == "int8"
+    assert inp["scale"] > 0 and inp["zero_point"] is not None
+    assert report["size_bytes"] < os.path.getsize(paths["fp32"]) / 2
+
+
+def test_bench_side_by_side(work, exported, capsys):
+    _, paths = exported
+    files = [str(paths["fp32"]), str(paths["int8"]), str(paths["onnx"])]
+    code = cli.main(["bench", *files, "--threads", "1", "--runs", "3", "--warmup", "1",
+                     "--json", str(work / "bench.json"), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    table = out.splitlines()
+    assert "1T median ms" in table[0]
+    for f in files:
+        assert any(line.startswith(f) for line in table)
+    reports = json.loads((work / "bench.json").read_text())
+    assert sorted(r["runtime"] for r in reports) == ["litert", "litert", "onnxruntime"]
+    assert all(r["median_ms"] > 0 and r["threads"] == 1 for r in reports)
+
+
+def test_calibration_from_image_directory(work):
+    from PIL import Image
+
+    d = work / "images" / "cats"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(40, 30), (32, 32), (64, 48)]):
+        Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(d / f"{i}.png")
+    (d / "notes.txt").write_text("not an image")
+    model = keras.models.load_model(work / "vgg.keras")
+    (x,) = cli.load_calibration(str(work / "images"), model, count=2)
+    assert x.shape == (2, 32, 32, 3) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    (y,) = cli.load_calibration(str(work / "images"), model, count=5, scale="signed",
+                                mean=[0.5], std=[2.0])
+    assert y.shape == (3, 32, 32, 3)
+    assert -0.75 - 1e-6 <= y.min() and y.max() <= -0.25 + 1e-6  # ([-1, 1] - 0.5) / 2
+
+
+# ---------------------------------------------------------------- errors
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "junk.keras").write_text("this is not a model")
+    (d / "model.txt").write_text("x")
+    (d / "junk.tflite").write_bytes(b"\x00" * 64)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inp, keras.layers.Dense(2)(x)).save(d / "lambda.keras")
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inp)
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x))).save(d / "nobn.keras")
+    return d
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["inspect", "{bad}/missing.keras"], 2, "no such file"),
+    (["prune", "{work}/vgg.keras", "--ratio", "1.5", "-o", "{work}/x.keras"], 2,
+     "ratio must be in [0, 1), got 1.5"),
+    (["prune", "{work}/vgg.keras", "--ratio", "half", "-o", "{work}/x.keras"], 2,
+     "ratio must be a number, got 'half'"),
+    (["prune", "{work}/vgg.keras", "--ratio", "0.5"], 2, "-o/--output"),
+    (["prune", "{work}/vgg.keras", "--ratio", "0.5", "-o", "{work}/x.txt"], 2,
+     "must end in .keras"),
+    (["prune", "{work}/vgg.keras", "--ratio", "0.5", "--exclude", "nope", "-o",
+      "{work}/x.keras"], 2, "not in model 'vgg11': ['nope']"),
+    (["inspect", "{bad}/junk.keras"], 2, "is not a Keras model file"),
+    (["inspect", "{bad}/model.txt"], 2, "expected .keras or .h5 or .hdf5"),
+    (["inspect", "{bad}/lambda.keras"], 2, "pass --unsafe"),
+    (["inspect", "{bad}/nobn.keras"], 3, "no BatchNormalization"),
+    (["export", "{work}/vgg.keras", "--tflite", "{work}/q.tflite", "--quantize", "int8"], 2,
+     "--quantize int8 needs --calib"),
+    (["export", "{work}/vgg.keras", "--tflite", "{work}/q.tflite", "--int8-io"], 2,
+     "--int8-io needs --quantize int8"),
+    (["export", "{work}/vgg.keras"], 2, "nothing to export"),
+    (["export", "{work}/vgg.keras", "--tflite", "{work}/q.tflite", "--quantize", "int8",
+      "--calib", "{bad}/model.txt"], 2, "expected .npy or .npz"),
+    (["bench", "{bad}/junk.tflite", "--runs", "2"], 4, "cannot run"),
+    (["bench", "{work}/vgg.keras"], 2, "expected .tflite or .onnx"),
+])
+def test_bad_input_exit_code_and_one_line_message(work, bad_files, capsys, argv, code, message):
+    argv = [a.format(work=work, bad=bad_files) for a in argv]
+    assert cli.main(argv) == code
+    captured = capsys.readouterr()
+    errors = _err_lines(captured.err)
+    assert len(errors) == 1, captured.err
+    assert errors[0].startswith("keras-slim") and message in errors[0]
+    assert "Traceback" not in captured.err
+    assert not os.path.exists(work / "x.keras") and not os.path.exists(work / "q.tflite")
+
+
+def test_calibration_shape_mismatch_is_a_usage_error(work, tmp_path, capsys):
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 16, 16, 3), np.float32))
+    code = cli.main(["export", str(work / "vgg.keras"), "--tflite", str(tmp_path / "w.tflite"),
+                     "--quantize", "int8", "--calib", str(tmp_path / "wrong.npy")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "(4, 16, 16, 3), the model wants (N,) + (32, 32, 3)" in err
+    assert not (tmp_path / "w.tflite").exists()
+
+
+def test_lambda_model_loads_with_unsafe(bad_files, capsys):
+    assert cli.main(["inspect", str(bad_files / "lambda.keras"), "--unsafe", "--ratios",
+                     "0.5"]) == 0
+    captured = capsys.readouterr()
+    assert "double" in captured.out  # the Lambda is a barrier: its channels are kept
+    assert "barrier" in captured.err  # keras_slim's warning, as one log line
+
+
+def test_export_failure_exits_4(work, monkeypatch, tmp_path, capsys):
+    from keras_slim import export
+
+    def fail(*args, **kwargs):
+        raise export.ExportError("Verification failed: the .tflite output differs\nby 0.5")
+
+    monkeypatch.setattr(export, "export_tflite", fail)
+    code = cli.main(["export", str(work / "vgg.keras"), "--tflite", str(tmp_path / "f.tflite")])
+    errors = _err_lines(capsys.readouterr().err)
+    assert code == 4
+    assert errors == ["keras-slim export: error: Verification failed: the .tflite output "
+                      "differs | by 0.5"]
+
+
+def test_debug_shows_traceback(bad_files, capsys):
+    assert cli.main(["inspect", str(bad_files / "lambda.keras"), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "pass --unsafe" in err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "inspect" in capsys.readouterr().err
+
+
+def test_installed_console_script_help():
+    exe = shutil.which("keras-slim")
+    if exe is None:
+        pytest.skip("the keras-slim console script is not installed; run "
+                    "`pip install -e . --no-deps`")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    for command in ("inspect", "prune", "export", "bench"):
+        assert command in result.stdout
+    assert "exit codes" in result.stdout
