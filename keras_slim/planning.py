@@ -127,7 +127,7 @@ class Plan:
 
 
 # ---------------------------------------------------------------- making plans
-def make_plan(
+def plan(
     model,
     ratio: float | None = None,
     *,
@@ -139,6 +139,33 @@ def make_plan(
     channel_selection: bool = True,
     group_reduction: str = "mean",
 ) -> Plan:
+    """Work out what pruning `model` would remove, without building anything.
+
+    Channels are ranked globally by the |gamma| of their BatchNormalization
+    scaling factors (combined over coupled layers by `group_reduction`) and
+    exactly `round(ratio * prunable)` of the lowest are cut, before the
+    per-layer constraints give some back.
+
+    Args:
+        model: a built Functional or Sequential Keras model (nested models,
+            several inputs/outputs and shared layers are fine).
+        ratio: fraction of prunable channels to remove, in [0, 1).
+        threshold: instead of `ratio`, remove every channel scoring below it.
+        min_channels: fewest channels any layer keeps (>= 1).
+        max_layer_ratio: most any one layer may lose, e.g. 0.5 (the paper's
+            multi-pass setting); None for no cap.
+        round_to: keep channel counts at multiples of this (8 suits ARM SIMD);
+            a layer narrower than it is left alone.
+        exclude: names of layers whose output channels must all stay.
+        channel_selection: let a BN whose input is shared (after Add or
+            Concatenate) prune its own copy through a gather.
+        group_reduction: how the |gamma| of coupled BNs combine: "mean",
+            "max" or "sum" (see keras_slim.criteria).
+
+    Returns:
+        A `Plan`: kept channel indices per layer, coupled groups, barriers,
+        params and MACs before/after; `print(plan)` shows the table.
+    """
     _keras.check_graph_model(model, "keras_slim.plan")
     ratio, threshold = _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to,
                                    group_reduction)

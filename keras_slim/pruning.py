@@ -1,59 +1,14 @@
-"""The public entry points: `plan` and `prune`."""
+"""The public entry point `prune` (and `plan`, re-exported from planning)."""
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Union
+from typing import Union
 
-from keras_slim import _keras
 from keras_slim.constants import folds
-from keras_slim.planning import Plan, make_plan
+from keras_slim.planning import Plan, plan
 from keras_slim.surgery import rebuild
 
 logger = logging.getLogger(__name__)
-
-
-def plan(
-    model,
-    ratio: float | None = None,
-    *,
-    threshold: float | None = None,
-    min_channels: int = 1,
-    max_layer_ratio: float | None = None,
-    round_to: int = 1,
-    exclude: Iterable[str] = (),
-    channel_selection: bool = True,
-    group_reduction: str = "mean",
-) -> Plan:
-    """Work out what pruning `model` would remove, without building anything.
-
-    Channels are ranked globally by the |gamma| of their BatchNormalization
-    scaling factors (combined over coupled layers by `group_reduction`) and
-    exactly `round(ratio * prunable)` of the lowest are cut, before the
-    per-layer constraints give some back.
-
-    Args:
-        model: a built Functional or Sequential Keras model (nested models,
-            several inputs/outputs and shared layers are fine).
-        ratio: fraction of prunable channels to remove, in [0, 1).
-        threshold: instead of `ratio`, remove every channel scoring below it.
-        min_channels: fewest channels any layer keeps (>= 1).
-        max_layer_ratio: most any one layer may lose, e.g. 0.5 (the paper's
-            multi-pass setting); None for no cap.
-        round_to: keep channel counts at multiples of this (8 suits ARM SIMD);
-            a layer narrower than it is left alone.
-        exclude: names of layers whose output channels must all stay.
-        channel_selection: let a BN whose input is shared (after Add or
-            Concatenate) prune its own copy through a gather.
-        group_reduction: how the |gamma| of coupled BNs combine: "mean",
-            "max" or "sum" (see keras_slim.criteria).
-
-    Returns:
-        A `Plan`: kept channel indices per layer, coupled groups, barriers,
-        params and MACs before/after; `print(plan)` shows the table.
-    """
-    return make_plan(model, ratio, threshold=threshold, min_channels=min_channels,
-                     max_layer_ratio=max_layer_ratio, round_to=round_to, exclude=exclude,
-                     channel_selection=channel_selection, group_reduction=group_reduction)
 
 
 def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constants: bool = True,
@@ -95,7 +50,7 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
         if ratio_or_plan is None and options.get("threshold") is None:
             raise TypeError("prune: give a ratio in [0, 1) (e.g. prune(model, 0.5)), "
                             "threshold=..., or a Plan")
-        the_plan = make_plan(model, ratio_or_plan, **options)
+        the_plan = plan(model, ratio_or_plan, **options)
     new = rebuild(the_plan._state, folds(the_plan._state) if fold_constants else None)
     _copy_compile(model, new)
     return new

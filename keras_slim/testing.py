@@ -36,9 +36,9 @@ def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool =
     Every BN scaling factor of a chosen class is zeroed, so the class is dead
     everywhere it is coupled. Returns how many classes were killed.
     """
-    from keras_slim.planning import make_plan
+    from keras_slim.planning import plan
 
-    state = make_plan(model, 0.0)._state
+    state = plan(model, 0.0)._state
     frozen, unsafe, scored = state.coupling.root_sets()
     roots = sorted(r for r in scored if r not in frozen and r not in unsafe)
     rng = np.random.default_rng(seed)

@@ -7,37 +7,25 @@ from keras_slim import _keras
 from keras_slim.coupling import ChannelInfo
 from keras_slim.handlers.activations import apply_activation, preserves_zero
 from keras_slim.handlers.base import Handler, channels_last, constant_delta, slice_weights, spatial
+from keras_slim.handlers.dense import DenseHandler
 
 
-class ConvHandler(Handler):
+class ConvHandler(DenseHandler):
     """Conv1D/2D/3D: mixes its input channels, creates `filters` new ones.
 
     Grouped convs and channels_first are barriers (their channel layout is
     not the last axis / not independent per filter).
     """
 
-    shares_channels = True
+    width_key = "filters"
     in_axis, out_axis = -2, -1
 
-    def flow(self, ctx, ins):
-        x = ins[0] if ins else None
-        layer = ctx.layer
-        if x is None or not channels_last(layer) or getattr(layer, "groups", 1) != 1:
-            why = "grouped conv" if getattr(layer, "groups", 1) != 1 else "channels_first or no channel axis"
-            return ctx.barrier(ins, why)
-        ctx.use(x)
-        out = ctx.fresh(0)
-        ctx.produce(out)
-        return [out]
-
-    def rebuild(self, layer, in_keep, out_keep):
-        config = layer.get_config()
-        config["filters"] = len(out_keep[0])
-        weights = slice_weights(layer, {
-            "kernel": [(self.in_axis, in_keep[0]), (self.out_axis, out_keep[0])],
-            "bias": [(0, out_keep[0])],
-        })
-        return config, weights
+    def barrier_reason(self, layer):
+        if getattr(layer, "groups", 1) != 1:
+            return "grouped conv"
+        if not channels_last(layer):
+            return "channels_first"
+        return None
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))

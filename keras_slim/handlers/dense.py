@@ -1,4 +1,4 @@
-"""Dense: mixes the last axis, creates `units` new channels."""
+"""Dense, and the shape every channel-creating layer shares."""
 from __future__ import annotations
 
 from keras_slim import _keras
@@ -6,12 +6,24 @@ from keras_slim.handlers.base import Handler, constant_delta, slice_weights, spa
 
 
 class DenseHandler(Handler):
+    """Mixes the last axis of its input and creates `units` new channels.
+
+    Subclasses (convolutions) change the config key of the width, the kernel
+    axes and what makes them a barrier.
+    """
+
     shares_channels = True
+    width_key = "units"
+    in_axis, out_axis = 0, 1
+
+    def barrier_reason(self, layer) -> str | None:
+        return None
 
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
-        if x is None:
-            return ctx.barrier(ins, "no channel axis")
+        reason = "no channel axis" if x is None else self.barrier_reason(ctx.layer)
+        if reason:
+            return ctx.barrier(ins, reason)
         ctx.use(x)
         out = ctx.fresh(0)
         ctx.produce(out)
@@ -19,9 +31,9 @@ class DenseHandler(Handler):
 
     def rebuild(self, layer, in_keep, out_keep):
         config = layer.get_config()
-        config["units"] = len(out_keep[0])
+        config[self.width_key] = len(out_keep[0])
         weights = slice_weights(layer, {
-            "kernel": [(0, in_keep[0]), (1, out_keep[0])],
+            "kernel": [(self.in_axis, in_keep[0]), (self.out_axis, out_keep[0])],
             "bias": [(0, out_keep[0])],
         })
         return config, weights
