@@ -94,6 +94,26 @@ class Plan:
                 f.write(text)
         return text
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        """A plan read back from `to_dict`; `prune(model, plan)` re-checks it on the model."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"_state"}
+        missing = sorted(fields - set(d))
+        if missing:
+            raise ValueError(f"not a keras_slim plan: missing {missing}")
+        data = {k: d[k] for k in fields}
+        data["layers"] = [LayerPlan(**row) for row in d["layers"]]
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text_or_path: str) -> "Plan":
+        """Read a plan written by `to_json` (a JSON string or a file path)."""
+        text = text_or_path
+        if not text_or_path.lstrip().startswith("{"):
+            with open(text_or_path) as f:
+                text = f.read()
+        return cls.from_dict(json.loads(text))
+
     def summary(self) -> str:
         def pct(a, b):
             return f"{100.0 * (1 - a / b):.1f}%" if b else "n/a"
@@ -138,6 +158,7 @@ def plan(
     exclude: Iterable[str] = (),
     channel_selection: bool = True,
     group_reduction: str = "mean",
+    kept: dict | None = None,
 ) -> Plan:
     """Work out what pruning `model` would remove, without building anything.
 
@@ -161,14 +182,24 @@ def plan(
             Concatenate) prune its own copy through a gather.
         group_reduction: how the |gamma| of coupled BNs combine: "mean",
             "max" or "sum" (see keras_slim.criteria).
+        kept: instead of ratio/threshold, reproduce a saved plan: the kept
+            output channels per layer (`Plan.kept`, e.g. from `Plan.from_json`).
 
     Returns:
         A `Plan`: kept channel indices per layer, coupled groups, barriers,
         params and MACs before/after; `print(plan)` shows the table.
     """
     _keras.check_graph_model(model, "keras_slim.plan")
-    ratio, threshold = _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to,
-                                   group_reduction)
+    if kept is not None:
+        if ratio is not None or threshold is not None:
+            raise ValueError("give kept= (a saved plan) or ratio/threshold, not both")
+        ratio_check = 0.0
+    else:
+        ratio_check = ratio
+    ratio, threshold = _check_args(ratio_check, threshold, min_channels, max_layer_ratio,
+                                   round_to, group_reduction)
+    if kept is not None:
+        ratio = None
     exclude = frozenset(exclude if not isinstance(exclude, str) else [exclude])
     known = {layer.name for layer in _keras.walk_layers(model)}
     missing = sorted(exclude - known)
@@ -200,7 +231,9 @@ def plan(
                        "outputs, barriers or excluded layers); the plan removes nothing.", model.name)
 
     order = sorted(prunable, key=lambda r: (scores[r], r))
-    if threshold is not None:
+    if kept is not None:
+        removed = _removed_from_kept(coupling, kept, set(prunable))
+    elif threshold is not None:
         removed = {r for r in order if scores[r] < threshold}
     else:
         removed = set(order[: int(round(ratio * len(order)))])
@@ -209,7 +242,12 @@ def plan(
     removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to)
     keep = _keep_positions(coupling, removed)
     state = _State(model, graph, coupling, keep)
-    layers, kept, params, macs = _report(state)
+    layers, kept_now, params, macs = _report(state)
+    if kept is not None and {k: list(v) for k, v in kept.items()} != kept_now:
+        differ = sorted(set(kept) ^ set(kept_now) | {k for k in kept if kept[k] != kept_now.get(k)})
+        raise ValueError(f"the saved plan does not fit model {model.name!r}: layers {differ[:5]} "
+                         "would keep other channels (was the plan made from another model, or "
+                         "with other options?)")
     return Plan(
         ratio_requested=ratio,
         threshold=float(cut if threshold is None else threshold),
@@ -220,7 +258,7 @@ def plan(
         macs_before=macs[0],
         macs_after=macs[1],
         layers=layers,
-        kept=kept,
+        kept=kept_now,
         groups=_groups(coupling, removed, scores),
         barriers=[(name, reason) for name, reason, _ in coupling.barriers],
         options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
@@ -228,6 +266,29 @@ def plan(
                      channel_selection=channel_selection, group_reduction=group_reduction),
         _state=state,
     )
+
+
+def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
+    """Class roots a saved plan removes: each named layer's channels not listed as kept."""
+    graph = coupling.graph
+    outputs = {}
+    for call in graph.calls:
+        outputs.setdefault(_qualified_name(graph, call), call.outputs[0] if call.outputs else None)
+    removed = set()
+    for name, keep in kept.items():
+        key = outputs.get(name)
+        if key is None or key not in coupling.tensors:
+            raise ValueError(f"the saved plan names layer {name!r}, which model "
+                             f"{graph.model.name!r} does not have (or it has no channel axis)")
+        roots = coupling.root_of[coupling.tensors[key].ids]
+        gone = np.ones(len(roots), bool)
+        gone[np.asarray(keep, dtype=np.int64)] = False
+        for r in set(roots[gone].tolist()):
+            if r not in prunable:
+                raise ValueError(f"the saved plan removes channels of {name!r} that cannot be "
+                                 "removed in this model (outputs, barriers or live channels)")
+            removed.add(r)
+    return removed
 
 
 def _warn_barriers(coupling, scored) -> None:

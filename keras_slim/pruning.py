@@ -23,8 +23,9 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
 
     Args:
         model: the trained (ideally sparsity-trained) Keras model.
-        ratio_or_plan: a ratio in [0, 1) or a `Plan` made by `keras_slim.plan`
-            from this same model.
+        ratio_or_plan: a ratio in [0, 1), or a `Plan` made by `keras_slim.plan`
+            from this same model, or one read back with `Plan.from_json`
+            (checked against `model`: its kept channels must be reachable).
         fold_constants: a removed channel with gamma ~ 0 but beta != 0 still
             emits the constant act(beta); add its contribution to the next
             layer's bias (exact for Dense, 1x1/'valid' convs and after global
@@ -43,7 +44,14 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             raise TypeError(f"prune: options {sorted(options)} cannot be combined with a Plan; "
                             "pass them to keras_slim.plan instead")
         the_plan = ratio_or_plan
-        if the_plan._state is None or the_plan._state.model is not model:
+        if the_plan._state is None:  # read back from JSON: check it against this model
+            saved = the_plan
+            the_plan = plan(model, kept=saved.kept, **saved.options)
+            widths = [(r.name, r.channels_before) for r in the_plan.layers]
+            if widths != [(r.name, r.channels_before) for r in saved.layers]:
+                raise ValueError(f"prune: the saved plan was made for another model than "
+                                 f"{model.name!r} (its layers or widths differ)")
+        elif the_plan._state.model is not model:
             raise ValueError("prune: this Plan was made from a different model; call "
                              "keras_slim.plan(model, ...) on the model you are pruning")
     else:

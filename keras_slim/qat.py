@@ -476,7 +476,9 @@ def quantize_aware(
       BatchNormalization that does not directly follow a conv/dense (e.g. the
       pre-activation BNs), PReLU/ELU/Rescaling and Activation layers with
       activations TFMOT does not list: output fake-quant only; LiteRT runs them
-      as int8 MUL/ADD/... ops;
+      as int8 MUL/ADD/... ops. Such a BN becomes MUL + ADD in TFLite and the
+      tensor between them has no QAT range, so export it with
+      `representative_data` (the converter calibrates just those tensors);
     * anything else stays float (unannotated) and is named in a warning; give
       it a config with `quantize_configs`, or convert with
       `export_qat_tflite(..., representative_data=..., allow_float_fallback=True)`.
@@ -638,9 +640,11 @@ def export_qat_tflite(
     """Convert a fine-tuned QAT model (from `quantize_aware`) to an int8 .tflite file.
 
     The TFLite converter (`Optimize.DEFAULT`) turns the fake-quant ranges
-    learned during QAT into int8 weights and activations, so no calibration
-    data is needed. Only builtin int8 kernels are allowed unless
-    `allow_float_fallback`; the file is written atomically, run in LiteRT
+    learned during QAT into int8 weights and activations. Tensors QAT has no
+    range for (inside a BatchNormalization that follows no conv, as in
+    pre-activation ResNets) are calibrated on `representative_data`; without
+    it such a model fails with an ExportError that says so. The result must be
+    fully int8 unless `allow_float_fallback`; the file is written atomically, run in LiteRT
     through its signature runner and compared with the QAT model (which
     simulates the same quantization), like `keras_slim.export_tflite`.
 
@@ -707,11 +711,20 @@ def export_qat_tflite(
     if extra:
         raise ExportError(f"The converted file needs non-builtin ops {extra}; the stock LiteRT "
                           "runtime cannot run it.")
+    float_ops = _float_compute_ops(buf)
+    if float_ops and not allow_float_fallback:
+        fix = ("pass representative_data (a few hundred training inputs) so the converter "
+               "can calibrate the tensors QAT has no range for (e.g. the MUL/ADD a "
+               "BatchNormalization without a preceding conv becomes)" if calibration is None
+               else "give those layers a QuantizeConfig in quantize_aware(quantize_configs=...)")
+        raise ExportError(f"The QAT model did not convert to full int8: {float_ops} stay "
+                          f"float. To fix, {fix}; or pass allow_float_fallback=True to accept "
+                          "float ops. Nothing was written.")
     report = ExportReport(path=os.fspath(path), format="tflite", quantize="int8",
                           size_bytes=len(buf), op_histogram=histogram, inputs=[], outputs=[],
                           details={"source": "qat", "batch_size": batch_size,
-                                   "io_type": io_type or "float32",
-                                   "float_ops": _float_compute_ops(buf)})
+                                   "io_type": io_type or "float32", "float_ops": float_ops,
+                                   "calibrated": calibration is not None})
     from keras_slim.export.tflite import _SignatureRunner
 
     with atomic_file(target) as tmp:
@@ -780,8 +793,10 @@ def _convert_qat(tf, model, iface: ModelInterface, batch_size, io_type, calibrat
         return dict(zip(iface.output_names, tf.nest.flatten(model(x, training=False))))
 
     with tempfile.TemporaryDirectory(prefix="keras_slim_qat_") as saved:
+        # Track the variables only: saving the tf_keras model itself would also
+        # trace and serialize every layer's call (slow, and not needed here).
         module = tf.Module()
-        module.model = model
+        module.model_variables = list(model.variables)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tf.saved_model.save(module, saved,
@@ -811,8 +826,9 @@ def _convert_qat(tf, model, iface: ModelInterface, batch_size, io_type, calibrat
         except Exception as err:  # ConverterError and friends: explain, keep the cause
             lines = [ln.strip() for ln in str(err).splitlines() if "error" in ln.lower()]
             hint = ("" if allow_float_fallback else
-                    " Some op has no int8 range or kernel: pass representative_data (to "
-                    "calibrate layers QAT left float) and/or allow_float_fallback=True.")
+                    " If some op has no int8 range or kernel, pass representative_data (to "
+                    "calibrate tensors QAT left without a range) and/or "
+                    "allow_float_fallback=True.")
             raise ExportError("QAT TFLite conversion failed ("
                               f"{type(err).__name__}):\n" + "\n".join(lines[:8] or
                                                                       [str(err)[:2000]]) + hint

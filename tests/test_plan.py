@@ -249,3 +249,25 @@ def test_register_handler_for_custom_layer():
     assert testing.max_difference(m, small, x) < 1e-5
     with pytest.raises(TypeError):
         keras_slim.register_handler(Double, object())
+
+
+def test_plan_round_trips_through_json(vgg, tmp_path):
+    p = keras_slim.plan(vgg, 0.5, round_to=2)
+    path = str(tmp_path / "plan.json")
+    p.to_json(path)
+    loaded = keras_slim.Plan.from_json(path)
+    assert loaded.kept == p.kept and loaded.params_after == p.params_after
+    small = keras_slim.prune(vgg, loaded)
+    assert small.count_params() == p.params_after
+    x = testing.random_inputs(vgg)
+    assert testing.max_difference(keras_slim.prune(vgg, p), small, x) == 0.0
+
+
+def test_saved_plan_rejected_on_another_model(vgg):
+    p = keras_slim.Plan.from_json(keras_slim.plan(vgg, 0.5).to_json())
+    other = models.vgg(11, width=0.25)
+    testing.randomize_batchnorm(other)
+    with pytest.raises(ValueError, match="does not fit|cannot be removed"):
+        keras_slim.prune(other, p)
+    with pytest.raises(ValueError, match="not a keras_slim plan"):
+        keras_slim.Plan.from_dict({"kept": {}})
