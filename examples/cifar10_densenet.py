@@ -1,6 +1,7 @@
 """Network Slimming on CIFAR-10 with a DenseNet (Liu et al., ICCV 2017).
 
-Paper setting (--scale paper): DenseNet-40 (k=12), lambda 1e-5, prune 40% and 60%; 160 epochs of SGD per stage.
+Paper setting (--scale paper): DenseNet-40 (k=12), lambda 1e-5, prune 40% and 60%;
+160 epochs of SGD per stage.
 CPU setting (--scale cpu, the default): DenseNet-22 (k=12), a short schedule.
 Smoke test (--scale smoke): a few hundred images, one epoch per stage.
 

@@ -1,6 +1,7 @@
 """Network Slimming on CIFAR-10 with a pre-activation ResNet (Liu et al., ICCV 2017).
 
-Paper setting (--scale paper): ResNet-164, lambda 1e-5, prune 40% and 60%; 160 epochs of SGD per stage.
+Paper setting (--scale paper): ResNet-164, lambda 1e-5, prune 40% and 60%;
+160 epochs of SGD per stage.
 CPU setting (--scale cpu, the default): ResNet-20 (bottleneck, n=2), a short schedule.
 Smoke test (--scale smoke): a few hundred images, one epoch per stage.
 

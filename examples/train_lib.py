@@ -21,7 +21,9 @@ Scales (--scale): ``paper`` is the paper's setting (VGG-19 / ResNet-164 /
 DenseNet-40, 160 epochs, batch 64, SGD lr 0.1 momentum 0.9 weight decay 1e-4,
 lr / 10 at 50% and 75% of the epochs, fine-tuning with the same schedule);
 ``cpu`` is a reduced setting meant for 2 CPU cores (VGG: half-width VGG-11,
-10 + 10 epochs, 5 fine-tuning epochs, batch 128: about 30-45 minutes); ``smoke``
+10 + 10 epochs, 5 fine-tuning epochs, 2 multi-pass passes of 3 epochs, batch
+128: about 30 minutes on 2 idle cores, up to an hour when they are shared with
+other work); ``smoke``
 uses a few hundred images and one epoch per stage, to check the plumbing.
 """
 from __future__ import annotations
@@ -54,7 +56,8 @@ logger = logging.getLogger("keras_slim.examples")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-DEFAULT_ARCHIVE = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz"))
+DEFAULT_ARCHIVE = os.path.normpath(
+    os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz"))
 
 ARCHS = ("vgg", "resnet", "densenet")
 SCALES = ("smoke", "cpu", "paper")
@@ -88,6 +91,8 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_drops: tuple = (0.5, 0.75)  # lr / 10 at these fractions of each stage's epochs
+    max_layer_ratio: float | None = None  # single-pass cap per layer (None: the paper's pure
+    # global threshold, which can cut a layer whose factors are all small to 1 channel)
     train_limit: int | None = None  # use only this many training images (smoke)
     test_limit: int | None = None
     multipass: bool = True
@@ -117,8 +122,9 @@ def make_config(arch: str, scale: str) -> Config:
                       batch_size=64, lr=0.1, multipass_passes=3, multipass_epochs=40,
                       latency_runs=100)
     if scale == "cpu":
-        # VGG timing: half-width VGG-11, batch 128: ~50 s/epoch on 2 idle cores (~80 s when
-        # they are shared). ResNet/DenseNet sizes are chosen by analogy, not timed.
+        # VGG timing: half-width VGG-11, batch 128: ~50 s/epoch on 2 idle cores, 105-150 s
+        # when they are shared; pruned models train 2-3x faster. ResNet/DenseNet sizes are
+        # chosen by analogy, not timed.
         model = {"vgg": dict(depth=11, width=0.5), "resnet": dict(depth=20),
                  "densenet": dict(depth=22, growth_rate=12)}[arch]
         return Config(arch, scale, model, sparsity, ratios, epochs=10, finetune_epochs=5,
@@ -233,7 +239,8 @@ class Run:
                     os.remove(stale)
         extra = list(callbacks)
         callbacks = [
-            keras.callbacks.ModelCheckpoint(self.path("checkpoints", f"{name}-{{epoch:04d}}.keras")),
+            keras.callbacks.ModelCheckpoint(
+                self.path("checkpoints", f"{name}-{{epoch:04d}}.keras")),
             _KeepNewest(pattern),
             keras.callbacks.LearningRateScheduler(step_schedule(self.cfg, epochs)),
             keras.callbacks.CSVLogger(csv, append=True),
@@ -339,9 +346,10 @@ def run_pipeline(cfg: Config, data_source, out: str, verbose: int = 1,
     finals: dict[str, keras.Model] = {"baseline": baseline}
     for ratio in cfg.ratios:
         tag = f"{round(100 * ratio)}"
-        plan = keras_slim.plan(sparse, ratio)
+        plan = keras_slim.plan(sparse, ratio, max_layer_ratio=cfg.max_layer_ratio)
         plan.to_json(run.path("plans", f"plan_{tag}.json"))
-        _plot(lambda: _plots().plot_channels_per_layer(plan, run.path("plots", f"channels_{tag}.png")))
+        _plot(lambda: _plots().plot_channels_per_layer(
+            plan, run.path("plots", f"channels_{tag}.png")))
         pruned = keras_slim.prune(sparse, plan)
         add_bn_l1(pruned, 0.0)  # fine-tuning is without the penalty (as in the paper's code)
         acc = run.evaluate(pruned)
@@ -390,7 +398,8 @@ def run_pipeline(cfg: Config, data_source, out: str, verbose: int = 1,
     # 5. TFLite
     if cfg.export:
         t = time.time()
-        exported = {name: export_and_time(m, run.path("tflite", f"{name}.tflite"), cfg.latency_runs)
+        exported = {name: export_and_time(m, run.path("tflite", f"{name}.tflite"),
+                                          cfg.latency_runs)
                     for name, m in finals.items()}
         timings["export"] = time.time() - t
         for r in rows:
@@ -404,14 +413,16 @@ def run_pipeline(cfg: Config, data_source, out: str, verbose: int = 1,
              "baseline": [_pruned_accuracy(run, baseline, r) for r in cfg.sweep]}
     timings["sweep"] = time.time() - t
     ft_rows = [r for r in rows if r.get("model", "").startswith("finetune_")]
-    _plot(lambda: _plots().plot_accuracy_vs_ratio(
-        sweep["ratios"], sweep["sparse"], run.path("plots", "accuracy_vs_ratio.png"),
-        fine_tuned=[r["accuracy"] for r in ft_rows],
-        fine_tuned_ratios=[r["ratio"] for r in ft_rows],
-        baseline=rows[1]["accuracy"],
-        curves={"baseline (no sparsity) pruned, no fine-tuning": (sweep["ratios"], sweep["baseline"])},
-        title=f"CIFAR-10 {cfg.arch} ({cfg.scale})",
-        pruned_label="sparsity-trained, pruned, no fine-tuning"))
+    if cfg.sweep:
+        _plot(lambda: _plots().plot_accuracy_vs_ratio(
+            sweep["ratios"], sweep["sparse"], run.path("plots", "accuracy_vs_ratio.png"),
+            fine_tuned=[r["accuracy"] for r in ft_rows],
+            fine_tuned_ratios=[r["ratio"] for r in ft_rows],
+            baseline=rows[1]["accuracy"],
+            curves={"baseline (no sparsity) pruned, no fine-tuning":
+                    (sweep["ratios"], sweep["baseline"])},
+            title=f"CIFAR-10 {cfg.arch} ({cfg.scale})",
+            pruned_label="sparsity-trained, pruned, no fine-tuning"))
 
     results = {
         "arch": cfg.arch,
@@ -514,7 +525,8 @@ def results_markdown(results: dict) -> str:
                   "| ratio | " + " | ".join(f"{r:.0%}" for r in sw["ratios"]) + " |",
                   "|---|" + "---:|" * len(sw["ratios"]),
                   "| sparsity-trained | " + " | ".join(_pct(a) for a in sw["sparse"]) + " |",
-                  "| baseline (no sparsity) | " + " | ".join(_pct(a) for a in sw["baseline"]) + " |"]
+                  "| baseline (no sparsity) | "
+                  + " | ".join(_pct(a) for a in sw["baseline"]) + " |"]
     secs = results.get("seconds", {})
     if secs:
         lines += ["", "Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items())]
@@ -547,35 +559,46 @@ def parse_args(arch: str, argv=None) -> argparse.Namespace:
                          "an hour or less on 2 cores (VGG); smoke: a few hundred images, 1 epoch")
     ap.add_argument("--epochs", type=int, help="baseline and sparsity-training epochs")
     ap.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs after pruning")
+    ap.add_argument("--multipass-epochs", type=int, help="fine-tuning epochs per multi-pass pass")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--lr", type=float, help="initial learning rate")
     ap.add_argument("--sparsity", type=float, help="lambda of the BN-scale L1 penalty")
     ap.add_argument("--ratios", type=float, nargs="+", help="single-pass prune ratios")
+    ap.add_argument("--max-layer-ratio", type=float,
+                    help="single-pass pruning removes at most this fraction of any layer "
+                         "(default: no cap, the paper's global threshold)")
     ap.add_argument("--no-multipass", action="store_true", help="skip multi-pass slimming")
     ap.add_argument("--no-export", action="store_true", help="skip TFLite export and latency")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="skip the accuracy-vs-ratio sweep without fine-tuning")
     ap.add_argument("--out", default=None, help="output folder (default runs/cifar10_ARCH_SCALE)")
     ap.add_argument("--cache-dir", default=None, help="where the decoded data set is cached")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                     help="Keras fit verbosity (1 = progress bars)")
     args = ap.parse_args(argv)
-    for name in ("epochs", "finetune_epochs", "batch_size"):
+    for name in ("epochs", "finetune_epochs", "multipass_epochs", "batch_size"):
         v = getattr(args, name)
         if v is not None and v < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     if args.ratios and not all(0 < r < 1 for r in args.ratios):
         ap.error(f"--ratios must be in (0, 1), got {args.ratios}")
+    if args.max_layer_ratio is not None and not 0 < args.max_layer_ratio <= 1:
+        ap.error(f"--max-layer-ratio must be in (0, 1], got {args.max_layer_ratio}")
     return args
 
 
 def config_from_args(arch: str, args: argparse.Namespace) -> Config:
     cfg = make_config(arch, args.scale)
     overrides = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
+                 "multipass_epochs": args.multipass_epochs,
+                 "max_layer_ratio": args.max_layer_ratio,
                  "batch_size": args.batch_size, "lr": args.lr, "sparsity": args.sparsity,
                  "ratios": tuple(args.ratios) if args.ratios else None}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     return dataclasses.replace(cfg, multipass=cfg.multipass and not args.no_multipass,
-                               export=cfg.export and not args.no_export, seed=args.seed)
+                               export=cfg.export and not args.no_export,
+                               sweep=() if args.no_sweep else cfg.sweep, seed=args.seed)
 
 
 def main(arch: str, argv=None) -> dict:

@@ -79,7 +79,7 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
     # run again: every stage is loaded from its saved model, nothing is retrained
     keras.backend.clear_session()
     monkeypatch.setattr(keras.Model, "fit", _no_training)
-    again = train_lib.main("vgg", argv + ["--no-export"])
+    again = train_lib.main("vgg", argv + ["--no-export", "--no-sweep"])
     assert [r["name"] for r in again["rows"]] == names
     assert again["rows"][0]["accuracy"] == pytest.approx(results["rows"][0]["accuracy"])
     assert again["rows"][3]["accuracy"] == pytest.approx(results["rows"][3]["accuracy"])
@@ -129,6 +129,12 @@ def test_command_line_overrides_and_errors():
                                         "--no-multipass"])
     cfg = train_lib.config_from_args("vgg", args)
     assert (cfg.epochs, cfg.finetune_epochs, cfg.ratios, cfg.multipass) == (3, 160, (0.2,), False)
+    assert cfg.export and cfg.sweep and cfg.max_layer_ratio is None
+    args = train_lib.parse_args("vgg", ["--no-sweep", "--no-export", "--max-layer-ratio", "0.8"])
+    cfg = train_lib.config_from_args("vgg", args)
+    assert (cfg.sweep, cfg.export, cfg.max_layer_ratio) == ((), False, 0.8)
+    with pytest.raises(SystemExit):
+        train_lib.parse_args("vgg", ["--max-layer-ratio", "0"])
     with pytest.raises(SystemExit):
         train_lib.parse_args("vgg", ["--ratios", "1.5"])
     with pytest.raises(ValueError, match="--scale must be one of"):
