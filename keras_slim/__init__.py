@@ -5,6 +5,8 @@ then remove the channels whose factors went to zero and get back a
 physically smaller model (Liu et al., "Learning Efficient Convolutional
 Networks through Network Slimming", ICCV 2017).
 """
+from keras_slim import criteria, plots, testing
+from keras_slim.callbacks import SparsityMonitor
 from keras_slim.coupling import ChannelInfo
 from keras_slim.export import (
     ExportError,
@@ -20,7 +22,9 @@ from keras_slim.export import (
 )
 from keras_slim.handlers.base import Handler, slice_weights
 from keras_slim.handlers.registry import register_handler
+from keras_slim.datasets import cifar_augment, load_cifar10, make_dataset
 from keras_slim.layers import ChannelSelection
+from keras_slim.multipass import MultiPassResult, PassRecord, slim_multipass
 from keras_slim.planning import LayerPlan, Plan
 from keras_slim.pruning import plan, prune
 from keras_slim.regularizers import BNL1, bn_l1
@@ -31,5 +35,7 @@ __all__ = [
     "BNL1", "ChannelInfo", "ChannelSelection", "ExportError", "ExportReport", "Handler",
     "LatencyReport", "LatencyTable", "LayerPlan", "Plan", "benchmark_onnx", "benchmark_tflite",
     "compare_latency", "export_onnx", "export_tflite", "fold_batchnorm",
+    "MultiPassResult", "PassRecord", "SparsityMonitor", "cifar_augment", "criteria",
+    "load_cifar10", "make_dataset", "plots", "slim_multipass", "testing",
     "__version__", "add_bn_l1", "bn_l1", "plan", "prune", "register_handler", "slice_weights",
 ]
