@@ -105,8 +105,12 @@ TRANSLATABLE_LAYERS: tuple[str, ...] = (
 _RENAMED_KEYS = {"LeakyReLU": {"negative_slope": "alpha"}}
 # Keras 3-only config keys dropped when they hold these (feature-off) values.
 _NEUTRAL_KEYS = {"synchronized": False, "quantization_config": None, "lora_rank": None,
-                 "lora_alpha": None}
-# Keras 3-only initializer arguments that tf_keras lacks (weights are copied anyway).
+                 "lora_alpha": None, "rms_scaling": False, "data_format": "channels_last"}
+# Activations whose name exists in both but whose function differs.
+_DIFFERENT_ACTIVATIONS = {
+    "hard_sigmoid": "Keras 3 computes relu6(x + 3) / 6, tf_keras clip(0.2 x + 0.5, 0, 1)",
+}
+# What tf_keras' base Layer accepts through **kwargs besides its named arguments.
 _BASE_LAYER_KWARGS = {"input_dim", "input_shape", "batch_input_shape", "batch_size", "weights",
                       "activity_regularizer", "autocast"}
 
@@ -335,10 +339,15 @@ class _Translator:
                 value = self._object(layer, key, value, "regularizers")
             elif key.endswith("_constraint"):
                 value = self._object(layer, key, value, "constraints")
-            out[key] = value
+            if value is not _OMIT:
+                out[key] = value
         return out
 
     def _activation(self, layer: Any, value: Any):
+        if value in _DIFFERENT_ACTIVATIONS:
+            raise TranslationError(
+                f"to_tf_keras: activation {value!r} of {layer.name!r} has no exact tf_keras "
+                f"equivalent ({_DIFFERENT_ACTIVATIONS[value]}).")
         if value is None or isinstance(value, str):
             try:
                 self.tfk.activations.get(value)
@@ -379,7 +388,7 @@ class _Translator:
             logger.warning("to_tf_keras: %s of %r (%s) has no tf_keras equivalent (%s); using "
                            "tf_keras' default initializer (the trained weights are copied).",
                            key, layer.name, cls_name, dropped)
-            return None if key not in _DEFAULT_INITIALIZERS else _DEFAULT_INITIALIZERS[key]
+            return _OMIT
         raise TranslationError(
             f"to_tf_keras: {key} of {layer.name!r} is {cls_name}{cfg}, which tf_keras cannot "
             f"build ({dropped}). Remove it before converting (for keras_slim's sparsity "
@@ -406,12 +415,7 @@ class _Translator:
             new.set_weights(values)
 
 
-_DEFAULT_INITIALIZERS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
-                         "depthwise_initializer": "glorot_uniform",
-                         "pointwise_initializer": "glorot_uniform",
-                         "gamma_initializer": "ones", "beta_initializer": "zeros",
-                         "moving_mean_initializer": "zeros",
-                         "moving_variance_initializer": "ones", "alpha_initializer": "zeros"}
+_OMIT = object()  # a translated setting to leave out (tf_keras' default applies)
 
 
 def _nest_flatten(structure) -> list:
@@ -497,6 +501,9 @@ def quantize_aware(
     Returns:
         The tf_keras QAT model (uncompiled). Compile it (e.g. `"adam"` and a
         loss) and fine-tune for an epoch or two, then `export_qat_tflite`.
+        TFMOT sets the fake-quant ranges during training steps; before the
+        first `fit` they hold their initial [-6, 6] and the model's outputs are
+        meaningless (chance accuracy on CIFAR-10).
 
     Raises:
         TypeError / TranslationError: see `to_tf_keras`.
@@ -787,7 +794,7 @@ def _convert_qat(tf, model, iface: ModelInterface, batch_size, io_type, calibrat
              for name, shape, dtype in zip(iface.input_names, iface.input_shapes,
                                            iface.input_dtypes)]
 
-    @tf.function(input_signature=specs)
+    @tf.function(input_signature=specs, autograph=False)
     def serve(*args):
         x = args[0] if len(args) == 1 else list(args)
         return dict(zip(iface.output_names, tf.nest.flatten(model(x, training=False))))
