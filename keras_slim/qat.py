@@ -70,8 +70,8 @@ from keras_slim.export import _deps
 from keras_slim.export._atomic import atomic_file, check_output_path
 from keras_slim.export._flatbuffer import non_builtin_ops, tflite_op_histogram
 from keras_slim.export._model_io import (
-    ModelInterface, as_flat_inputs, collect_samples, iter_batches, labelled_check,
-    random_inputs, verify as verify_outputs,
+    ModelInterface, calibration_and_samples, iter_batches, labelled_check,
+    verify as verify_outputs,
 )
 from keras_slim.export.report import ExportError, ExportReport
 
@@ -699,16 +699,8 @@ def export_qat_tflite(
                        "representative_data is given.", qat_model.name)
     target = check_output_path(path, ".tflite")
     iface = _tf_keras_interface(qat_model)
-    calibration = None
-    if representative_data is not None:
-        calibration = collect_samples(representative_data, iface, num_calibration_samples,
-                                      "representative_data")
-    if sample_inputs is not None:
-        samples = as_flat_inputs(sample_inputs, iface, "sample_inputs")
-    elif calibration is not None:
-        samples = [a[:num_verify_samples] for a in calibration]
-    else:
-        samples = random_inputs(iface, num_verify_samples)
+    calibration, samples = calibration_and_samples(iface, representative_data, sample_inputs,
+                                                   num_calibration_samples, num_verify_samples)
 
     io_type = {False: None, True: "int8", "int8": "int8", "uint8": "uint8"}[int8_io]
     buf = _convert_qat(tf, qat_model, iface, batch_size, io_type, calibration,

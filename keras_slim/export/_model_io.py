@@ -246,6 +246,23 @@ def _is_dataset(data: Any) -> bool:
     return type(data).__module__.startswith("tensorflow") and hasattr(data, "as_numpy_iterator")
 
 
+def calibration_and_samples(iface: ModelInterface, representative_data: Any, sample_inputs: Any,
+                            num_calibration: int, num_verify: int):
+    """(calibration arrays or None, verification inputs): given samples, else the first
+    calibration samples, else random inputs of the right shapes."""
+    calibration = None
+    if representative_data is not None:
+        calibration = collect_samples(representative_data, iface, num_calibration,
+                                      "representative_data")
+    if sample_inputs is not None:
+        samples = as_flat_inputs(sample_inputs, iface, "sample_inputs")
+    elif calibration is not None:
+        samples = [a[:num_verify] for a in calibration]
+    else:
+        samples = random_inputs(iface, num_verify)
+    return calibration, samples
+
+
 def random_inputs(iface: ModelInterface, n: int, seed: int = 0) -> list[np.ndarray]:
     """Random inputs in each input's shape (dynamic non-batch axes become 8)."""
     rng = np.random.default_rng(seed)

@@ -19,8 +19,8 @@ from keras_slim.export import _deps
 from keras_slim.export._atomic import atomic_file, check_output_path
 from keras_slim.export._flatbuffer import tflite_op_histogram, non_builtin_ops
 from keras_slim.export._model_io import (
-    ModelInterface, as_flat_inputs, collect_samples, describe_model, iter_batches,
-    labelled_check, random_inputs, verify as verify_outputs,
+    ModelInterface, calibration_and_samples, describe_model, iter_batches,
+    labelled_check, verify as verify_outputs,
 )
 from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
 from keras_slim.export.fold import maybe_fold
@@ -96,16 +96,8 @@ def export_tflite(
     target = check_output_path(path, ".tflite")
     iface = describe_model(model)
 
-    calibration = None
-    if representative_data is not None:
-        calibration = collect_samples(representative_data, iface, num_calibration_samples,
-                                      "representative_data")
-    if sample_inputs is not None:
-        samples = as_flat_inputs(sample_inputs, iface, "sample_inputs")
-    elif calibration is not None:
-        samples = [a[:num_verify_samples] for a in calibration]
-    else:
-        samples = random_inputs(iface, num_verify_samples)
+    calibration, samples = calibration_and_samples(iface, representative_data, sample_inputs,
+                                                   num_calibration_samples, num_verify_samples)
 
     export_model, n_folded = maybe_fold(model, fold_bn)
     serve, specs = serving_function(export_model, iface, batch_size)
