@@ -70,7 +70,7 @@ def accuracy(model, x, y) -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove")
-    ap.add_argument("--sparsity", type=float, default=1e-2, help="lambda of the BN-gamma L1 penalty")
+    ap.add_argument("--sparsity", type=float, default=2e-2, help="lambda of the BN-gamma L1 penalty")
     ap.add_argument("--epochs", type=int, default=40, help="sparsity-training epochs")
     ap.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
     ap.add_argument("--finetune-epochs", type=int, default=10)
