@@ -248,6 +248,8 @@ def plan(
         raise ValueError(f"the saved plan does not fit model {model.name!r}: layers {differ[:5]} "
                          "would keep other channels (was the plan made from another model, or "
                          "with other options?)")
+    if kept is None:
+        _warn_bottlenecks(layers, cut)
     return Plan(
         ratio_requested=ratio,
         threshold=float(cut if threshold is None else threshold),
@@ -289,6 +291,30 @@ def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
                                  "removed in this model (outputs, barriers or live channels)")
             removed.add(r)
     return removed
+
+
+# A layer cut to below this share of its channels (and to at most 4) is reported:
+# after real sparsity training that is the point, but on a model trained without
+# the penalty it means one layer's factors all sat under the global threshold.
+_BOTTLENECK_SHARE = 0.05
+
+
+def _warn_bottlenecks(layers: list, cut: float) -> None:
+    """Warn about weighted layers the global threshold reduces to a handful of channels."""
+    narrow = [f"{row.name!r} ({row.channels_after} of {row.channels_before})"
+              for row in layers
+              if row.macs_before > 0 and row.channels_before is not None
+              and row.channels_before >= 16 and row.channels_after <= 4
+              and row.channels_after < _BOTTLENECK_SHARE * row.channels_before]
+    if narrow:
+        warnings.warn(
+            "keras_slim: the global threshold (score " + f"{cut:.3g}) leaves these layers "
+            "almost no output channels: " + ", ".join(narrow[:8])
+            + (f" and {len(narrow) - 8} more" if len(narrow) > 8 else "")
+            + ". Each becomes a bottleneck of the whole network. That is expected when "
+            "sparsity training drove their scaling factors to zero; if the model was not "
+            "sparsity-trained (keras_slim.add_bn_l1), bound the cut with max_layer_ratio "
+            "(e.g. 0.9) or min_channels.", stacklevel=3)
 
 
 def _warn_barriers(coupling, scored) -> None:

@@ -271,3 +271,21 @@ def test_saved_plan_rejected_on_another_model(vgg):
         keras_slim.prune(other, p)
     with pytest.raises(ValueError, match="not a keras_slim plan"):
         keras_slim.Plan.from_dict({"kept": {}})
+
+
+def test_warns_when_the_global_threshold_collapses_a_layer():
+    # The layer whose factors all sit below everyone else's (what a model trained
+    # without the penalty often shows in its last conv) is cut to one channel.
+    m = models.vgg(11, width=0.125)
+    testing.randomize_batchnorm(m, seed=1)
+    bn = m.get_layer("bn8")
+    w = bn.get_weights()
+    w[0] = np.full_like(w[0], 1e-3)
+    bn.set_weights(w)
+    with pytest.warns(UserWarning, match=r"'conv8' \(1 of 64\).*max_layer_ratio"):
+        p = keras_slim.plan(m, 0.5)
+    assert _widths(p)["conv8"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        capped = keras_slim.plan(m, 0.5, max_layer_ratio=0.9)
+    assert _widths(capped)["conv8"] >= math.ceil(0.1 * 64)
