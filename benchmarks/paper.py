@@ -15,6 +15,12 @@ drop), not the absolute accuracy.
 
     python benchmarks/paper.py                       # ~30 min on 2 idle cores
     python benchmarks/paper.py --scale smoke         # a minute, writes paper_smoke.*
+    python benchmarks/paper.py --sparsity 2e-3 --tag lambda2e-3   # writes paper_cpu_lambda2e-3.*
+
+Runs tagged with --tag keep their own workdir and result files; copy another
+run's models/baseline.keras (and history/baseline*) into the new workdir to
+reuse its baseline. `benchmarks/paper_summary.py` then gathers every
+paper_cpu_*.json into benchmarks/results/paper_cpu.md, against the goal.
 
 Interrupted? Run the same command again: training resumes from the
 checkpoints in --workdir.
@@ -58,6 +64,13 @@ def main(argv=None) -> dict:
                     help="cap per layer for the single-pass prunes (default: none, as the paper)")
     ap.add_argument("--sparsity", type=float,
                     help="lambda of the BN L1 penalty (default: the example's, 1e-4 as the paper)")
+    ap.add_argument("--finetune-lr", type=float,
+                    help="first learning rate of fine-tuning (default: the training lr, as the paper)")
+    ap.add_argument("--ratios", type=float, nargs="+",
+                    help="single-pass prune ratios (default 0.7 0.5, as the paper)")
+    ap.add_argument("--no-multipass", action="store_true", help="skip multi-pass slimming")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="skip the accuracy-vs-ratio sweep without fine-tuning")
     ap.add_argument("--tag", default=None,
                     help="suffix of the result files: paper_SCALE_TAG.md/.json (default: none)")
     ap.add_argument("--workdir", default=None,
@@ -70,9 +83,13 @@ def main(argv=None) -> dict:
     example_argv = ["--scale", args.scale, "--verbose", str(args.verbose)]
     if args.data:
         example_argv += ["--data", args.data]
-    for flag in ("epochs", "finetune_epochs", "multipass_epochs", "max_layer_ratio", "sparsity"):
+    for flag in ("epochs", "finetune_epochs", "multipass_epochs", "max_layer_ratio", "sparsity",
+                 "finetune_lr"):
         if getattr(args, flag) is not None:
             example_argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.ratios:
+        example_argv += ["--ratios", *map(str, args.ratios)]
+    example_argv += ["--no-multipass"] * args.no_multipass + ["--no-sweep"] * args.no_sweep
     if args.cache_dir:
         example_argv += ["--cache-dir", args.cache_dir]
     name = f"paper_{args.scale}" + (f"_{args.tag}" if args.tag else "")
@@ -140,17 +157,24 @@ def report_markdown(results: dict) -> str:
         f"{', '.join(f'{r:.0%}' for r in cfg['ratios'])} of the channels ("
         + ("no per-layer cap, as in the paper" if cfg.get("max_layer_ratio") is None else
            f"at most {cfg['max_layer_ratio']:.0%} of any layer") + "), then "
-        f"{_n(cfg['finetune_epochs'], 'fine-tuning epoch')} (no penalty). "
-        f"Multi-pass: up to {cfg['multipass_passes']} passes of {cfg['multipass_per_pass']:.0%} "
-        f"with at most {cfg['multipass_max_layer_ratio']:.0%} of any layer per pass, "
-        f"{_n(cfg['multipass_epochs'], 'fine-tuning epoch')} with the penalty per pass"
-        + (f", a pass is rejected if accuracy falls more than {cfg['multipass_max_drop']:.0%} "
-           f"below the sparsity-trained model" if cfg.get("multipass_max_drop") else "") + ".",
+        f"{_n(cfg['finetune_epochs'], 'fine-tuning epoch')} (no penalty, lr "
+        f"{cfg.get('finetune_lr') or cfg['lr']:g} with the same / 10 steps). "
+        + ((f"Multi-pass: up to {cfg['multipass_passes']} passes of "
+            f"{cfg['multipass_per_pass']:.0%} with at most {cfg['multipass_max_layer_ratio']:.0%} "
+            f"of any layer per pass, {_n(cfg['multipass_epochs'], 'fine-tuning epoch')} with the "
+            "penalty per pass"
+            + (f", a pass is rejected if accuracy falls more than "
+               f"{cfg['multipass_max_drop']:.0%} below the sparsity-trained model"
+               if cfg.get("multipass_max_drop") else "") + ".")
+           if cfg.get("multipass", True) else "Multi-pass: not run in this run."),
         f"- Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs, "
         f"Python {results['machine']['python']}, Keras {results['machine']['keras']}. TFLite "
         "latency: batch 1, 1 thread, XNNPACK, median of "
         f"{cfg['latency_runs']} runs.",
-        f"- Wall time: {results['benchmark_seconds'] / 60:.1f} min.",
+        f"- Wall time: {results['benchmark_seconds'] / 60:.1f} min"
+        + (" (the baseline stage was loaded from an earlier run of the same configuration, "
+           "not retrained)" if results.get("seconds", {}).get("baseline", 1e9) < 60 else "")
+        + ".",
         "",
         "## Results",
         "",

@@ -133,6 +133,11 @@ def test_command_line_overrides_and_errors():
     args = train_lib.parse_args("vgg", ["--no-sweep", "--no-export", "--max-layer-ratio", "0.8"])
     cfg = train_lib.config_from_args("vgg", args)
     assert (cfg.sweep, cfg.export, cfg.max_layer_ratio) == ((), False, 0.8)
+    args = train_lib.parse_args("vgg", ["--finetune-lr", "0.01", "--sparsity", "2e-3"])
+    cfg = train_lib.config_from_args("vgg", args)
+    assert (cfg.finetune_lr, cfg.sparsity) == (0.01, 2e-3)
+    assert [train_lib.step_schedule(cfg, 4, cfg.finetune_lr)(e) for e in range(4)] == \
+        pytest.approx([0.01, 0.01, 0.001, 0.0001])
     with pytest.raises(SystemExit):
         train_lib.parse_args("vgg", ["--max-layer-ratio", "0"])
     with pytest.raises(SystemExit):
