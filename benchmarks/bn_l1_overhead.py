@@ -10,7 +10,6 @@ benchmarks/results/bn_l1_overhead.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
 from keras_slim import models  # noqa: E402
+from _results import save_results  # noqa: E402
 
 BUILDERS = {
     "vgg11": lambda: models.vgg(11, width=0.5),
@@ -81,17 +81,11 @@ def main(argv=None):
                   plain_ms=round(1000 * plain, 2), bn_l1_ms=round(1000 * l1, 2),
                   ratio=round(l1 / plain, 3), goal="<= 1.03")
     out = os.path.join(os.path.dirname(__file__), "results")
-    os.makedirs(out, exist_ok=True)
-    tag = f"bn_l1_overhead_{args.model}"
-    with open(os.path.join(out, tag + ".json"), "w") as f:
-        json.dump(result, f, indent=1)
     md = (f"Command: `{result['command'].strip()}` ({result['machine']})\n\n"
           "| model | batch | step ms, plain | step ms, with bn_l1 | ratio | goal |\n|---|---:|---:|---:|---:|---|\n"
           f"| {args.model} | {args.batch} | {result['plain_ms']} | {result['bn_l1_ms']} | "
           f"{result['ratio']}x | <= 1.03x |\n")
-    with open(os.path.join(out, tag + ".md"), "w") as f:
-        f.write(md)
-    print(md)
+    save_results(out, f"bn_l1_overhead_{args.model}", result, md)
 
 
 if __name__ == "__main__":

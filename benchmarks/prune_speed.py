@@ -7,7 +7,6 @@ Writes benchmarks/results/prune_speed.{json,md}. Goal: prune <= 2x clone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,7 @@ import keras  # noqa: E402
 
 import keras_slim  # noqa: E402
 from keras_slim import testing  # noqa: E402
+from _results import save_results  # noqa: E402
 
 MODELS = {
     "ResNet50": lambda: keras.applications.ResNet50(weights=None),
@@ -55,19 +55,14 @@ def main(argv=None):
         rows.append(dict(model=name, clone_s=round(clone, 3), plan_s=round(plan, 3),
                          prune_s=round(prune, 3), prune_over_clone=round(prune / clone, 2)))
         print(rows[-1], flush=True)
-    os.makedirs(args.out, exist_ok=True)
     meta = dict(command="python benchmarks/prune_speed.py " + " ".join(argv or sys.argv[1:]),
                 machine=f"{platform.machine()}, {os.cpu_count()} cores", keras=keras.__version__)
-    with open(os.path.join(args.out, "prune_speed.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
     lines = [f"Command: `{meta['command'].strip()}` ({meta['machine']}, Keras {meta['keras']}); "
              "median of repeats, prune(model, 0.5) includes planning.", "",
              "| model | clone_model s | plan s | prune s | prune / clone |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['clone_s']} | {r['plan_s']} | {r['prune_s']} | {r['prune_over_clone']}x |"
               for r in rows]
-    with open(os.path.join(args.out, "prune_speed.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results(args.out, "prune_speed", dict(meta=meta, rows=rows), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Writes benchmarks/results/qat_vs_ptq.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -41,6 +40,7 @@ import numpy as np  # noqa: E402
 import keras_slim  # noqa: E402
 from keras_slim import datasets, models  # noqa: E402
 from keras_slim.qat import export_qat_tflite, quantize_aware  # noqa: E402
+from _results import save_results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "cifar10-jpeg.tar.gz")
@@ -198,13 +198,7 @@ def main(argv=None):
         versions=dict(tensorflow=tf.__version__, keras=keras.__version__,
                       tfmot=tfmot.__version__),
         timings_s=timings, wall_s=round(time.time() - t0, 1))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "qat_vs_ptq.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    md = render(meta, rows)
-    with open(os.path.join(args.out, "qat_vs_ptq.md"), "w") as f:
-        f.write(md)
-    print(md)
+    save_results(args.out, "qat_vs_ptq", dict(meta=meta, rows=rows), render(meta, rows))
 
 
 def render(meta, rows) -> str:

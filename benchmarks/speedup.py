@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
 from keras_slim import _keras, models, testing  # noqa: E402
+from _results import save_results  # noqa: E402
 
 ARCHS = {
     "VGG-16 (CIFAR, 32x32)": lambda: models.vgg(16),
@@ -384,13 +385,7 @@ def main(argv=None) -> int:
                             tensorflow=tf.__version__, keras=keras.__version__,
                             litert=metadata.version("ai-edge-litert")),
                   models=entries)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "speedup.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    text = markdown(result)
-    with open(os.path.join(args.out, "speedup.md"), "w") as f:
-        f.write(text)
-    print(text)
+    save_results(args.out, "speedup", result, markdown(result))
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import logging
 import os
 import platform
@@ -43,6 +42,7 @@ import numpy as np  # noqa: E402
 import keras_slim  # noqa: E402
 from keras_slim import models, testing  # noqa: E402
 from keras_slim.qat import to_tf_keras  # noqa: E402
+from _results import save_results  # noqa: E402
 
 SPARSITIES = (0.5, 0.7, 0.9)
 
@@ -206,13 +206,8 @@ def main(argv=None):
                 f"{args.runs} runs",
         tfmot_schedule=f"ConstantSparsity, {args.steps} SGD steps on random data",
         wall_s=round(time.time() - t_start, 1))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "structured_vs_unstructured.json"), "w") as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
-    md = render(meta, rows)
-    with open(os.path.join(args.out, "structured_vs_unstructured.md"), "w") as f:
-        f.write(md)
-    print(md)
+    save_results(args.out, "structured_vs_unstructured", dict(meta=meta, rows=rows),
+                 render(meta, rows))
 
 
 def render(meta, rows) -> str:

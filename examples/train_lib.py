@@ -21,10 +21,10 @@ Scales (--scale): ``paper`` is the paper's setting (VGG-19 / ResNet-164 /
 DenseNet-40, 160 epochs, batch 64, SGD lr 0.1 momentum 0.9 weight decay 1e-4,
 lr / 10 at 50% and 75% of the epochs, fine-tuning with the same schedule);
 ``cpu`` is a reduced setting meant for 2 CPU cores (VGG: half-width VGG-11,
-10 + 10 epochs, lambda 10x the paper's for the shorter schedule, 5 fine-tuning epochs, 2 multi-pass passes of 3 epochs, batch
-128: about 30 minutes on 2 idle cores, up to an hour when they are shared with
-other work); ``smoke``
-uses a few hundred images and one epoch per stage, to check the plumbing.
+10 + 10 epochs, lambda 10x the paper's for the shorter schedule, 5 fine-tuning
+epochs, 2 multi-pass passes of 3 epochs, batch 128: about 30 minutes on 2 idle
+cores, up to an hour when they are shared with other work); ``smoke`` uses a
+few hundred images and one epoch per stage, to check the plumbing.
 """
 from __future__ import annotations
 

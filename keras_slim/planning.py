@@ -293,9 +293,11 @@ def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
     return removed
 
 
-# A layer cut to below this share of its channels (and to at most 4) is reported:
-# after real sparsity training that is the point, but on a model trained without
-# the penalty it means one layer's factors all sat under the global threshold.
+# A layer cut to at most _BOTTLENECK_CHANNELS channels and below _BOTTLENECK_SHARE of
+# its width is reported: after real sparsity training that is the point, but on a
+# model trained without the penalty it means one layer's factors all sat under the
+# global threshold.
+_BOTTLENECK_CHANNELS = 4
 _BOTTLENECK_SHARE = 0.05
 
 
@@ -304,11 +306,11 @@ def _warn_bottlenecks(layers: list, cut: float) -> None:
     narrow = [f"{row.name!r} ({row.channels_after} of {row.channels_before})"
               for row in layers
               if row.macs_before > 0 and row.channels_before is not None
-              and row.channels_before >= 16 and row.channels_after <= 4
+              and row.channels_after <= _BOTTLENECK_CHANNELS
               and row.channels_after < _BOTTLENECK_SHARE * row.channels_before]
     if narrow:
         warnings.warn(
-            "keras_slim: the global threshold (score " + f"{cut:.3g}) leaves these layers "
+            f"keras_slim: the global threshold (score {cut:.3g}) leaves these layers "
             "almost no output channels: " + ", ".join(narrow[:8])
             + (f" and {len(narrow) - 8} more" if len(narrow) > 8 else "")
             + ". Each becomes a bottleneck of the whole network. That is expected when "
