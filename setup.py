@@ -23,7 +23,10 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    # Every folder under keras_slim/ needs an __init__.py or find_packages skips it
+    # (tests/test_packaging.py checks the wheel against the source tree).
     packages=find_packages(include=["keras_slim", "keras_slim.*"]),
+    package_data={"keras_slim": ["py.typed"]},  # PEP 561: ship the inline type hints
     python_requires=">=3.10",
     install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy>=1.24"],
     extras_require={

@@ -10,6 +10,7 @@
 
 Result tables go to stdout; progress (``logging``, more with ``-v``) and errors
 go to stderr, an error as one line (``--debug`` adds the traceback).
+TensorFlow's C++ start-up log lines are hidden unless ``-v`` or ``--debug`` is given.
 
 Exit codes: 0 success, 2 usage error (bad argument, missing or wrong file,
 ``--unsafe`` needed), 3 unsupported model (subclassed, no prunable
@@ -59,6 +60,67 @@ _EPILOG = ("exit codes: 0 ok, 2 usage error (bad argument, missing/wrong file, -
            "3 unsupported model, 4 export/verification/benchmark failure, 1 internal error.")
 
 logger = logging.getLogger("keras_slim.cli")
+
+
+# ---------------------------------------------------------------- TF start-up logs
+# Loading TensorFlow prints ~10 C++ log lines (oneDNN, cuda, cpu_feature_guard,
+# cuInit, absl's "before absl::InitializeLog()") ahead of a command's output.
+# They can only be hidden before TF is first imported: TF reads
+# TF_CPP_MIN_LOG_LEVEL once, and since TF 2.19 its libraries log some lines
+# through absl while they load, whatever that variable says.
+_VERBOSE_FLAGS = ("--verbose", "--debug")
+
+
+def _tf_logs_wanted(argv: Sequence[str]) -> bool:
+    """Whether `argv` has -v/--verbose or --debug (also -vv, -qv, abbreviations)."""
+    for arg in argv:
+        if arg == "--":
+            break
+        if re.fullmatch(r"-[vq]*v[vq]*", arg):
+            return True
+        if len(arg) > 2 and any(flag.startswith(arg) for flag in _VERBOSE_FLAGS):
+            return True
+    return False
+
+
+def _silence_tf_logs(argv: Sequence[str]) -> None:
+    """Keep TF's C++ start-up logs off stderr unless `argv` asks for -v or --debug.
+
+    Only logging changes (oneDNN and everything else stay as configured):
+    TF_CPP_MIN_LOG_LEVEL defaults to 3 (a value the user set wins) and, if
+    TensorFlow is not loaded yet, it is imported with file descriptor 2 pointing
+    at /dev/null. Once TensorFlow is loaded this cannot hide what it printed.
+    """
+    if _tf_logs_wanted(argv):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    with _stderr_fd_to_devnull():
+        try:
+            import tensorflow  # noqa: F401
+        except Exception:  # the real import later reports it (run with -v for TF's logs)
+            pass
+
+
+@contextlib.contextmanager
+def _stderr_fd_to_devnull() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null (C++ logs bypass sys.stderr), then restore it."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to hide
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class CliError(Exception):
@@ -138,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     group = common.add_argument_group("general options")
     group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="more progress on stderr (-v: keras_slim's log, -vv: debug)")
+                       help="more progress on stderr (-v: keras_slim's log and "
+                            "TensorFlow's start-up logs, -vv: debug)")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="only warnings and errors on stderr")
     group.add_argument("--debug", action="store_true",
@@ -277,6 +340,7 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `keras-slim` command line; returns the process exit code."""
+    _silence_tf_logs(sys.argv[1:] if argv is None else argv)  # before anything imports TF
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
