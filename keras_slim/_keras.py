@@ -214,6 +214,36 @@ def shape_of(t) -> tuple:
     return tuple(t.shape)
 
 
+def output_shapes(layer, call: Call, shape_of: Callable) -> list[tuple] | None:
+    """The output shapes of `call` if its tensor arguments had shapes `shape_of(tensor)`.
+
+    Keras computes them from the layer's output spec on placeholder tensors,
+    so nothing is run and the model's graph is not touched. None when the
+    layer cannot tell (e.g. a custom layer without `compute_output_shape`
+    whose `call` fails on symbolic inputs).
+    """
+    try:
+        if is_tf_keras(layer):
+            return _tf_keras_output_shapes(layer, call, shape_of)
+        args, kwargs = map_tensors(
+            (call.args, call.kwargs),
+            lambda t: KerasTensor(shape_of(t), dtype=t.dtype, sparse=getattr(t, "sparse", False)))
+        out = layer.compute_output_spec(*args, **kwargs)
+        return [tuple(o.shape) for o in flatten(out)]
+    except Exception:  # any failure only means this layer's MACs go uncounted
+        return None
+
+
+def _tf_keras_output_shapes(layer, call: Call, shape_of: Callable) -> list[tuple] | None:
+    import tensorflow as tf
+
+    if len(call.args) != 1:  # tf_keras' signature API takes the first argument only
+        return None
+    spec = map_tensors(call.args[0], lambda t: tf.TensorSpec(shape_of(t), t.dtype))
+    out = layer.compute_output_signature(spec)
+    return [tuple(tf.TensorShape(o.shape).as_list()) for o in tf.nest.flatten(out)]
+
+
 def walk_layers(model) -> Iterator:
     """All layers of `model`, nested models' layers included, each once."""
     return iter(model._flatten_layers(include_self=False, recursive=True))

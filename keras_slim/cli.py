@@ -182,6 +182,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _shape(text: str) -> tuple:
+    """`224,224,3` -> (224, 224, 3): one input's size without the batch axis."""
+    parts = [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected an input size without the batch axis, whole numbers >= 1 separated by "
+            f"commas (e.g. 224,224,3), got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
 def _float(text: str, what: str) -> float:
     try:
         value = float(text)
@@ -335,6 +345,11 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
                         "'keras-slim bench')")
     g.add_argument("--group-reduction", choices=["mean", "max", "sum"], default="mean",
                    help="how coupled BNs' |gamma| combine into one score (default mean)")
+    g.add_argument("--input-shape", type=_shape, action="append", metavar="H,W,C",
+                   help="input size MACs are counted at, without the batch axis, e.g. "
+                        "224,224,3; repeat it once per input for multi-input models. It fills "
+                        "the model's None axes (known ones must match). Default: the model's "
+                        "own size, 224 for each None spatial axis")
 
 
 # ---------------------------------------------------------------- main
@@ -552,7 +567,23 @@ def _plan_options(args: argparse.Namespace) -> dict:
     return dict(min_channels=args.min_channels, max_layer_ratio=args.max_layer_ratio,
                 round_to=args.round_to, exclude=tuple(args.exclude),
                 channel_selection=not args.no_channel_selection,
-                group_reduction=args.group_reduction)
+                group_reduction=args.group_reduction,
+                input_shape=_input_shape_option(args))
+
+
+def _input_shape_option(args: argparse.Namespace) -> Any:
+    """--input-shape as keras_slim.plan's input_shape (one shape, or one per input)."""
+    shapes = getattr(args, "input_shape", None)
+    if not shapes:
+        return None
+    return shapes[0] if len(shapes) == 1 else [list(s) for s in shapes]
+
+
+def _mac_input(the_plan: Any) -> str:
+    """'(224, 224, 3) (reference size for dynamic axes)': where the plan counted MACs."""
+    shapes = ", ".join(str(tuple(s)) for s in the_plan.input_shapes or [])
+    return shapes + (" (reference size for dynamic axes; set it with --input-shape)"
+                     if the_plan.dynamic_input else "")
 
 
 def _check_prunable(model: Any, args: argparse.Namespace) -> list:
@@ -576,6 +607,16 @@ def _check_prunable(model: Any, args: argparse.Namespace) -> list:
     if unknown:
         raise CliError(f"--exclude names layers that are not in model {model.name!r}: "
                        f"{unknown}; run 'keras-slim inspect' to see the layer names")
+    if getattr(args, "input_shape", None):
+        from keras_slim.graph import resolve_input_shapes
+
+        tensors = _keras.flatten(_keras.read_model(model).inputs)
+        try:
+            resolve_input_shapes([tuple(t.shape) for t in tensors],
+                                 [_keras.input_name(t) or "input" for t in tensors],
+                                 _input_shape_option(args), model.name)
+        except ValueError as err:
+            raise CliError(f"--input-shape: {err}") from err
     return bns
 
 
@@ -639,7 +680,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     out = [f"model {model.name!r} ({type(model).__name__}): {base.params_before:,} params, "
            f"{base.macs_before:,} MACs, {len(bns)} BatchNormalization layer(s), "
-           f"{base.prunable_channels:,} prunable channel(s)", "",
+           f"{base.prunable_channels:,} prunable channel(s)",
+           f"MACs at input {_mac_input(base)}", "",
            "BatchNormalization |gamma|:",
            _table(["layer", "channels", "min", "median", "max", "< 1e-2", "< 1e-3"],
                   [[s["layer"], s["count"], f"{s['min']:.3g}", f"{s['median']:.3g}",
@@ -676,7 +718,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, dict(
             model=args.model, name=model.name, params=base.params_before,
-            macs=base.macs_before, prunable_channels=base.prunable_channels,
+            macs=base.macs_before, input_shapes=base.input_shapes,
+            dynamic_input=base.dynamic_input, prunable_channels=base.prunable_channels,
             options=options, batchnorm=stats, groups=groups,
             barriers=[dict(layer=n, reason=r) for n, r in base.barriers],
             ratios=[dict(ratio=r, achieved_ratio=p.ratio, threshold=p.threshold,

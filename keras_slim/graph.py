@@ -8,11 +8,17 @@ aliases bind a sub-model's inputs/outputs to the caller's tensors.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import numbers
+from typing import Any, Sequence
 
 from keras_slim import _keras
 
 Key = tuple  # (scope, id(KerasTensor))
+
+# MACs are counted at a concrete input size. Where the model leaves a spatial
+# (non-batch, non-channel) axis as None and the user gives no input_shape, it
+# is this: the keras-hub / ImageNet convention (keras.Input((None, None, 3))).
+REFERENCE_DIM = 224
 
 
 @dataclasses.dataclass
@@ -80,6 +86,39 @@ class FlatGraph:
     def graph_at(self, scope: tuple) -> _keras.ModelGraph:
         return self.scope_graph[scope]
 
+    # -------------------------------------------------------------- shapes
+    def input_names(self) -> list[str]:
+        """Names of the top-level inputs, in `self.inputs` order."""
+        tensors = _keras.flatten(self.graph(self.model).inputs)
+        return [_keras.input_name(t) or f"input {i}" for i, t in enumerate(tensors)]
+
+    def has_dynamic_axes(self) -> bool:
+        """True if some tensor has a None axis other than the batch axis."""
+        return any(d is None for s in self.shapes.values() for d in s[1:])
+
+    def concrete_shapes(self, input_shapes: Sequence[tuple]) -> tuple[dict, list]:
+        """Every tensor's shape when the model inputs have `input_shapes` (batch axis included).
+
+        Shapes go through the calls in topological order (Keras computes each
+        layer's output spec). A call whose output Keras cannot compute keeps
+        its declared shapes (None axes and all); those calls are returned too.
+        """
+        shapes = dict(self.shapes)
+        for k, shape in zip(self.inputs, input_shapes):
+            shapes[k] = tuple(shape)
+        failed = []
+        for call in self.calls:
+            def shape_of(t, scope=call.scope):
+                return shapes.get(self.key(scope, t), _keras.shape_of(t))
+
+            outs = _keras.output_shapes(call.layer, call.call, shape_of)
+            if outs is None or len(outs) != len(call.outputs):
+                failed.append(call)
+                continue
+            for k, shape in zip(call.outputs, outs):
+                shapes[k] = shape
+        return shapes, failed
+
     def _inline(self, graph: _keras.ModelGraph, scope: tuple) -> None:
         self.scope_graph[scope] = graph
         for ci, call in enumerate(graph.calls):
@@ -117,3 +156,77 @@ class FlatGraph:
         self.submodel_calls.setdefault(id(call.layer), []).append(
             SubmodelCall(call.layer, inner_scope, list(in_keys), inner_outputs)
         )
+
+
+def resolve_input_shapes(model_shapes: Sequence[tuple], names: Sequence[str], input_shape,
+                         model_name: str) -> tuple[list[tuple], bool]:
+    """The input shapes (without the batch axis) at which MACs are counted.
+
+    `input_shape` is None, one shape without the batch axis (single-input
+    models) or a list with one per input. It fills the None axes of the
+    model's inputs; known axes must agree. Without it, each None axis that is
+    neither the batch nor the channel (last) axis becomes REFERENCE_DIM.
+
+    Returns (one shape per input, True if some None axis of the model was
+    filled, i.e. the shapes are a reference size rather than the model's own).
+    Raises ValueError naming the input, its shape and what was given.
+    """
+    given = _split_input_shape(input_shape, model_shapes, names, model_name)
+    out, filled = [], False
+    for name, full, want in zip(names, model_shapes, given):
+        own = tuple(full[1:])
+        if want is None:
+            fill = [REFERENCE_DIM if d is None and 0 < i + 1 < len(full) - 1 else d
+                    for i, d in enumerate(own)]
+            shape = tuple(fill)
+        else:
+            if len(want) != len(own):
+                batch = len(want) == len(own) + 1  # the usual slip: batch axis included
+                raise ValueError(
+                    f"input_shape {tuple(want)} has {len(want)} axes but input {name!r} of "
+                    f"model {model_name!r} has {len(own)} without the batch axis: "
+                    f"{tuple(full)}{' (leave out the batch axis)' if batch else ''}. Give e.g. "
+                    f"{_example(own, want[1:] if batch else None)}.")
+            clash = [i for i, (d, w) in enumerate(zip(own, want)) if d is not None and d != w]
+            if clash:
+                raise ValueError(
+                    f"input_shape {tuple(want)} does not fit input {name!r} of model "
+                    f"{model_name!r}, whose shape is {tuple(full)}: axis {clash[0] + 1} is "
+                    f"{own[clash[0]]} in the model but {want[clash[0]]} in input_shape. Only "
+                    f"the model's None axes can be set; give e.g. {_example(own, want)}.")
+            shape = tuple(int(w) for w in want)
+        filled = filled or any(d is None and s is not None for d, s in zip(own, shape))
+        out.append(shape)
+    return out, filled
+
+
+def _split_input_shape(input_shape, model_shapes, names, model_name) -> list:
+    """`input_shape` as one entry (a tuple of ints, or None) per model input."""
+    if input_shape is None:
+        return [None] * len(model_shapes)
+    rule = ("input_shape is a shape without the batch axis, e.g. (224, 224, 3), or for a "
+            "model with several inputs a list with one such shape per input")
+    if not isinstance(input_shape, (list, tuple)) or not input_shape:
+        raise ValueError(f"{rule}; got {input_shape!r}")
+    nested = all(isinstance(s, (list, tuple)) for s in input_shape)
+    if not nested:
+        if len(model_shapes) != 1:
+            raise ValueError(f"{rule}; model {model_name!r} has {len(model_shapes)} inputs "
+                             f"{list(names)}, so give a list of {len(model_shapes)} shapes, "
+                             f"got {input_shape!r}")
+        input_shape = [input_shape]
+    if len(input_shape) != len(model_shapes):
+        raise ValueError(f"{rule}; got {len(input_shape)} shape(s) for the "
+                         f"{len(model_shapes)} input(s) {list(names)} of model {model_name!r}")
+    for shape in input_shape:
+        if not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+                   for d in shape):
+            raise ValueError(f"{rule}, every size a positive int; got {tuple(shape)!r} in "
+                             f"{input_shape!r}")
+    return [tuple(s) for s in input_shape]
+
+
+def _example(own: tuple, want: Sequence | None = None) -> tuple:
+    """A valid input_shape for an input whose shape without batch is `own`."""
+    return tuple(d if d is not None else (want[i] if want is not None else REFERENCE_DIM)
+                 for i, d in enumerate(own))

@@ -6,13 +6,14 @@ import json
 import logging
 import math
 import warnings
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from keras_slim import _keras, criteria
 from keras_slim.coupling import Coupling, Options
-from keras_slim.graph import FlatGraph
+from keras_slim.graph import FlatGraph, resolve_input_shapes
+from keras_slim.handlers.base import Handler
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class _State:
     coupling: Coupling
     keep: dict  # tensor key -> np.ndarray of kept positions
     rebuilt: dict = dataclasses.field(default_factory=dict)  # id(layer) -> (config, weights)
+    mac_shapes: dict | None = None  # tensor key -> shape at the MAC input size (None: graph's)
+    macs_uncounted: list = dataclasses.field(default_factory=list)  # filled by _report
 
 
 @dataclasses.dataclass
@@ -48,7 +51,11 @@ class Plan:
 
     `kept` maps each layer whose output narrows to the indices of the output
     channels that stay. MACs count multiply-accumulates of conv/dense layers;
-    FLOPs = 2 x MACs as the paper counts them.
+    FLOPs = 2 x MACs as the paper counts them. They are counted at
+    `input_shapes` (one shape per model input, without the batch axis);
+    `dynamic_input` says those fill None axes of the model's inputs (a
+    reference size, by default 224 per spatial axis), and `macs_uncounted`
+    names layers whose output shape Keras could not compute (counted as 0).
     """
 
     ratio_requested: float | None
@@ -64,6 +71,10 @@ class Plan:
     groups: list
     barriers: list
     options: dict
+    # MAC input size; the defaults keep plans saved before these fields existed loadable.
+    input_shapes: list | None = None
+    dynamic_input: bool = False
+    macs_uncounted: list = dataclasses.field(default_factory=list)
     _state: _State | None = dataclasses.field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ derived
@@ -98,11 +109,16 @@ class Plan:
     def from_dict(cls, d: dict) -> "Plan":
         """A plan read back from `to_dict`; `prune(model, plan)` re-checks it on the model."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"_state"}
-        missing = sorted(fields - set(d))
+        optional = {f.name for f in dataclasses.fields(cls)
+                    if f.default is not dataclasses.MISSING
+                    or f.default_factory is not dataclasses.MISSING}
+        missing = sorted(fields - optional - set(d))
         if missing:
             raise ValueError(f"not a keras_slim plan: missing {missing}")
-        data = {k: d[k] for k in fields}
+        data = {k: d[k] for k in fields if k in d}
         data["layers"] = [LayerPlan(**row) for row in d["layers"]]
+        if data.get("input_shapes") is not None:  # JSON made the shape tuples lists
+            data["input_shapes"] = [tuple(s) for s in data["input_shapes"]]
         return cls(**data)
 
     @classmethod
@@ -124,7 +140,23 @@ class Plan:
             f"params:   {self.params_before:,} -> {self.params_after:,} (-{pct(self.params_after, self.params_before)})\n"
             f"MACs:     {self.macs_before:,} -> {self.macs_after:,} (-{pct(self.macs_after, self.macs_before)}); "
             f"FLOPs = 2 x MACs"
-        )
+        ) + self._mac_input_line()
+
+    def _mac_input_line(self) -> str:
+        """Where the MACs were counted (nothing for plans saved without it)."""
+        if self.input_shapes is None:
+            return ""
+        shapes = ", ".join(str(tuple(s)) for s in self.input_shapes)
+        text = f"\nMACs at input{'s' if len(self.input_shapes) > 1 else ''} {shapes}"
+        if self.dynamic_input:
+            text += " (reference size for dynamic axes)"
+        if self.macs_uncounted:
+            text += (f"\nMACs not counted (output shape unknown, counted as 0): "
+                     f"{', '.join(self.macs_uncounted[:8])}"
+                     + (f" and {len(self.macs_uncounted) - 8} more"
+                        if len(self.macs_uncounted) > 8 else ""))
+        return text
+
 
     def table(self, only_changed: bool = False) -> str:
         rows = [("layer", "type", "channels", "params", "MACs")]
@@ -159,6 +191,7 @@ def plan(
     channel_selection: bool = True,
     group_reduction: str = "mean",
     kept: dict | None = None,
+    input_shape: Sequence | None = None,
 ) -> Plan:
     """Work out what pruning `model` would remove, without building anything.
 
@@ -184,6 +217,12 @@ def plan(
             "max" or "sum" (see keras_slim.criteria).
         kept: instead of ratio/threshold, reproduce a saved plan: the kept
             output channels per layer (`Plan.kept`, e.g. from `Plan.from_json`).
+        input_shape: the input size MACs are counted at, without the batch
+            axis, e.g. (224, 224, 3); a list of them for several inputs. It
+            fills the model's None axes (known axes must agree, else
+            ValueError). Default: the model's own shape, each None spatial axis
+            being 224 (keras-hub / ImageNet convention). Only MACs depend on
+            it; the channels removed do not.
 
     Returns:
         A `Plan`: kept channel indices per layer, coupled groups, barriers,
@@ -207,6 +246,7 @@ def plan(
         raise ValueError(f"exclude names layers that are not in model {model.name!r}: {missing}")
 
     graph = FlatGraph(model)
+    mac_shapes, input_shapes, dynamic_input = _mac_input(graph, input_shape)
     coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude))
     frozen, unsafe, scored = coupling.root_sets()
     if not scored:
@@ -241,7 +281,7 @@ def plan(
 
     removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to)
     keep = _keep_positions(coupling, removed)
-    state = _State(model, graph, coupling, keep)
+    state = _State(model, graph, coupling, keep, mac_shapes=mac_shapes)
     layers, kept_now, params, macs = _report(state)
     if kept is not None and {k: list(v) for k, v in kept.items()} != kept_now:
         differ = sorted(set(kept) ^ set(kept_now) | {k for k in kept if kept[k] != kept_now.get(k)})
@@ -265,9 +305,28 @@ def plan(
         barriers=[(name, reason) for name, reason, _ in coupling.barriers],
         options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
                      round_to=round_to, exclude=sorted(exclude),
-                     channel_selection=channel_selection, group_reduction=group_reduction),
+                     channel_selection=channel_selection, group_reduction=group_reduction,
+                     input_shape=None if input_shape is None else [list(s) for s in input_shapes]),
+        input_shapes=input_shapes,
+        dynamic_input=dynamic_input,
+        macs_uncounted=state.macs_uncounted,
         _state=state,
     )
+
+
+def _mac_input(graph: FlatGraph, input_shape) -> tuple[dict | None, list, bool]:
+    """(tensor shapes for the MAC count or None for the graph's own, input shapes, dynamic)."""
+    model_shapes = [graph.shapes[k] for k in graph.inputs]
+    shapes, dynamic = resolve_input_shapes(model_shapes, graph.input_names(), input_shape,
+                                           graph.model.name)
+    if not graph.has_dynamic_axes():  # static model: its own shapes, no extra work
+        return None, shapes, dynamic
+    full = [(m[0],) + tuple(s) for m, s in zip(model_shapes, shapes)]
+    concrete, failed = graph.concrete_shapes(full)
+    if failed:
+        logger.info("keras_slim: output shapes of %s could not be computed at input %s",
+                    [call.layer.name for call in failed], shapes)
+    return concrete, shapes, dynamic
 
 
 def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
@@ -424,8 +483,6 @@ def _report(state: _State):
         in_keep, out_keep = layer_keeps(state, call)
         in_before = [graph.shapes[k] for k in call.inputs]
         out_before = [graph.shapes[k] for k in call.outputs]
-        in_after = [_narrow(s, kp) for s, kp in zip(in_before, in_keep)]
-        out_after = [_narrow(s, kp) for s, kp in zip(out_before, out_keep)]
         p_before = p_after = 0
         if id(call.layer) not in seen and _keras.is_layer(call.layer) and call.layer.weights:
             seen.add(id(call.layer))
@@ -438,8 +495,7 @@ def _report(state: _State):
                 p_after = sum(int(np.size(w)) for w in weights)
             else:
                 p_after = p_before
-        m_before = handler.macs(call.layer, in_before, out_before) if in_before else 0
-        m_after = handler.macs(call.layer, in_after, out_after) if in_before else 0
+        m_before, m_after = _macs(state, call, handler, in_keep, out_keep) if in_before else (0, 0)
         params[0] += p_before
         params[1] += p_after
         macs[0] += m_before
@@ -452,6 +508,20 @@ def _report(state: _State):
         rows.append(LayerPlan(name, type(call.layer).__name__, ch_before, ch_after,
                               p_before, p_after, int(m_before), int(m_after)))
     return rows, kept, params, macs
+
+
+def _macs(state: _State, call, handler, in_keep, out_keep) -> tuple[int, int]:
+    """MACs of a call before/after pruning, at the plan's input size."""
+    shapes = state.graph.shapes if state.mac_shapes is None else state.mac_shapes
+    ins = [shapes[k] for k in call.inputs]
+    outs = [shapes[k] for k in call.outputs]
+    if any(d is None for s in ins + outs for d in s[1:]):  # its output spec was not computable
+        if type(handler).macs is not Handler.macs:  # a layer that would have counted some
+            state.macs_uncounted.append(_qualified_name(state.graph, call))
+        return 0, 0
+    return (handler.macs(call.layer, ins, outs),
+            handler.macs(call.layer, [_narrow(s, kp) for s, kp in zip(ins, in_keep)],
+                         [_narrow(s, kp) for s, kp in zip(outs, out_keep)]))
 
 
 def _qualified_name(graph, call) -> str:

@@ -14,6 +14,13 @@ import keras
 import numpy as np
 
 from keras_slim.export.report import ExportError
+from keras_slim.graph import REFERENCE_DIM, resolve_input_shapes
+
+# A dynamic model is also verified at this size on every dynamic axis (at
+# REFERENCE_DIM when the first check already ran at ALT_DIM), to prove the axes
+# really resize. Both are multiples of 32, so stride-32 backbones take them.
+ALT_DIM = 160
+ALT_SAMPLES = 2
 
 # Accepted forms of `sample_inputs`, `representative_data` and `labelled_data[0]`.
 DATA_FORMS = (
@@ -36,6 +43,32 @@ class ModelInterface:
     @property
     def num_inputs(self) -> int:
         return len(self.input_names)
+
+    @property
+    def dynamic(self) -> bool:
+        """True if some input has a None axis other than the batch axis."""
+        return any(d is None for shape in self.input_shapes for d in shape[1:])
+
+
+def fix_input_shapes(iface: ModelInterface, input_shape: Any) -> ModelInterface:
+    """`iface` with its inputs' None non-batch axes set from `input_shape`.
+
+    `input_shape` is as for `keras_slim.plan`: one shape without the batch
+    axis, or a list with one per input. ValueError if a known axis differs.
+    """
+    if input_shape is None:
+        return iface
+    shapes, _ = resolve_input_shapes(iface.input_shapes, iface.input_names, input_shape,
+                                     iface.model.name)
+    return dataclasses.replace(iface, input_shapes=[
+        (full[0],) + tuple(shape) for full, shape in zip(iface.input_shapes, shapes)])
+
+
+def reference_shapes(iface: ModelInterface) -> list[tuple]:
+    """Concrete input shapes without the batch axis: None spatial axes 224, other None 8."""
+    shapes, _ = resolve_input_shapes(iface.input_shapes, iface.input_names, None,
+                                     iface.model.name)
+    return [tuple(8 if d is None else d for d in shape) for shape in shapes]
 
 
 def describe_model(model: Any) -> ModelInterface:
@@ -264,11 +297,15 @@ def calibration_and_samples(iface: ModelInterface, representative_data: Any, sam
 
 
 def random_inputs(iface: ModelInterface, n: int, seed: int = 0) -> list[np.ndarray]:
-    """Random inputs in each input's shape (dynamic non-batch axes become 8)."""
+    """Random inputs in each input's shape.
+
+    Dynamic axes take the reference size: 224 for each spatial axis (the size
+    `keras_slim.plan` counts MACs at), 8 for any other.
+    """
     rng = np.random.default_rng(seed)
     out = []
-    for shape, dtype in zip(iface.input_shapes, iface.input_dtypes):
-        full = (n,) + tuple(8 if d is None else d for d in shape[1:])
+    for shape, dtype in zip(reference_shapes(iface), iface.input_dtypes):
+        full = (n,) + tuple(shape)
         if np.issubdtype(np.dtype(dtype), np.integer):
             out.append(rng.integers(0, 2, size=full).astype(dtype))  # safe ids for embeddings
         elif np.dtype(dtype) == np.bool_:
@@ -348,6 +385,75 @@ def verify(
     """Run `samples` through the exported file (`run`) and Keras; return the errors."""
     refs = keras_outputs(iface.model, samples)
     return output_errors(refs, run_batched(run, samples, batch))
+
+
+@dataclasses.dataclass
+class Verification:
+    """Errors of an exported file against Keras, and the input sizes it ran at."""
+
+    max_abs_error: float
+    max_rel_error: float
+    shapes: list  # per check: the input shapes without the batch axis
+    counts: list  # per check: number of samples
+    note: str | None = None  # why a dynamic file was checked at one size only
+
+
+def verify_sizes(
+    iface: ModelInterface,
+    run: Callable[[list[np.ndarray]], list[np.ndarray]],
+    batch: int | None,
+    samples: list[np.ndarray],
+) -> Verification:
+    """`verify` on `samples`; a file with dynamic axes is also run at a second size.
+
+    The second size (ALT_DIM on every dynamic axis, REFERENCE_DIM if the samples
+    already have ALT_DIM; the first samples cropped or tiled to it) proves the
+    axes really resize. If Keras itself cannot run the model there, the check
+    is skipped and `note` says why; if the exported file cannot, ExportError.
+    """
+    abs_err, rel_err = verify(iface, run, batch, samples)
+    result = Verification(abs_err, rel_err, [_shapes_of(samples)], [len(samples[0])])
+    if not iface.dynamic:
+        return result
+    other = [_resized(a[:ALT_SAMPLES], full) for a, full in zip(samples, iface.input_shapes)]
+    other_shapes = _shapes_of(other)
+    try:
+        refs = keras_outputs(iface.model, other)
+    except Exception as err:  # the model is not as size-agnostic as its Input says
+        result.note = (f"not checked at {_fmt_shapes(other_shapes)}: Keras cannot run the model "
+                       f"there ({type(err).__name__})")
+        return result
+    try:
+        outs = run_batched(run, other, batch)
+    except Exception as err:
+        raise ExportError(
+            f"The exported file has dynamic input axes {iface.input_shapes} but fails at "
+            f"{_fmt_shapes(other_shapes)} ({type(err).__name__}: {str(err)[:500]}), where Keras "
+            "runs. Export at a fixed size instead (export_tflite's input_shape=, or a model "
+            "whose keras.Input has fixed sizes).") from err
+    abs2, rel2 = output_errors(refs, outs)
+    result.max_abs_error, result.max_rel_error = max(abs_err, abs2), max(rel_err, rel2)
+    result.shapes.append(_shapes_of(other))
+    result.counts.append(len(other[0]))
+    return result
+
+
+def _resized(x: np.ndarray, model_shape: tuple) -> np.ndarray:
+    """`x` at the second size on each dynamic axis: cropped or tiled, so its values
+    (pixels, token ids) stay those of the samples, in calibration range."""
+    for axis, own in enumerate(model_shape[1:], start=1):
+        if own is None:
+            size = REFERENCE_DIM if x.shape[axis] == ALT_DIM else ALT_DIM
+            x = np.take(x, np.arange(size) % x.shape[axis], axis=axis)
+    return x
+
+
+def _shapes_of(flat: list[np.ndarray]) -> list[tuple]:
+    return [tuple(int(d) for d in a.shape[1:]) for a in flat]
+
+
+def _fmt_shapes(shapes: list[tuple]) -> str:
+    return ", ".join("x".join(str(d) for d in s) for s in shapes)
 
 
 def labelled_check(

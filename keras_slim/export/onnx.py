@@ -18,7 +18,7 @@ from keras_slim.export import _deps
 from keras_slim.export._atomic import atomic_file, check_output_path
 from keras_slim.export._model_io import (
     ModelInterface, as_flat_inputs, describe_model, labelled_check, random_inputs,
-    verify as verify_outputs,
+    verify_sizes,
 )
 from keras_slim.export._tf_graph import serving_function
 from keras_slim.export.fold import maybe_fold
@@ -67,6 +67,11 @@ def export_onnx(
         fold_bn: fold BatchNormalization into the preceding conv/dense first.
         batch_size: static batch size; None keeps a dynamic batch axis.
 
+    The model's None axes (e.g. keras.Input((None, None, 3))) stay dynamic in
+    the file. Such a file is verified at two sizes: `sample_inputs`' (default
+    224 per spatial axis) and 160 (224 if that was 160), to prove the axes
+    resize; `report.input_size` is then "dynamic".
+
     Returns:
         ExportReport (format "onnx") with size, op histogram, I/O specs, errors.
 
@@ -102,6 +107,7 @@ def export_onnx(
                           inputs=_infos(proto.graph.input, proto, onnx),
                           outputs=_infos(proto.graph.output, proto, onnx),
                           folded_batchnorms=n_folded,
+                          input_size="dynamic" if iface.dynamic else "static",
                           details={"opset": opset, "nchw_input": nchw_input,
                                    "batch_size": batch_size})
     with atomic_file(target) as tmp:
@@ -109,9 +115,13 @@ def export_onnx(
             f.write(buf)
         runner = _OrtRunner(tmp, iface, nchw_input)  # also proves onnxruntime loads it
         if verify:
-            report.max_abs_error, report.max_rel_error = verify_outputs(
-                iface, runner, batch_size, samples)
-            report.verified, report.num_verify_samples = True, len(samples[0])
+            checked = verify_sizes(iface, runner, batch_size, samples)
+            report.max_abs_error, report.max_rel_error = checked.max_abs_error, checked.max_rel_error
+            report.verified, report.num_verify_samples = True, sum(checked.counts)
+            report.verified_shapes = checked.shapes
+            report.details["verify_counts"] = checked.counts
+            if checked.note:
+                report.details["verify_note"] = checked.note
             if not report.max_rel_error < tolerance:
                 raise ExportError(
                     f"Verification failed: the .onnx output differs from Keras by "

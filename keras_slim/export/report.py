@@ -35,6 +35,13 @@ class ExportReport:
     Errors compare the exported file (run in LiteRT / onnxruntime) against the
     Keras model on the same inputs: `max_abs_error` is max |diff| over all
     outputs, `max_rel_error` is max over outputs of max|diff| / max(1, max|ref|).
+
+    `input_size` says how the file treats the model's input size: "static"
+    (the model's inputs have no None axis but the batch), "dynamic" (the
+    file keeps the model's None axes; runtimes resize the input, e.g. LiteRT's
+    `resize_tensor_input`) or "fixed" (None axes set by `input_shape=`).
+    `verified_shapes` lists, per check, the input shapes (without the batch
+    axis) the file ran at: a dynamic file is checked at two sizes.
     """
 
     path: str
@@ -53,6 +60,8 @@ class ExportReport:
     exported_accuracy: float | None = None
     folded_batchnorms: int = 0
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    input_size: str = "static"
+    verified_shapes: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON serialisable)."""
@@ -70,8 +79,13 @@ class ExportReport:
         ]
         if self.folded_batchnorms:
             rows.append(("folded BN", str(self.folded_batchnorms)))
+        rows.append(("input size", _input_size_text(self.input_size)))
         if self.verified:
-            rows.append(("verified on", f"{self.num_verify_samples} samples"))
+            rows.append(("verified on", _verified_text(self.num_verify_samples,
+                                                       self.verified_shapes,
+                                                       self.details.get("verify_counts"))))
+            if self.details.get("verify_note"):
+                rows.append(("note", self.details["verify_note"]))
             rows.append(("max abs err", f"{self.max_abs_error:.3g}"))
             rows.append(("max rel err", f"{self.max_rel_error:.3g}"))
         else:
@@ -132,6 +146,30 @@ class LatencyTable:
                 row.append(f"{hit[0].median_ms:.3f} / {hit[0].p90_ms:.3f}" if hit else "-")
             rows.append(row)
         return _table(header, rows)
+
+
+_INPUT_SIZES = {
+    "static": "static (the model's own)",
+    "dynamic": "dynamic (the model's None axes kept; resize the input at run time)",
+    "fixed": "fixed by input_shape= (the model's None axes set)",
+}
+
+
+def _input_size_text(mode: str) -> str:
+    return _INPUT_SIZES.get(mode, mode)
+
+
+def _verified_text(total: int, checks: list, counts: list | None) -> str:
+    """'8 samples at 224x224x3, 2 at 160x160x3' (input shapes without the batch axis)."""
+    if not checks:
+        return f"{total} samples"
+    counts = counts if counts and len(counts) == len(checks) else [total] + [None] * (len(checks) - 1)
+    parts = []
+    for i, (shapes, n) in enumerate(zip(checks, counts)):
+        at = ", ".join("x".join(str(d) for d in s) or "scalar" for s in shapes)
+        lead = "" if n is None else (f"{n} samples " if i == 0 else f"{n} ")
+        parts.append(f"{lead}at {at}")
+    return ", ".join(parts)
 
 
 def _fmt_bytes(n: int) -> str:

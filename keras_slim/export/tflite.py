@@ -19,8 +19,8 @@ from keras_slim.export import _deps
 from keras_slim.export._atomic import atomic_file, check_output_path
 from keras_slim.export._flatbuffer import tflite_op_histogram, non_builtin_ops
 from keras_slim.export._model_io import (
-    ModelInterface, calibration_and_samples, describe_model, iter_batches,
-    labelled_check, verify as verify_outputs,
+    ModelInterface, calibration_and_samples, describe_model, fix_input_shapes, iter_batches,
+    labelled_check, reference_shapes, verify_sizes,
 )
 from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
 from keras_slim.export.fold import maybe_fold
@@ -50,6 +50,7 @@ def export_tflite(
     num_verify_samples: int = 8,
     label_output: str | None = None,
     allow_float_fallback: bool = False,
+    input_shape: Any = None,
 ) -> ExportReport:
     """Convert `model` to a .tflite file that the stock LiteRT runtime can run.
 
@@ -81,6 +82,14 @@ def export_tflite(
         fold_bn: fold BatchNormalization into the preceding conv/dense first.
         batch_size: static batch size of the file (mobile runtimes want static
             shapes); None keeps it dynamic.
+        input_shape: for a model with None axes (e.g. keras.Input((None, None,
+            3))), the size to fix them at in the file, without the batch axis:
+            (224, 224, 3), or a list with one shape per input. Known axes must
+            agree (ValueError). Default None keeps them dynamic (shape signature
+            -1): the app resizes the input before allocating tensors. A dynamic
+            file is verified at two sizes: the samples' (default 224 per spatial
+            axis, or the representative data's) and 160 (224 if that was 160).
+            `report.input_size` says which ("static", "dynamic" or "fixed").
         allow_float_fallback: with "int8", let ops lacking an int8 kernel stay
             float instead of failing (the file is then not fully integer).
 
@@ -94,7 +103,10 @@ def export_tflite(
     io_type = _check_args(quantize, representative_data, int8_io, batch_size, tolerance,
                           num_calibration_samples, num_verify_samples)
     target = check_output_path(path, ".tflite")
-    iface = describe_model(model)
+    model_iface = describe_model(model)
+    iface = fix_input_shapes(model_iface, input_shape)  # the file's inputs
+    input_size = ("static" if not model_iface.dynamic
+                  else "dynamic" if iface.dynamic else "fixed")
 
     calibration, samples = calibration_and_samples(iface, representative_data, sample_inputs,
                                                    num_calibration_samples, num_verify_samples)
@@ -103,8 +115,13 @@ def export_tflite(
     serve, specs = serving_function(export_model, iface, batch_size)
     with tempfile.TemporaryDirectory(prefix="keras_slim_tflite_") as saved_model_dir:
         write_saved_model(export_model, serve, specs, saved_model_dir)
-        buf = _convert(saved_model_dir, quantize, calibration, io_type, allow_float_fallback,
-                       iface, batch_size)
+        try:
+            buf = _convert(saved_model_dir, quantize, calibration, io_type,
+                           allow_float_fallback, iface, batch_size)
+        except ExportError as err:
+            if not iface.dynamic:
+                raise
+            raise ExportError(f"{err}\n{_dynamic_hint(iface)}") from err.__cause__
 
     histogram = tflite_op_histogram(buf)
     extra_ops = non_builtin_ops(histogram)
@@ -113,7 +130,7 @@ def export_tflite(
 
     report = ExportReport(path=os.fspath(path), format="tflite", quantize=quantize,
                           size_bytes=len(buf), op_histogram=histogram, inputs=[], outputs=[],
-                          folded_batchnorms=n_folded,
+                          folded_batchnorms=n_folded, input_size=input_size,
                           details={"batch_size": batch_size, "io_type": io_type or "float32"})
     with atomic_file(target) as tmp:
         with open(tmp, "wb") as f:
@@ -227,6 +244,17 @@ def _explain_conversion_error(err: Exception, quantize: str | None) -> str:
     return f"TFLite conversion failed ({type(err).__name__}):\n{summary}{hint}"
 
 
+def _dynamic_hint(iface: ModelInterface) -> str:
+    """Why a dynamic-size conversion may fail, and the fixed-size export that avoids it."""
+    shapes = reference_shapes(iface)
+    example = shapes[0] if len(shapes) == 1 else shapes
+    return (f"The model's inputs have dynamic axes ({', '.join(map(str, iface.input_shapes))}). "
+            "Some layers lose their static shapes there (e.g. UpSampling2D, whose tf.repeat "
+            "leaves the next conv an unknown channel count), and LiteRT's builtin kernels "
+            f"need them. Export at a fixed size instead: export_tflite(..., "
+            f"input_shape={example}).")
+
+
 def _flex_message(ops: list[str], lead: str) -> str:
     return (f"{lead} TensorFlow ops that are not LiteRT builtins: {', '.join(ops)}. They would "
             "need the Flex delegate (SELECT_TF_OPS), which the stock Android/iOS LiteRT runtime, "
@@ -238,8 +266,13 @@ def _flex_message(ops: list[str], lead: str) -> str:
 def _verify(report: ExportReport, runner, iface: ModelInterface, samples: list, batch_size,
             quantize: str | None, tolerance: float | None) -> None:
     limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
-    report.max_abs_error, report.max_rel_error = verify_outputs(iface, runner, batch_size, samples)
-    report.verified, report.num_verify_samples = True, len(samples[0])
+    checked = verify_sizes(iface, runner, batch_size, samples)
+    report.max_abs_error, report.max_rel_error = checked.max_abs_error, checked.max_rel_error
+    report.verified, report.num_verify_samples = True, sum(checked.counts)
+    report.verified_shapes = checked.shapes
+    report.details["verify_counts"] = checked.counts
+    if checked.note:
+        report.details["verify_note"] = checked.note
     bad = not np.isfinite(report.max_rel_error) or (limit is not None and report.max_rel_error >= limit)
     if bad:
         raise ExportError(
