@@ -422,3 +422,42 @@ def make_model(graph: ModelGraph, inputs, outputs, layers: list):
     if graph.kind == "sequential":
         return module.Sequential([inputs] + layers, name=old.name)
     return module.Model(inputs=inputs, outputs=outputs, name=old.name)
+
+
+# ---------------------------------------------------------------- tracing
+def symbolic_like(tensor):
+    """A fresh graph input with the shape (batch axis included) and dtype of `tensor`."""
+    return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype)
+
+
+def new_symbolic(shape: tuple, batch: bool = False):
+    """A graph input of `shape`; `batch=False` means the shape includes the batch axis."""
+    return keras.Input(shape=shape) if batch else keras.Input(batch_shape=shape)
+
+
+def build_input_shapes(model):
+    """The input shape(s) a subclassed model was built with (batch axis included), or None."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not shapes:
+        return None
+    values = list(shapes.values())
+    return values[0] if len(values) == 1 else None
+
+
+def is_single_shape(shape) -> bool:
+    return isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape)
+
+
+def variables_in(structure) -> list:
+    """Names of the Keras variables inside a call's arguments (captured weights)."""
+    return [getattr(v, "path", None) or getattr(v, "name", "?")
+            for v in keras.tree.flatten(structure) if isinstance(v, keras.Variable)]
+
+
+def call_accepts(layer, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False

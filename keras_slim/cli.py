@@ -68,59 +68,7 @@ logger = logging.getLogger("keras_slim.cli")
 # They can only be hidden before TF is first imported: TF reads
 # TF_CPP_MIN_LOG_LEVEL once, and since TF 2.19 its libraries log some lines
 # through absl while they load, whatever that variable says.
-_VERBOSE_FLAGS = ("--verbose", "--debug")
-
-
-def _tf_logs_wanted(argv: Sequence[str]) -> bool:
-    """Whether `argv` has -v/--verbose or --debug (also -vv, -qv, abbreviations)."""
-    for arg in argv:
-        if arg == "--":
-            break
-        if re.fullmatch(r"-[vq]*v[vq]*", arg):
-            return True
-        if len(arg) > 2 and any(flag.startswith(arg) for flag in _VERBOSE_FLAGS):
-            return True
-    return False
-
-
-def _silence_tf_logs(argv: Sequence[str]) -> None:
-    """Keep TF's C++ start-up logs off stderr unless `argv` asks for -v or --debug.
-
-    Only logging changes (oneDNN and everything else stay as configured):
-    TF_CPP_MIN_LOG_LEVEL defaults to 3 (a value the user set wins) and, if
-    TensorFlow is not loaded yet, it is imported with file descriptor 2 pointing
-    at /dev/null. Once TensorFlow is loaded this cannot hide what it printed.
-    """
-    if _tf_logs_wanted(argv):
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
-    with _stderr_fd_to_devnull():
-        try:
-            import tensorflow  # noqa: F401
-        except Exception:  # the real import later reports it (run with -v for TF's logs)
-            pass
-
-
-@contextlib.contextmanager
-def _stderr_fd_to_devnull() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null (C++ logs bypass sys.stderr), then restore it."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all: nothing to hide
-        yield
-        return
-    sys.stderr.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+from keras_slim._quiet import _silence_tf_logs, _tf_logs_wanted  # noqa: E402,F401
 
 
 class CliError(Exception):

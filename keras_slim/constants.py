@@ -17,24 +17,12 @@ from keras_slim.planning import _State
 
 
 def propagate_constants(state: _State) -> dict:
-    """Per tensor, the value each channel would have if its BN gamma were 0 (NaN: unknown)."""
-    graph, coupling = state.graph, state.coupling
-    consts = {k: np.full(len(info), np.nan) for k, info in coupling.tensors.items()}
-    for call in graph.calls:
-        if not call.outputs or not all(k in consts for k in call.inputs) or not call.inputs:
-            continue
-        handler = coupling.handlers[call.index]
-        ins = [consts[k] for k in call.inputs]
-        if not handler.emits_constants and all(np.isnan(c).all() for c in ins):
-            continue
-        out = handler.constant(call.layer, ins, [graph.shapes[k] for k in call.inputs],
-                               [graph.shapes[k] for k in call.outputs])
-        if out is None:
-            continue
-        for k, c in zip(call.outputs, out):
-            if c is not None and k in consts and len(c) == len(consts[k]):
-                consts[k] = np.asarray(c, dtype=np.float64)
-    return consts
+    """Per tensor, the value each channel has once its class's gammas are 0 (NaN: unknown).
+
+    Computed during coupling (`ChannelInfo.value`), where it also decides
+    which constant channels may be removed at all.
+    """
+    return {k: info.value for k, info in state.coupling.tensors.items() if info.value is not None}
 
 
 def folds(state: _State) -> dict:
@@ -54,8 +42,10 @@ def folds(state: _State) -> dict:
         c = consts[call.inputs[0]]
         if in_keep is None or out_keep is None or len(in_keep) == len(c):
             continue
-        delta = coupling.handlers[call.index].fold_delta(call.layer, c, in_keep, out_keep)
+        handler = coupling.handlers[call.index]
+        delta = handler.fold_delta(call.layer, c, in_keep, out_keep)
         if delta is None:
+            _check_nothing_lost(call, handler, c, in_keep)
             continue
         names = [n for n, _ in _keras.get_weights(call.layer)]
         reader = _sole_batchnorm_reader(graph, call)
@@ -64,6 +54,20 @@ def folds(state: _State) -> dict:
         else:
             _chain(result, call.index, _add_bias(names, delta))
     return result
+
+
+def _check_nothing_lost(call, handler, const, in_keep) -> None:
+    """A mixing reader that drops a non-zero constant without folding it is a bug."""
+    if not handler.absorbs_constants:
+        return  # it never let a constant channel go (FlowContext.use)
+    removed = np.setdiff1d(np.arange(len(const)), in_keep)
+    live = np.isfinite(const[removed]) & (const[removed] != 0)
+    if live.any():
+        raise RuntimeError(
+            f"keras_slim: {type(handler).__name__} for layer {call.layer.name!r} claims "
+            f"absorbs_constants but its fold_delta returned None for {int(live.sum())} removed "
+            "constant channels; the pruned model would differ. Return the bias change from "
+            "fold_delta, or set absorbs_constants = False so those channels are kept.")
 
 
 def _sole_batchnorm_reader(graph, call):

@@ -7,12 +7,21 @@ layers keep them; element-wise merges and depthwise convs unite them
 spatial positions. A union-find class is one removable unit: removing it
 removes that channel from every producer and every consumer at once.
 
-Alongside the ids runs a dataflow bit per channel, `zero`: "this value is
-identically zero once the class's BN scaling factors and shifts are zero".
-A scoring BatchNormalization sets it, zero-preserving layers keep it,
-Add needs it on all inputs, Multiply on any. A class may be removed only
-if every layer that mixes channels (conv, dense, an unknown layer) reads it
-while `zero` holds; that is what makes the rebuilt model exact.
+Alongside the ids run two dataflow bits and a value per channel, all meaning
+"once the class's BN scaling factors (gamma) are zero", with the model's
+actual shifts (beta):
+
+* `zero`: the channel is identically 0 (BN with beta = 0, then layers that
+  keep 0 at 0; Add needs all inputs zero, Multiply any);
+* `const`: the channel is a known per-channel constant, act(beta) and what
+  follows from it; `value` holds that constant (computed here with each
+  handler's `constant`, so the bit is never set without a value).
+
+A class may be removed only if every layer that mixes channels (conv, dense,
+an unknown layer) reads it while it is zero, or while it is constant and the
+layer absorbs the constant exactly into a bias (`Handler.absorbs_constants`;
+with `border_folds`, also readers that are exact only away from 'same'
+borders). That is what makes the rebuilt model exact.
 """
 from __future__ import annotations
 
@@ -38,6 +47,7 @@ class ChannelInfo:
     ids: np.ndarray
     zero: np.ndarray
     const: np.ndarray | None = None
+    value: np.ndarray | None = None  # the constant (NaN: unknown); set by the coupling
 
     def __post_init__(self):
         if self.const is None:
@@ -47,7 +57,8 @@ class ChannelInfo:
         return len(self.ids)
 
     def take(self, positions) -> "ChannelInfo":
-        return ChannelInfo(self.ids[positions], self.zero[positions], self.const[positions])
+        value = None if self.value is None else self.value[positions]
+        return ChannelInfo(self.ids[positions], self.zero[positions], self.const[positions], value)
 
     def not_zero(self) -> "ChannelInfo":
         """Same channels, no longer zero, still constant if they were (y = f(x))."""
@@ -58,6 +69,7 @@ class ChannelInfo:
 class Options:
     channel_selection: bool = True
     exclude: frozenset = frozenset()
+    border_folds: bool = True  # fold constants where exact only away from 'same' borders
 
 
 class UnionFind:
@@ -104,8 +116,9 @@ class Member:
 class Coupling:
     """Result of the couple step over a FlatGraph (see module docstring)."""
 
-    def __init__(self, graph: FlatGraph, options: Options):
-        from keras_slim.handlers.registry import get_handler
+    def __init__(self, graph: FlatGraph, options: Options, resolve=None):
+        if resolve is None:
+            from keras_slim.handlers.registry import get_handler as resolve
 
         self.graph = graph
         self.options = options
@@ -118,15 +131,20 @@ class Coupling:
         self.produced: list[tuple[int, np.ndarray]] = []  # (call index, ids)
         self.marks: dict[int, set[str]] = {}
         self.barriers: list[tuple[str, str, np.ndarray]] = []  # (layer, reason, input ids)
+        self.border_readers: set[int] = set()  # calls folding constants exactly only inside
         self.handlers = {}
+        self.calls_of: dict[int, int] = {}  # id(layer) -> number of calls
+        for call in graph.calls:
+            self.calls_of[id(call.layer)] = self.calls_of.get(id(call.layer), 0) + 1
         for k in graph.inputs:
             n = _channels(graph.shapes[k])
             if n is not None:
-                self.tensors[k] = ChannelInfo(self.new(n, frozen=True), np.zeros(n, bool))
+                self.tensors[k] = ChannelInfo(self.new(n, frozen=True), np.zeros(n, bool),
+                                              value=np.full(n, np.nan))
         for call in graph.calls:
-            handler = get_handler(call.layer)
+            handler = resolve(call.layer)
             self.handlers[call.index] = handler
-            ctx = FlowContext(self, call)
+            ctx = FlowContext(self, call, handler)
             ins = [self.tensors.get(k) for k in call.inputs]
             outs = handler.flow(ctx, ins)
             if len(outs) != len(call.outputs):
@@ -134,7 +152,8 @@ class Coupling:
                     f"handler {type(handler).__name__} returned {len(outs)} outputs "
                     f"for layer {call.layer.name!r}, which has {len(call.outputs)}"
                 )
-            for k, info in zip(call.outputs, outs):
+            values = self._constants(call, handler, ins, outs)
+            for i, (k, info) in enumerate(zip(call.outputs, outs)):
                 if info is not None:
                     n = _channels(graph.shapes[k])
                     if n != len(info):
@@ -142,7 +161,7 @@ class Coupling:
                             f"handler {type(handler).__name__} gave {len(info)} channels "
                             f"for an output of {call.layer.name!r} with {n}"
                         )
-                    self.tensors[k] = info
+                    self.tensors[k] = _with_value(info, values[i])
             if call.layer.name in options.exclude:
                 for info in outs:
                     if info is not None:
@@ -153,6 +172,24 @@ class Coupling:
                 self.freeze(self.tensors[k].ids)
 
     # ---------------------------------------------------------------- helpers
+    def _constants(self, call: FlatCall, handler, ins: list, outs: list) -> list:
+        """Each output's per-channel constant once the class gammas are 0 (NaN: not constant).
+
+        Only `handler.constant` may claim a constant: a handler without one
+        passes none on, so its readers keep constant channels (zero ones still go).
+        """
+        none = [None] * len(outs)
+        if not ins or any(x is None or x.value is None for x in ins):
+            return none
+        if not handler.emits_constants and not any(np.isfinite(x.value).any() for x in ins):
+            return none
+        if not self.options.border_folds and handler.border_effect(call.layer):
+            return none  # padding makes a constant input vary near the borders
+        shapes = self.graph.shapes
+        out = handler.constant_of_call(call, [x.value for x in ins],
+                               [shapes[k] for k in call.inputs], [shapes[k] for k in call.outputs])
+        return none if out is None else list(out) + none[len(out):]
+
     def new(self, n: int, frozen: bool = False) -> np.ndarray:
         ids = self.uf.new(n)
         if frozen:
@@ -222,14 +259,20 @@ class Coupling:
 class FlowContext:
     """What a handler may do while describing one call (see Handler.flow)."""
 
-    def __init__(self, coupling: Coupling, call: FlatCall):
+    def __init__(self, coupling: Coupling, call: FlatCall, handler=None):
         self._c = coupling
+        self.handler = handler
         self.call = call
         self.layer = call.layer
         self.options = coupling.options
         shapes = coupling.graph.shapes
         self.in_shapes = [shapes[k] for k in call.inputs]
         self.out_shapes = [shapes[k] for k in call.outputs]
+
+    @property
+    def trace_failure(self) -> str | None:
+        """Why this (custom) layer could not be traced, if it was tried."""
+        return self._c.graph.trace_failures.get(id(self.layer))
 
     def out_channels(self, i: int = 0) -> int | None:
         return _channels(self.out_shapes[i])
@@ -256,9 +299,28 @@ class FlowContext:
         self._c.scored.append((self.layer.name, info.ids, np.asarray(gammas, np.float64)))
 
     def use(self, info: ChannelInfo | None) -> None:
-        """This layer mixes the channels of `info`: each must be zero to be removable."""
-        if info is not None:
-            self._c.unsafe.update(info.ids[~(info.zero | info.const)].tolist())
+        """This layer mixes the channels of `info`: each must be zero to be removable.
+
+        A constant channel may go too if the handler absorbs constants into a
+        bias (`absorbs_constants`, `fold_delta`) and this call can: a layer
+        object called more than once has one bias for all its calls, and a
+        'same'-padded reader is exact only away from the borders (allowed
+        with the `border_folds` option, and recorded).
+        """
+        if info is None:
+            return
+        ok = info.zero
+        if self._absorbs():
+            ok = ok | info.const
+            if self.handler.border_effect(self.layer) and (info.const & ~info.zero).any():
+                self._c.border_readers.add(self.call.index)
+        self._c.unsafe.update(info.ids[~ok].tolist())
+
+    def _absorbs(self) -> bool:
+        h = self.handler
+        if h is None or not h.absorbs_constants or self._c.calls_of.get(id(self.layer), 1) > 1:
+            return False
+        return self.options.border_folds or not h.border_effect(self.layer)
 
     def require(self, dependent: np.ndarray, needed: np.ndarray) -> None:
         """Keeping dependent[j] forces keeping needed[j] (channel selection)."""
@@ -285,6 +347,17 @@ class FlowContext:
         ids = np.concatenate([i.ids for i in ins if i is not None] or [np.zeros(0, np.int64)])
         self._c.barriers.append((self.layer.name, reason, ids))
         return [self.fresh(i, frozen=True) for i in range(len(self.call.outputs))]
+
+
+def _with_value(info: ChannelInfo, value) -> ChannelInfo:
+    """`info` with its constants attached: const only where a value is known, zero is 0."""
+    n = len(info)
+    v = np.full(n, np.nan) if value is None else np.asarray(value, np.float64).reshape(-1)
+    if len(v) != n:
+        v = np.full(n, np.nan)
+    v = np.where(info.zero, 0.0, v)
+    known = np.isfinite(v)
+    return ChannelInfo(info.ids, info.zero | (known & (v == 0)), info.const & known, v)
 
 
 def _channels(shape) -> int | None:

@@ -11,7 +11,7 @@ import dataclasses
 import numbers
 from typing import Any, Sequence
 
-from keras_slim import _keras
+from keras_slim import _keras, tracing
 
 Key = tuple  # (scope, id(KerasTensor))
 
@@ -44,8 +44,13 @@ class SubmodelCall:
 class FlatGraph:
     """All layer calls of a model, nested models inlined, in topological order."""
 
-    def __init__(self, model):
+    def __init__(self, model, resolve=None):
+        """`resolve(layer) -> Handler` decides which custom layers to trace (no handler)."""
         self.model = model
+        self._resolve = resolve
+        self.traced: dict[tuple, object] = {}  # (scope, call position) -> traced Functional
+        self.trace_failures: dict[int, str] = {}  # id(layer) -> why it stayed a barrier
+        self._traces: dict[int, object] = {}  # id(layer) -> Trace, or the TraceError
         self.calls: list[FlatCall] = []
         self.shapes: dict[Key, tuple] = {}
         self.producer: dict[Key, int] = {}
@@ -57,10 +62,11 @@ class FlatGraph:
         self.scope_graph: dict[tuple, _keras.ModelGraph] = {}
         top = self._graph(model)
         self.inputs = [self.key((), t) for t in _keras.flatten(top.inputs)]
-        self.outputs = [self.key((), t) for t in _keras.flatten(top.outputs)]
         for t in _keras.flatten(top.inputs):
             self.shapes[self.key((), t)] = _keras.shape_of(t)
         self._inline(top, ())
+        # after inlining: an output made by a nested or traced model is an alias by now
+        self.outputs = [self.key((), t) for t in _keras.flatten(top.outputs)]
         for k in self.outputs:
             self.consumers.setdefault(k, []).append(-1)  # -1: a model output
 
@@ -127,6 +133,11 @@ class FlatGraph:
             if _keras.is_graph_model(call.layer):
                 self._inline_submodel(call, in_keys, scope + (ci,), scope)
                 continue
+            traced = self._trace(call)
+            if traced is not None:
+                self.traced[(scope, ci)] = traced
+                self._inline_submodel(call, in_keys, scope + (ci,), scope, traced)
+                continue
             index = len(self.calls)
             out_keys = [self.key(scope, t) for t in call.outputs]
             for k, t in zip(out_keys, call.outputs):
@@ -138,8 +149,34 @@ class FlatGraph:
             self.calls.append(flat)
             self.by_site[(scope, ci)] = flat
 
-    def _inline_submodel(self, call, in_keys, inner_scope, outer_scope) -> None:
-        sub = self._graph(call.layer)
+    def _trace(self, call):
+        """The Functional model a handler-less custom layer traces into, else None."""
+        layer = call.layer
+        if self._resolve is None or not tracing.is_candidate(layer):
+            return None
+        from keras_slim.handlers.barrier import BarrierHandler
+
+        if not isinstance(self._resolve(layer), BarrierHandler):
+            return None  # a registered handler says how channels flow: use it
+        done = self._traces.get(id(layer))
+        if done is None:  # one trace per layer object, reused by its other calls
+            try:
+                done = tracing.trace_call(layer, call)
+            except tracing.TraceError as e:
+                done = e
+            self._traces[id(layer)] = done
+        if isinstance(done, tracing.TraceError):
+            self.trace_failures[id(layer)] = str(done)
+            return None
+        if not _same_inputs(done, call):  # called again at other shapes: keep that call whole
+            self.trace_failures[id(layer)] = (f"{layer.name!r} is called at several input "
+                                              "shapes; a traced layer must be called at one")
+            return None
+        return done.model
+
+    def _inline_submodel(self, call, in_keys, inner_scope, outer_scope, model=None) -> None:
+        model = call.layer if model is None else model
+        sub = self._graph(model)
         inner_inputs = _keras.flatten(sub.inputs)
         if len(inner_inputs) != len(in_keys):
             raise ValueError(
@@ -153,9 +190,16 @@ class FlatGraph:
         inner_outputs = [self.key(inner_scope, t) for t in _keras.flatten(sub.outputs)]
         for t, k in zip(call.outputs, inner_outputs):
             self._alias[(outer_scope, id(t))] = k
-        self.submodel_calls.setdefault(id(call.layer), []).append(
-            SubmodelCall(call.layer, inner_scope, list(in_keys), inner_outputs)
+        self.submodel_calls.setdefault(id(model), []).append(
+            SubmodelCall(model, inner_scope, list(in_keys), inner_outputs)
         )
+
+
+def _same_inputs(trace, call) -> bool:
+    """A trace made at one call serves another call with the same input shapes."""
+    ours = [tuple(t.shape) for t in _keras.flatten(trace.model.inputs)]
+    theirs = [tuple(t.shape) for t in _keras.tensors_in((call.args, call.kwargs))]
+    return ours == theirs
 
 
 def resolve_input_shapes(model_shapes: Sequence[tuple], names: Sequence[str], input_shape,

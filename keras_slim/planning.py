@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import warnings
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from keras_slim import _keras, criteria
 from keras_slim.coupling import Coupling, Options
 from keras_slim.graph import FlatGraph, resolve_input_shapes
 from keras_slim.handlers.base import Handler
+from keras_slim.handlers.registry import HandlerResolver
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Plan:
     groups: list
     barriers: list
     options: dict
+    # [layer, removed constant channels] where the fold is exact only away from 'same' borders
+    border_folds: list = dataclasses.field(default_factory=list)
     # MAC input size; the defaults keep plans saved before these fields existed loadable.
     input_shapes: list | None = None
     dynamic_input: bool = False
@@ -157,7 +160,6 @@ class Plan:
                         if len(self.macs_uncounted) > 8 else ""))
         return text
 
-
     def table(self, only_changed: bool = False) -> str:
         rows = [("layer", "type", "channels", "params", "MACs")]
         for r in self.layers:
@@ -173,6 +175,11 @@ class Plan:
 
     def __str__(self) -> str:
         text = self.table() + "\n\n" + self.summary()
+        if self.border_folds:
+            n = sum(c for _, c in self.border_folds)
+            text += (f"\nconstants folded into 'same'-padded readers (exact away from the "
+                     f"borders only): {n} channels at {len(self.border_folds)} layers; "
+                     "plan(..., border_folds=False) keeps them instead")
         if self.barriers:
             text += "\nbarriers (channels kept): " + ", ".join(n for n, _ in self.barriers)
         return text
@@ -191,6 +198,9 @@ def plan(
     channel_selection: bool = True,
     group_reduction: str = "mean",
     kept: dict | None = None,
+    border_folds: bool = True,
+    custom_handlers: Mapping | None = None,
+    trace: bool = True,
     input_shape: Sequence | None = None,
 ) -> Plan:
     """Work out what pruning `model` would remove, without building anything.
@@ -217,7 +227,22 @@ def plan(
             "max" or "sum" (see keras_slim.criteria).
         kept: instead of ratio/threshold, reproduce a saved plan: the kept
             output channels per layer (`Plan.kept`, e.g. from `Plan.from_json`).
-        input_shape: the input size MACs are counted at, without the batch
+        border_folds: a removed channel with gamma = 0 but beta != 0 emits a
+            constant, folded into the bias of the layer that reads it. For a
+            'same'-padded conv (or after ZeroPadding) that fold is exact only
+            away from the borders. True (default) folds there too and says so
+            in the plan (`plan.border_folds`); False keeps those channels, so
+            that every fold is exact.
+        custom_handlers: handlers for this call only, `{LayerClass or layer
+            name: Handler()}`; they win over `register_handler` registrations,
+            which win over the built-in handlers.
+        trace: read custom layers that have no handler (and subclassed
+            models) as the graph of stock layers and `keras.ops` their
+            `call` builds (see keras_slim.tracing); a layer whose trace fails
+            or differs stays a barrier, and the plan says why. False makes
+            every handler-less layer a barrier.
+        input_shape: the input size MACs are counted at (and, for a
+            subclassed model that was never built, the size it is traced at), without the batch
             axis, e.g. (224, 224, 3); a list of them for several inputs. It
             fills the model's None axes (known axes must agree, else
             ValueError). Default: the model's own shape, each None spatial axis
@@ -228,7 +253,7 @@ def plan(
         A `Plan`: kept channel indices per layer, coupled groups, barriers,
         params and MACs before/after; `print(plan)` shows the table.
     """
-    _keras.check_graph_model(model, "keras_slim.plan")
+    _keras.check_model(model, "keras_slim.plan")
     if kept is not None:
         if ratio is not None or threshold is not None:
             raise ValueError("give kept= (a saved plan) or ratio/threshold, not both")
@@ -245,16 +270,23 @@ def plan(
     if missing:
         raise ValueError(f"exclude names layers that are not in model {model.name!r}: {missing}")
 
-    graph = FlatGraph(model)
+    if not isinstance(border_folds, bool):
+        raise TypeError(f"border_folds must be True or False, got {border_folds!r}")
+    resolver = HandlerResolver(custom_handlers)
+    unknown = sorted(set(resolver.by_name) - known)
+    if unknown:
+        raise ValueError(f"custom_handlers names layers that are not in model {model.name!r}: "
+                         f"{unknown}")
+
+    if not isinstance(trace, bool):
+        raise TypeError(f"trace must be True or False, got {trace!r}")
+    graph = FlatGraph(_graph_model(model, input_shape, trace), resolver if trace else None)
     mac_shapes, input_shapes, dynamic_input = _mac_input(graph, input_shape)
-    coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude))
+    coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude,
+                                       border_folds=border_folds), resolver)
     frozen, unsafe, scored = coupling.root_sets()
     if not scored:
-        raise ValueError(
-            f"model {model.name!r} has no BatchNormalization with a scaling factor "
-            "(scale=True) on the channel axis, so Network Slimming has nothing to rank. "
-            "Add BN after the convolutions you want to prune and train with keras_slim.add_bn_l1."
-        )
+        raise ValueError(_no_scaling_factor_message(model, graph))
     prunable = sorted(r for r in scored if r not in frozen and r not in unsafe)
     _warn_barriers(coupling, scored)
     scores = criteria.scores(prunable, *coupling.scale_factors(), group_reduction)
@@ -306,7 +338,9 @@ def plan(
         options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
                      round_to=round_to, exclude=sorted(exclude),
                      channel_selection=channel_selection, group_reduction=group_reduction,
+                     border_folds=border_folds,
                      input_shape=None if input_shape is None else [list(s) for s in input_shapes]),
+        border_folds=_border_folds(state),
         input_shapes=input_shapes,
         dynamic_input=dynamic_input,
         macs_uncounted=state.macs_uncounted,
@@ -327,6 +361,77 @@ def _mac_input(graph: FlatGraph, input_shape) -> tuple[dict | None, list, bool]:
         logger.info("keras_slim: output shapes of %s could not be computed at input %s",
                     [call.layer.name for call in failed], shapes)
     return concrete, shapes, dynamic
+
+
+def _border_folds(state: _State) -> list:
+    """[layer, n] for readers whose fold of n removed constants is exact only inside."""
+    graph, coupling = state.graph, state.coupling
+    out = []
+    for index in sorted(coupling.border_readers):
+        call = graph.calls[index]
+        key = call.inputs[0]
+        info, keep = coupling.tensors[key], state.keep[key]
+        gone = np.ones(len(info), bool)
+        gone[keep] = False
+        n = int((gone & info.const & ~info.zero).sum())
+        if n:
+            out.append([_qualified_name(graph, call), n])
+    return out
+
+
+def _graph_model(model, input_shape, trace: bool):
+    """`model` itself, or for a subclassed model the Functional model its call traces into."""
+    if _keras.is_graph_model(model) or not trace:
+        _keras.check_graph_model(model, "keras_slim.plan")
+        return model
+    from keras_slim import tracing
+
+    shape = None
+    if input_shape is not None:
+        shape = tuple(input_shape) if _keras.is_single_shape(input_shape) else None
+        if shape is None:
+            raise ValueError("keras_slim.plan: a subclassed model is traced at one input "
+                             f"shape; got input_shape={input_shape!r}")
+    try:
+        return tracing.trace_model(model, shape)
+    except tracing.TraceError as e:
+        raise TypeError(f"keras_slim.plan: subclassed model {model.name!r} "
+                        f"({type(model).__name__}) cannot be read as a graph: {e}. Express it "
+                        "as a Functional model, or fix what stops the trace.") from e
+
+
+def _no_scaling_factor_message(model, graph) -> str:
+    """Why nothing can be ranked: no BN at all, or BNs hidden inside custom layers."""
+    seen = {id(call.layer) for call in graph.calls}
+    hidden: dict[str, list] = {}  # custom layer (as the graph sees it) -> its BN layers
+    reasons: list = []  # why the first of them could not be traced
+    for call in graph.calls:
+        if not _keras.is_layer(call.layer):
+            continue
+        bns = [sub for sub in _keras.walk_layers(call.layer)
+               if _keras.is_batch_norm(sub) and id(sub) not in seen]
+        if bns:
+            hidden[f"{call.layer.name} ({type(call.layer).__name__})"] = bns
+            why = graph.trace_failures.get(id(call.layer))
+            if why and not reasons:
+                reasons.append(why)
+    if not hidden:
+        return (f"model {model.name!r} has no BatchNormalization with a scaling factor "
+                "(scale=True) on the channel axis, so Network Slimming has nothing to rank. "
+                "Add BN after the convolutions you want to prune and train with "
+                "keras_slim.add_bn_l1.")
+    n_bn = sum(len(v) for v in hidden.values())
+    n_channels = sum(int(_keras.weight(bn, "moving_mean").shape[-1])
+                     for v in hidden.values() for bn in v)
+    classes = sorted({name.split(" (")[1].rstrip(")") for name in hidden})
+    names = list(hidden)
+    return (f"model {model.name!r}: all {n_bn} BatchNormalization layers ({n_channels:,} "
+            f"channels) sit inside custom layers that keras_slim cannot see into: "
+            f"{', '.join(names[:6])}{f' and {len(names) - 6} more' if len(names) > 6 else ''}. "
+            f"Register a handler for {', '.join(classes[:6])} (keras_slim.register_handler, or "
+            "plan(..., custom_handlers={Class: handler})) that describes how channels flow "
+            "through it, or build the model from stock Keras layers."
+            + (f" Tracing was tried: {reasons[0]}" if reasons else ""))
 
 
 def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:

@@ -28,25 +28,32 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             (checked against `model`: its kept channels must be reachable).
         fold_constants: a removed channel with gamma ~ 0 but beta != 0 still
             emits the constant act(beta); add its contribution to the next
-            layer's bias (exact for Dense, 1x1/'valid' convs and after global
-            pooling; exact away from the borders for 'same' convs) so pruning
-            loses as little as possible before fine-tuning.
+            layer's bias (exact for Dense, 1x1/'valid' convs, SeparableConv
+            and after global pooling; exact away from the borders for 'same'
+            convs, see plan's `border_folds`). The plan only removes a constant
+            channel where its readers can absorb it, so with folding on the
+            result is exact for gamma = 0; False drops the constants instead
+            (the paper's behaviour: the pruned model then differs by them).
         **options: as for `keras_slim.plan` (threshold, min_channels,
             max_layer_ratio, round_to, exclude, channel_selection,
-            group_reduction).
+            group_reduction, border_folds, custom_handlers, input_shape). With a plan read
+            from JSON only `custom_handlers` may be given (handlers are code,
+            not part of the saved plan).
 
     Returns:
         A new `keras.Model` (Sequential stays Sequential). If `model` was
         compiled, the new one is compiled with the same configuration.
     """
     if isinstance(ratio_or_plan, Plan):
-        if options:
-            raise TypeError(f"prune: options {sorted(options)} cannot be combined with a Plan; "
-                            "pass them to keras_slim.plan instead")
+        custom = options.pop("custom_handlers", None)
+        if options or (custom is not None and ratio_or_plan._state is not None):
+            raise TypeError(f"prune: options {sorted(options) or ['custom_handlers']} cannot be "
+                            "combined with a Plan; pass them to keras_slim.plan instead "
+                            "(custom_handlers= is allowed with a plan read from JSON)")
         the_plan = ratio_or_plan
         if the_plan._state is None:  # read back from JSON: check it against this model
             saved = the_plan
-            the_plan = plan(model, kept=saved.kept, **saved.options)
+            the_plan = plan(model, kept=saved.kept, custom_handlers=custom, **saved.options)
             widths = [(r.name, r.channels_before) for r in the_plan.layers]
             if widths != [(r.name, r.channels_before) for r in saved.layers]:
                 raise ValueError(f"prune: the saved plan was made for another model than "

@@ -39,8 +39,10 @@ class _Rebuilder:
         new_layers = []
         for ci, call in enumerate(mg.calls):
             args, kwargs = _keras.map_tensors((call.args, call.kwargs), lambda t: tmap[id(t)])
-            if _keras.is_graph_model(call.layer):
-                layer = self.model(self.graph.graph(call.layer), scope + (ci,))
+            traced = self.graph.traced.get((scope, ci))
+            if traced is not None or _keras.is_graph_model(call.layer):
+                sub = traced if traced is not None else call.layer
+                layer = self.model(self.graph.graph(sub), scope + (ci,))
                 outputs = layer(*args, **kwargs)
             else:
                 flat = self.graph.by_site[(scope, ci)]
@@ -109,4 +111,4 @@ class _Rebuilder:
 def rebuild(state: _State, fold: dict | None = None):
     """Build the smaller model described by a plan's state."""
     rebuilder = _Rebuilder(state, fold)
-    return rebuilder.model(state.graph.graph(state.model), ())
+    return rebuilder.model(state.graph.graph(state.graph.model), ())

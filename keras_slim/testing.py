@@ -5,6 +5,8 @@ handler for their own layer and want to check it the same way.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from keras_slim import _keras
@@ -34,32 +36,59 @@ def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool =
     """Zero gamma (and beta) of a random `fraction` of the removable channel classes.
 
     Every BN scaling factor of a chosen class is zeroed, so the class is dead
-    everywhere it is coupled. Returns how many classes were killed.
+    everywhere it is coupled. With `keep_beta=True` only gamma is zeroed: the
+    class then carries the constant act(beta), and is chosen among the classes
+    whose readers can absorb that constant exactly (the others must stay).
+    Returns how many classes were killed.
     """
     from keras_slim.planning import plan
 
-    state = plan(model, 0.0)._state
+    bns = [layer for layer in _keras.walk_layers(model) if _keras.is_batch_norm(layer)]
+    saved = {id(bn): [w for _, w in _keras.get_weights(bn)] for bn in bns}
+    if not keep_beta:  # which classes could go once dead: decide with every beta at 0
+        for bn in bns:
+            _set(bn, lambda name, w: np.zeros_like(w) if name == "beta" else w)
+    try:
+        state = plan(model, 0.0, border_folds=not keep_beta)._state
+    finally:
+        for bn in bns:
+            _keras.set_weights(bn, saved[id(bn)])
     frozen, unsafe, scored = state.coupling.root_sets()
     roots = sorted(r for r in scored if r not in frozen and r not in unsafe)
+    # A channel selection's copy needs its source: a source goes only with its copies.
+    root_of = state.coupling.root_of
+    copies: dict[int, set] = {}
+    for dep, need in state.coupling.requires:
+        for a, b in zip(root_of[dep].tolist(), root_of[need].tolist()):
+            if a != b:
+                copies.setdefault(b, set()).add(a)
+    removable = set(roots)
     rng = np.random.default_rng(seed)
-    chosen = [r for r in roots if rng.random() < fraction]
+    chosen: set = set()
+    for r in roots:
+        if rng.random() < fraction and copies.get(r, set()) <= removable:
+            chosen |= {r} | copies.get(r, set())
+    chosen = sorted(chosen)
     members = state.coupling.members(chosen)
     by_layer: dict[str, list[int]] = {}
     for r in chosen:
         for m in members[r]:
             by_layer.setdefault(m.layer, []).append(m.index)
     for layer in _keras.walk_layers(model):
-        if layer.name not in by_layer:
-            continue
-        idx = by_layer[layer.name]
-        values = []
-        for name, w in _keras.get_weights(layer):
-            if name == "gamma" or (name == "beta" and not keep_beta):
-                w = w.copy()
-                w[idx] = 0.0
-            values.append(w)
-        _keras.set_weights(layer, values)
+        if layer.name in by_layer:
+            idx = by_layer[layer.name]
+
+            def kill(name, w, idx=idx):
+                if name == "gamma" or (name == "beta" and not keep_beta):
+                    w = w.copy()
+                    w[idx] = 0.0
+                return w
+            _set(layer, kill)
     return len(chosen)
+
+
+def _set(layer, fn) -> None:
+    _keras.set_weights(layer, [fn(name, w) for name, w in _keras.get_weights(layer)])
 
 
 def max_difference(a, b, inputs) -> float:
@@ -79,24 +108,39 @@ def random_inputs(model, batch: int = 2, seed: int = 0):
         shape = (batch,) + tuple(d if d is not None else 8 for d in t.shape[1:])
         return rng.normal(size=shape).astype("float32")
 
+    if not _keras.is_graph_model(model):  # a subclassed model: the shape it was built with
+        shape = _keras.build_input_shapes(model)
+        if shape is None:
+            raise ValueError(f"random_inputs: subclassed model {model.name!r} was never built; "
+                             "call it on data once first")
+        return make(_keras.KerasTensor(tuple(shape)))
     inputs = _keras.map_tensors(_keras.read_model(model).inputs, make)
     return inputs
 
 
-def random_model(seed: int, max_blocks: int = 6):
+def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     """A random Functional CNN from the layers keras_slim supports.
 
-    Blocks: conv-BN-act, depthwise-BN-act (multiplier 1 or 2), separable conv,
-    residual Add / Multiply / Maximum of equal-width tensors, Concatenate,
-    squeeze-excitation, a pre-activation BN on a shared tensor (channel
-    selection), a nested sub-model; heads: GAP -> Dense or Flatten -> Dense,
-    sometimes two outputs. Spatial size stays fixed so any two tensors merge.
+    Blocks: conv-BN-act ('same', ZeroPadding + 'valid', 1x1), depthwise-BN-act
+    (multiplier 1 or 2), separable conv, residual Add / Multiply / Maximum of
+    equal-width tensors, Concatenate, squeeze-excitation, a pre-activation BN
+    on a shared tensor (channel selection), a nested sub-model, stride-1
+    pooling; heads: GAP -> Dense or Flatten -> Dense, sometimes more outputs.
+    Spatial size stays fixed so any two tensors merge.
+
+    With `constants=True` the activations include ones whose value at 0 is
+    not 0 (sigmoid, softplus, hard_sigmoid), and one to three extra heads read
+    a tensor through each kind of channel reader: Conv1D/2D/3D ('valid' and
+    'same'), SeparableConv2D, DepthwiseConv2D with a multiplier,
+    Conv2DTranspose (stride 1 and 2), Dense after Flatten or GAP.
     """
     import keras
     from keras import layers
 
     rng = np.random.default_rng(seed)
     acts = ["relu", "swish", "tanh", "linear", "relu6"]
+    if constants:
+        acts += ["sigmoid", "softplus", "hard_sigmoid", "elu"]
     inp = keras.Input((6, 6, 3), name="x")
     pool = [inp]
     n = 0
@@ -107,7 +151,12 @@ def random_model(seed: int, max_blocks: int = 6):
         return f"{kind}{n}"
 
     def conv_bn(x, c, k=3):
-        x = layers.Conv2D(c, k, padding="same", use_bias=bool(rng.random() < 0.3), name=name("conv"))(x)
+        padding = "same"
+        if k > 1 and rng.random() < 0.3:  # the keras.applications way to keep the size
+            x = layers.ZeroPadding2D(k // 2, name=name("pad"))(x)
+            padding = "valid"
+        x = layers.Conv2D(c, k, padding=padding, use_bias=bool(rng.random() < 0.3),
+                          name=name("conv"))(x)
         x = layers.BatchNormalization(name=name("bn"))(x)
         return layers.Activation(str(rng.choice(acts)), name=name("act"))(x)
 
@@ -116,7 +165,8 @@ def random_model(seed: int, max_blocks: int = 6):
 
     pool.append(conv_bn(inp, int(rng.integers(3, 9))))
     for _ in range(int(rng.integers(2, max_blocks + 1))):
-        kind = rng.choice(["conv", "dw", "sep", "merge", "concat", "se", "preact", "nested", "conv1"])
+        kind = rng.choice(["conv", "dw", "sep", "merge", "concat", "se", "preact", "nested", "conv1",
+                           "pool"])
         x = pool[int(rng.integers(1, len(pool)))]
         if kind == "conv":
             y = conv_bn(x, int(rng.integers(2, 10)))
@@ -150,6 +200,9 @@ def random_model(seed: int, max_blocks: int = 6):
             y = layers.ReLU(name=name("relu"))(y)
             y = layers.Conv2D(width(x), 3, padding="same", use_bias=False, name=name("conv"))(y)
             y = layers.Add(name=name("add"))([x, y])
+        elif kind == "pool":
+            pool_cls = layers.AveragePooling2D if rng.random() < 0.5 else layers.MaxPooling2D
+            y = pool_cls(3, strides=1, padding="same", name=name("pool"))(x)
         else:  # nested
             sub_in = keras.Input(tuple(x.shape[1:]))
             sub_out = conv_bn(sub_in, int(rng.integers(2, 8)))
@@ -165,15 +218,82 @@ def random_model(seed: int, max_blocks: int = 6):
     if rng.random() < 0.3:
         other = pool[int(rng.integers(1, len(pool)))]
         outputs.append(layers.Dense(3, name=name("head"))(layers.GlobalMaxPooling2D(name=name("gmp"))(other)))
+    if constants:
+        for _ in range(int(rng.integers(1, 4))):
+            x = pool[int(rng.integers(1, len(pool)))]
+            outputs.append(_reader_head(x, str(rng.choice(READERS)), rng, name, layers))
     return keras.Model(inp, outputs if len(outputs) > 1 else outputs[0], name=f"random{seed}")
 
 
-def check_exact(model, fraction: float = 0.4, seed: int = 0, **plan_options) -> tuple:
-    """Kill channels, prune them, and return (difference, plan, pruned model)."""
+READERS = ("conv2d_valid", "conv2d_same", "conv1d_valid", "conv1d_same", "conv3d_valid",
+           "conv3d_same", "separable_valid", "separable_same", "depthwise_valid",
+           "transpose_s1", "transpose_s2", "flatten_dense", "gap_dense")
+
+
+def _reader_head(x, kind: str, rng, name, layers):
+    """An extra output that reads `x` (B, 6, 6, C) through one kind of channel reader."""
+    c = int(x.shape[-1])
+    f = int(rng.integers(2, 6))
+    if kind.startswith("conv1d"):
+        y = layers.Reshape((36, c), name=name("seq"))(x)
+        y = layers.Conv1D(f, 3, padding=kind.split("_")[1], name=name("conv1d"))(y)
+        return layers.GlobalAveragePooling1D(name=name("gap"))(y)
+    if kind.startswith("conv3d"):
+        y = layers.Reshape((6, 6, 1, c), name=name("vol"))(x)
+        y = layers.Conv3D(f, (3, 3, 1), padding=kind.split("_")[1], name=name("conv3d"))(y)
+        return layers.GlobalAveragePooling3D(name=name("gap"))(y)
+    if kind.startswith("conv2d"):
+        y = layers.Conv2D(f, 3, padding=kind.split("_")[1], name=name("conv"))(x)
+    elif kind.startswith("separable"):
+        y = layers.SeparableConv2D(f, 3, padding=kind.split("_")[1],
+                                   depth_multiplier=int(rng.integers(1, 3)), name=name("sep"))(x)
+    elif kind == "depthwise_valid":
+        y = layers.DepthwiseConv2D(3, depth_multiplier=2, name=name("dw"))(x)
+        y = layers.Conv2D(f, 1, name=name("conv"))(y)
+    elif kind.startswith("transpose"):
+        y = layers.Conv2DTranspose(f, 3, strides=int(kind[-1]), name=name("convT"))(x)
+    elif kind == "flatten_dense":
+        return layers.Dense(f, name=name("head"))(layers.Flatten(name=name("flatten"))(x))
+    else:
+        return layers.Dense(f, name=name("head"))(layers.GlobalAveragePooling2D(name=name("gap"))(x))
+    return layers.Flatten(name=name("flatten"))(y)
+
+
+@dataclasses.dataclass
+class Exactness:
+    """What `exactness` found: output difference, the plan, the pruned model, classes killed."""
+
+    difference: float
+    plan: object
+    model: object
+    killed: int
+
+
+def exactness(model, fraction: float = 0.4, seed: int = 0, constants: bool = False,
+              **plan_options) -> Exactness:
+    """Kill channels, prune them, compare outputs (see `check_exact`)."""
     from keras_slim.pruning import plan, prune
 
     randomize_batchnorm(model, seed)
-    kill_channels(model, fraction, seed)
+    killed = kill_channels(model, fraction, seed, keep_beta=constants)
+    if constants:  # only exact folds, so the comparison holds at the borders too
+        plan_options.setdefault("border_folds", False)
     p = plan(model, threshold=1e-12, **plan_options)
     small = prune(model, p)
-    return max_difference(model, small, random_inputs(model, seed=seed)), p, small
+    return Exactness(max_difference(model, small, random_inputs(model, seed=seed)), p, small,
+                     killed)
+
+
+def check_exact(model, fraction: float = 0.4, seed: int = 0, constants: bool = False,
+                **plan_options) -> tuple:
+    """Kill channels, prune them, and return (difference, plan, pruned model).
+
+    `constants=False`: the killed channels get gamma = beta = 0 (dead).
+    `constants=True`: only gamma = 0, so they carry the constant act(beta)
+    (the case real sparsity training leaves); they are removed only where a
+    reader folds the constant exactly, and the difference must still be at
+    float tolerance. `border_folds` defaults to False there; pass
+    `border_folds=True` to measure the 'same'-border error instead.
+    """
+    r = exactness(model, fraction, seed, constants, **plan_options)
+    return r.difference, r.plan, r.model

@@ -15,3 +15,14 @@ def _seed():
     np.random.seed(0)
     yield
     keras.backend.clear_session()
+
+
+@pytest.fixture(autouse=True)
+def _handler_registry():
+    """Registrations a test makes (register_handler) do not leak into the next test."""
+    from keras_slim.handlers import registry
+
+    user = dict(registry._USER)
+    yield
+    registry._USER.clear()
+    registry._USER.update(user)

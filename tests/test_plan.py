@@ -161,14 +161,17 @@ def test_subclassed_model():
             super().__init__()
             self.c = layers.Conv2D(4, 3)
             self.b = layers.BatchNormalization()
+            self.d = layers.Dense(2)
 
         def call(self, x):
-            return self.b(self.c(x))
+            return self.d(self.b(self.c(x)))
 
     net = Net()
     net(np.zeros((1, 8, 8, 3), "float32"))
-    with pytest.raises(TypeError, match="subclassed"):
-        keras_slim.plan(net, 0.5)
+    with pytest.raises(TypeError, match="subclassed"):  # without tracing it cannot be read
+        keras_slim.plan(net, 0.5, trace=False)
+    small = keras_slim.prune(net, 0.5)  # traced into a Functional model (tests/test_tracing.py)
+    assert small.count_params() < net.count_params()
 
 
 def test_no_prunable_bn():
@@ -217,7 +220,7 @@ def test_unknown_layer_is_a_barrier_with_warning():
     m = keras.Model(inp, layers.Dense(2)(layers.Flatten()(x)))
     testing.randomize_batchnorm(m)
     with pytest.warns(UserWarning, match="mystery"):
-        p = keras_slim.plan(m, 0.5)
+        p = keras_slim.plan(m, 0.5, trace=False)  # with tracing it is read (test_tracing.py)
     assert ("mystery", "no handler for Scale") in p.barriers
     small = keras_slim.prune(m, p)
     assert small.layers[1].filters == 6  # kept in front of the barrier
@@ -290,3 +293,17 @@ def test_warns_when_the_global_threshold_collapses_a_layer():
         warnings.simplefilter("error", UserWarning)
         capped = keras_slim.plan(m, 0.5, max_layer_ratio=0.9)
     assert _widths(capped)["conv8"] >= math.ceil(0.1 * 64)
+
+
+def test_output_made_by_a_nested_model_keeps_its_width():
+    """Regression: model outputs were frozen before nested models were inlined."""
+    si = keras.Input((8, 8, 3))
+    sub = keras.Model(si, layers.BatchNormalization()(layers.Conv2D(4, 3)(si)), name="sub")
+    inp = keras.Input((8, 8, 3))
+    m = keras.Model(inp, sub(inp))
+    testing.randomize_batchnorm(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.5)
+    assert p.prunable_channels == 0
+    assert keras_slim.prune(m, p).output.shape == m.output.shape

@@ -1,4 +1,4 @@
-"""Property: on random graphs, pruning dead channels never changes outputs."""
+"""Property: on random graphs, pruning dead or constant channels never changes outputs."""
 import os
 import warnings
 
@@ -10,13 +10,45 @@ from keras_slim import testing
 EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))
 
 
+def _run(seed, fraction, constants):
+    model = testing.random_model(seed, constants=constants)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = testing.exactness(model, fraction=fraction, seed=seed, constants=constants)
+    replay = f"replay: testing.random_model({seed}, constants={constants})"
+    assert r.difference < 1e-4, f"seed {seed}: outputs differ by {r.difference} ({replay})"
+    assert r.model.count_params() >= r.plan.params_after  # folding may add a bias
+    if r.killed:  # something really went: a test that removes nothing proves nothing
+        assert r.plan.removed_channels > 0, f"seed {seed}: {r.killed} classes killed, none removed"
+    return r
+
+
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.2, 0.5, 0.8]))
 def test_random_graphs_prune_exactly(seed, fraction):
-    model = testing.random_model(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        diff, plan, small = testing.check_exact(model, fraction=fraction, seed=seed)
-    assert diff < 1e-4, f"seed {seed}: outputs differ by {diff} (replay: testing.random_model({seed}))"
-    assert small.count_params() >= plan.params_after  # folding may add a bias
+    _run(seed, fraction, constants=False)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.3, 0.6, 0.9]))
+def test_random_graphs_with_constant_channels_prune_exactly(seed, fraction):
+    """gamma = 0, beta != 0, activations with act(0) != 0, every reader type."""
+    _run(seed, fraction, constants=True)
+
+
+def test_constant_mode_covers_every_reader_and_removes_channels():
+    """Across a fixed batch of seeds, every reader kind appears and constants are folded."""
+    seen, removed, killed = set(), 0, 0
+    for seed in range(12):
+        model = testing.random_model(seed, constants=True)
+        kinds = {type(layer).__name__ for layer in model.layers}
+        seen |= kinds
+        r = _run(seed, 0.6, constants=True)
+        removed += r.plan.removed_channels
+        killed += r.killed
+    for cls in ("Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D",
+                "Conv2DTranspose", "Dense", "Flatten", "GlobalAveragePooling2D"):
+        assert cls in seen, f"no {cls} in the constant-mode graphs of seeds 0-11"
+    assert killed > 0 and removed > 0

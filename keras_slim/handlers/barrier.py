@@ -12,6 +12,9 @@ class BarrierHandler(Handler):
 
     def flow(self, ctx, ins):
         reason = self.reason or f"no handler for {type(ctx.layer).__name__}"
+        why = ctx.trace_failure
+        if why:
+            reason += f"; {why}"
         return ctx.barrier(ins, reason)
 
 

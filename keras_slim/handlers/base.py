@@ -27,10 +27,18 @@ class Handler:
 
     `shares_channels` says that all calls of one layer object must keep the
     same channels (true for anything with per-channel weights).
+
+    Constants (removed channels with gamma = 0 but beta != 0 carry act(beta)):
+    `constant` says what a layer makes of constant inputs; a handler that does
+    not implement it passes no constants on. A layer that mixes channels keeps
+    the constant channels it reads unless it sets `absorbs_constants` and its
+    `fold_delta` puts their contribution into a bias. Both defaults are the
+    safe ones: a new handler can only keep too much, never drop a constant.
     """
 
     shares_channels = False
     emits_constants = False  # a source of constants for folding (BN: beta)
+    absorbs_constants = False  # fold_delta folds constant inputs exactly (see border_effect)
 
     def flow(self, ctx: FlowContext, ins: list) -> list:
         raise NotImplementedError
@@ -49,6 +57,19 @@ class Handler:
         layer. None means the layer does not pass constants on.
         """
         return None
+
+    def border_effect(self, layer) -> bool:
+        """True if padding makes a constant input non-constant near the borders.
+
+        ('same'/'causal' convs with a kernel larger than 1, ZeroPadding.) Such a
+        layer's constants and folds are exact only away from the borders; the
+        plan option `border_folds=False` keeps those channels instead.
+        """
+        return False
+
+    def constant_of_call(self, call, consts, in_shapes, out_shapes) -> list | None:
+        """`constant` for one call; override it if the call's other arguments matter."""
+        return self.constant(call.layer, consts, in_shapes, out_shapes)
 
     def fold_delta(self, layer, const, in_keep, out_keep):
         """What removed constant input channels add to each kept output (None: cannot tell).
@@ -74,6 +95,14 @@ def slice_weights(layer, rules: dict) -> list:
 def spatial(shape) -> int:
     """Product of the non-batch, non-channel dims (1 for a (batch, C) tensor)."""
     return int(np.prod([d for d in shape[1:-1]], dtype=np.int64)) if len(shape) > 2 else 1
+
+
+def padded_kernel(layer) -> bool:
+    """A conv whose zero padding reaches the output ('same'/'causal' with a kernel > 1)."""
+    if getattr(layer, "padding", "valid") not in ("same", "causal"):
+        return False
+    kernel = getattr(layer, "kernel_size", (1,))
+    return any(int(k) > 1 for k in (kernel if isinstance(kernel, (tuple, list)) else (kernel,)))
 
 
 def first(ins: list) -> ChannelInfo | None:

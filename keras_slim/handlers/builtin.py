@@ -5,44 +5,44 @@ from keras import layers as L
 
 from keras_slim.handlers import activations as act
 from keras_slim.handlers import conv, dense, merge, normalization, selection, shape
-from keras_slim.handlers.registry import register_handler, register_op
+from keras_slim.handlers.registry import register_builtin, register_op
 from keras_slim.layers import ChannelSelection
 
 _conv = conv.ConvHandler()
 for cls in (L.Conv1D, L.Conv2D, L.Conv3D):
-    register_handler(cls, _conv)
+    register_builtin(cls, _conv)
 _transpose = conv.ConvTransposeHandler()
 for cls in (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose):
-    register_handler(cls, _transpose)
+    register_builtin(cls, _transpose)
 _depthwise = conv.DepthwiseHandler()
 for cls in (L.DepthwiseConv1D, L.DepthwiseConv2D):
-    register_handler(cls, _depthwise)
+    register_builtin(cls, _depthwise)
 _separable = conv.SeparableHandler()
 for cls in (L.SeparableConv1D, L.SeparableConv2D):
-    register_handler(cls, _separable)
-register_handler(L.Dense, dense.DenseHandler())
-register_handler(L.BatchNormalization, normalization.BatchNormHandler())
-register_handler(L.Normalization, act.NormalizationHandler())
-register_handler(ChannelSelection, selection.ChannelSelectionHandler())
+    register_builtin(cls, _separable)
+register_builtin(L.Dense, dense.DenseHandler())
+register_builtin(L.BatchNormalization, normalization.BatchNormHandler())
+register_builtin(L.Normalization, act.NormalizationHandler())
+register_builtin(ChannelSelection, selection.ChannelSelectionHandler())
 
 # Element-wise merges.
 for cls in (L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum):
-    register_handler(cls, merge.MergeHandler(merge.ALL))
-register_handler(L.Multiply, merge.MergeHandler(merge.ANY))
-register_handler(L.Concatenate, merge.ConcatenateHandler())
+    register_builtin(cls, merge.MergeHandler(merge.ALL))
+register_builtin(L.Multiply, merge.MergeHandler(merge.ANY))
+register_builtin(L.Concatenate, merge.ConcatenateHandler())
 
 # Element-wise layers: zero preservation is checked on a fresh copy.
 _elementwise = act.ElementwiseHandler()
 for cls in (L.Activation, L.ReLU, L.LeakyReLU, L.ELU):
-    register_handler(cls, _elementwise)
-register_handler(L.Softmax, act.SoftmaxHandler())
-register_handler(L.PReLU, act.PReLUHandler())
-register_handler(L.Rescaling, act.RescalingHandler())
+    register_builtin(cls, _elementwise)
+register_builtin(L.Softmax, act.SoftmaxHandler())
+register_builtin(L.PReLU, act.PReLUHandler())
+register_builtin(L.Rescaling, act.RescalingHandler())
 _identity = act.ElementwiseHandler(always_zero_preserving=True)
 for cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
             L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
             L.Identity):
-    register_handler(cls, _identity)
+    register_builtin(cls, _identity)
 
 # Layers that move values without mixing channels.
 _pass = shape.PassThroughHandler()
@@ -50,13 +50,15 @@ for cls in (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
             L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
             L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
             L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
-            L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
             L.Cropping1D, L.Cropping2D, L.Cropping3D,
             L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector):
-    register_handler(cls, _pass)
-register_handler(L.Flatten, shape.FlattenHandler())
-register_handler(L.Reshape, shape.ReshapeHandler())
-register_handler(L.Permute, shape.PermuteHandler())
+    register_builtin(cls, _pass)
+_zero_pad = shape.ZeroPaddingHandler()
+for cls in (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D):
+    register_builtin(cls, _zero_pad)
+register_builtin(L.Flatten, shape.FlattenHandler())
+register_builtin(L.Reshape, shape.ReshapeHandler())
+register_builtin(L.Permute, shape.PermuteHandler())
 
 # keras.ops nodes that show up in functional graphs (x + 3.0, x * s, ops.relu(x)).
 for name in ("Add", "Subtract", "Maximum", "Minimum", "Divide", "TrueDivide"):

@@ -6,7 +6,8 @@ import numpy as np
 from keras_slim import _keras
 from keras_slim.coupling import ChannelInfo
 from keras_slim.handlers.activations import apply_activation, preserves_zero
-from keras_slim.handlers.base import Handler, channels_last, constant_delta, slice_weights, spatial
+from keras_slim.handlers.base import (Handler, channels_last, constant_delta, padded_kernel,
+                                      slice_weights, spatial)
 from keras_slim.handlers.dense import DenseHandler
 
 
@@ -31,6 +32,9 @@ class ConvHandler(DenseHandler):
         k = int(np.prod(layer.kernel_size))
         return spatial(out_shapes[0]) * k * in_shapes[0][-1] * out_shapes[0][-1]
 
+    def border_effect(self, layer) -> bool:
+        return padded_kernel(layer)
+
     def fold_delta(self, layer, const, in_keep, out_keep):
         # sum over the kernel's spatial taps: exact for 1x1 and 'valid' convs,
         # exact away from the borders for 'same' padding.
@@ -40,12 +44,19 @@ class ConvHandler(DenseHandler):
 
 
 class ConvTransposeHandler(ConvHandler):
-    """Conv*Transpose: kernel is (..., out, in)."""
+    """Conv*Transpose: kernel is (..., out, in).
+
+    A constant input does not give a constant output: each output position
+    sums a different set of taps (border-dependent at stride 1, periodic at
+    stride > 1), which no bias reproduces. So constant channels it reads stay;
+    truly zero ones go.
+    """
 
     in_axis, out_axis = -1, -2
+    absorbs_constants = False
 
     def fold_delta(self, layer, const, in_keep, out_keep):
-        return None  # strided scatter: the constant's contribution is not uniform
+        return None
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
@@ -83,6 +94,9 @@ class DepthwiseHandler(Handler):
             out = out + bias
         return [apply_activation(layer.activation, out)]
 
+    def border_effect(self, layer) -> bool:
+        return padded_kernel(layer)
+
     def rebuild(self, layer, in_keep, out_keep):
         return layer.get_config(), slice_weights(layer, {
             "kernel": [(-2, in_keep[0])],
@@ -112,7 +126,17 @@ class SeparableHandler(ConvHandler):
         return config, weights
 
     def fold_delta(self, layer, const, in_keep, out_keep):
-        return None  # not folded: the constant goes through the depthwise step first
+        # A constant c on input channel i gives c * sum(depthwise taps of (i, k)) on
+        # depthwise output i*m+k (exact for 'valid', interior for 'same'), which
+        # the pointwise kernel then mixes: fold both steps into the bias.
+        m = int(layer.depth_multiplier)
+        dw = _keras.weight(layer, "depthwise_kernel")
+        pw = _keras.weight(layer, "pointwise_kernel")
+        cin = dw.shape[-2]
+        dw_taps = dw.reshape(-1, cin, m).sum(axis=0)  # (C, m)
+        pw = pw.reshape(cin, m, pw.shape[-1])  # (C, m, F)
+        taps = np.einsum("cm,cmf->cf", dw_taps, pw)
+        return constant_delta(const, in_keep, out_keep, taps)
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))

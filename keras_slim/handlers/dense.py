@@ -13,6 +13,7 @@ class DenseHandler(Handler):
     """
 
     shares_channels = True
+    absorbs_constants = True
     width_key = "units"
     in_axis, out_axis = 0, 1
 

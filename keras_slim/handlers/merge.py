@@ -40,22 +40,28 @@ class MergeHandler(Handler):
         return [ChannelInfo(full[0].ids, zero, consts.all(0))]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
-        n = max(len(c) for c in consts)
-        stacked = np.stack([np.resize(c, n) for c in consts])
-        name = type(layer).__name__
-        if name == "Add":
-            return [stacked.sum(0)]
-        if name == "Subtract":
-            return [stacked[0] - stacked[1]]
-        if name == "Average":
-            return [stacked.mean(0)]
-        if name == "Multiply":
-            return [stacked.prod(0)]
-        if name == "Maximum":
-            return [stacked.max(0)]
-        if name == "Minimum":
-            return [stacked.min(0)]
-        return None
+        return merge_constant(type(layer).__name__, consts)
+
+
+def merge_constant(name: str, consts: list) -> list | None:
+    """Element-wise merge `name` (Add, Multiply, ...) of per-channel constants."""
+    n = max(len(c) for c in consts)
+    stacked = np.stack([np.resize(c, n) for c in consts])
+    if name == "Add":
+        return [stacked.sum(0)]
+    if name == "Subtract":
+        return [stacked[0] - stacked[1]]
+    if name == "Average":
+        return [stacked.mean(0)]
+    if name == "Multiply":  # 0 times anything (even unknown) is 0
+        return [np.where((stacked == 0).any(0), 0.0, stacked.prod(0))]
+    if name == "Maximum":
+        return [stacked.max(0)]
+    if name == "Minimum":
+        return [stacked.min(0)]
+    if name in ("Divide", "TrueDivide"):
+        return [stacked[0] / stacked[1]]
+    return None
 
 
 class ConcatenateHandler(Handler):
@@ -108,3 +114,20 @@ class ScalarOpHandler(Handler):
         except Exception:
             keeps = False
         return [ChannelInfo(x.ids, x.zero & keeps, x.const)]
+
+    def constant_of_call(self, call, consts, in_shapes, out_shapes):
+        if len(consts) == 2:
+            return merge_constant(type(call.layer).__name__, consts)
+        # one tensor and scalars: run a fresh copy of the op on the constants
+        const = consts[0]
+        values = np.where(np.isfinite(const), const, 0.0).astype("float32")[None, :]
+        probe = [values if _keras.is_tensor(a) else a for a in call.call.args]
+        try:
+            out = np.asarray(keras.ops.convert_to_numpy(_keras.new_layer(call.layer)(*probe)),
+                             np.float64).reshape(-1)
+        except Exception:  # an op that needs more than a (1, C) array: no constant
+            return None
+        if len(out) != len(const):
+            return None
+        out[~np.isfinite(const)] = np.nan
+        return [out]

@@ -11,8 +11,8 @@ from keras_slim.handlers.base import Handler, slice_weights
 class BatchNormHandler(Handler):
     """BN on the channel axis; with scale=True its |gamma| scores its channels.
 
-    After BN with gamma = beta = 0 a channel is identically zero, so BN sets
-    the `zero` bit. Channel selection: when the BN's input is also read by
+    After BN with gamma = 0 a channel emits beta: BN sets the `zero` bit where
+    beta = 0 and the `const` bit everywhere (the constant is beta). Channel selection: when the BN's input is also read by
     other layers (after an Add or a Concatenate), removing a channel from
     that shared tensor would touch the other readers; instead the BN reads
     its own selection of channels (fresh ids, each requiring the input
@@ -42,17 +42,21 @@ class BatchNormHandler(Handler):
             x = selected
         gamma = _keras.weight(layer, "gamma")
         ctx.score(x, np.abs(gamma))
-        return [ChannelInfo(x.ids, np.ones(len(x), bool))]
+        # With gamma = 0 the BN emits beta: zero where beta is 0, else a constant.
+        beta = _keras.weight(layer, "beta")
+        zero = np.ones(len(x), bool) if beta is None else (beta == 0)
+        return [ChannelInfo(x.ids, zero, np.ones(len(x), bool))]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         w = dict(_keras.get_weights(layer))
         n = len(consts[0])
-        gamma = w.get("gamma", np.ones(n))
         beta = w.get("beta", np.zeros(n))
-        scale = gamma / np.sqrt(w["moving_variance"] + layer.epsilon)
-        # A removed channel has gamma ~ 0: whatever its input, it emits ~beta.
-        out = scale * (consts[0] - w["moving_mean"]) + beta
-        return [np.where(np.isfinite(out), out, beta)]
+        if layer.scale:
+            # The value once this BN's gamma is 0, whatever its input: beta.
+            return [beta.astype(np.float64)]
+        # No scaling factor: a per-channel affine map of a constant input.
+        scale = 1.0 / np.sqrt(w["moving_variance"] + layer.epsilon)
+        return [scale * (consts[0] - w["moving_mean"]) + beta]
 
     def rebuild(self, layer, in_keep, out_keep):
         keep = out_keep[0]

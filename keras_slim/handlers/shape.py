@@ -20,9 +20,16 @@ class PassThroughHandler(Handler):
         return [x] + [None] * (len(ctx.call.outputs) - 1)
 
     def constant(self, layer, consts, in_shapes, out_shapes):
-        # Exact for pooling, upsampling, cropping; zero padding makes the
-        # border differ (the documented 'same'-border approximation).
+        # Pooling (also 'same': max pads with -inf, average leaves padding out),
+        # upsampling, cropping and dropout keep a constant channel constant.
         return [consts[0]]
+
+
+class ZeroPaddingHandler(PassThroughHandler):
+    """ZeroPadding: a constant channel becomes constant inside, 0 on the border."""
+
+    def border_effect(self, layer) -> bool:
+        return True
 
 
 class FlattenHandler(Handler):

@@ -1,0 +1,208 @@
+"""Constant channels (gamma = 0, beta != 0): folded exactly, or kept; never dropped silently."""
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import keras_slim
+from keras_slim import testing
+
+ACTS = ["relu", "sigmoid", "softplus", "hard_sigmoid"]  # the last three: act(0) != 0
+
+
+def _reader_model(reader, act, size=10):
+    inp = keras.Input((size, size, 3))
+    x = layers.Conv2D(16, 3, padding="same")(inp)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Activation(act)(x)
+    x = reader(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(4)(x))
+
+
+def _make_constant(model, name="bn", every=2, seed=0):
+    """gamma = 0 on every other channel of `name`, beta of +-0.2..0.8 there."""
+    rng = np.random.default_rng(seed)
+    testing.randomize_batchnorm(model, seed)
+    bn = model.get_layer(name)
+    g, b, mean, var = bn.get_weights()
+    idx = np.arange(0, len(g), every)
+    g[idx] = 0.0
+    b[idx] = rng.uniform(0.2, 0.8, len(idx)) * rng.choice([-1.0, 1.0], len(idx))
+    bn.set_weights([g, b, mean, var])
+    return idx
+
+
+def _relative(a, b, x):
+    ya, yb = np.asarray(a(x)), np.asarray(b(x))
+    return float(np.abs(ya - yb).max() / np.abs(ya).max())
+
+
+X = np.random.default_rng(1).normal(size=(4, 10, 10, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_separable_valid_reader_folds_constants_exactly(act):
+    m = _reader_model(layers.SeparableConv2D(8, 3, padding="valid", depth_multiplier=2), act)
+    idx = _make_constant(m)
+    small = keras_slim.prune(m, threshold=1e-12)
+    assert small.get_layer(index=1).filters == 16 - len(idx)  # the constants did go
+    assert _relative(m, small, X) < 1e-5
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("act", ACTS)
+def test_transpose_reader_keeps_constant_channels(act, stride):
+    m = _reader_model(layers.Conv2DTranspose(8, 3, strides=stride, padding="valid"), act)
+    _make_constant(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = keras_slim.prune(m, threshold=1e-12)
+    assert _relative(m, small, X) < 1e-5
+    bn = m.get_layer("bn").get_weights()
+    consts = keras.activations.get(act)(keras.ops.convert_to_tensor(bn[1][bn[0] == 0]))
+    truly_zero = int(np.sum(np.asarray(consts) == 0))
+    # Only channels whose act(beta) is exactly 0 (relu of a negative beta) may go.
+    assert small.get_layer(index=1).filters == 16 - truly_zero
+
+
+def test_same_reader_folds_inside_and_says_so():
+    """A 'same' conv: the fold is exact away from the borders, reported, and optional."""
+    inp = keras.Input((10, 10, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inp)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Activation("sigmoid")(x)
+    out = layers.Conv2D(4, 3, padding="same", name="reader")(x)
+    m = keras.Model(inp, out)
+    idx = _make_constant(m)
+    p = keras_slim.plan(m, threshold=1e-12)
+    assert p.border_folds == [["reader", len(idx)]]
+    assert "exact away from the borders" in str(p)
+    small = keras_slim.prune(m, p)
+    ya, yb = np.asarray(m(X)), np.asarray(small(X))
+    np.testing.assert_allclose(yb[:, 1:-1, 1:-1], ya[:, 1:-1, 1:-1], atol=1e-5)
+    border = np.abs(ya - yb).max()
+    assert border > 1e-3  # the border really differs: the fold is not exact there...
+    # ...and is bounded by what the missing taps would have read: |c| * sum |w|.
+    c = np.asarray(keras.activations.sigmoid(m.get_layer("bn").get_weights()[1][idx]))
+    w = np.abs(m.get_layer("reader").get_weights()[0][:, :, idx, :]).sum(axis=(0, 1, 2))
+    assert border <= float((np.abs(c).max() * w).max()) + 1e-5
+    strict = keras_slim.plan(m, threshold=1e-12, border_folds=False)
+    assert strict.border_folds == [] and strict.removed_channels == 0
+    assert testing.max_difference(m, keras_slim.prune(m, strict), X) < 1e-5
+
+
+def test_zero_padding_then_valid_conv_counts_as_border_fold():
+    inp = keras.Input((10, 10, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inp)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.ReLU()(x)
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.Conv2D(4, 3, padding="valid", name="reader")(x)
+    m = keras.Model(inp, layers.Dense(2)(layers.Flatten()(x)))
+    _make_constant(m)
+    bn = m.get_layer("bn").get_weights()
+    positive = int(np.sum((bn[0] == 0) & (bn[1] > 0)))  # relu(beta) != 0: a real constant
+    assert keras_slim.plan(m, threshold=1e-12).removed_channels == 4
+    strict = keras_slim.plan(m, threshold=1e-12, border_folds=False)
+    assert strict.removed_channels == 4 - positive  # only the relu(negative beta) = 0 ones
+    assert testing.max_difference(m, keras_slim.prune(m, strict), X) < 1e-5
+
+
+def test_user_handler_without_constant_keeps_constant_channels():
+    """A handler written like the README's ScaleHandler never loses a constant."""
+
+    class Scale(layers.Layer):
+        def build(self, shape):
+            self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale
+
+    class ScaleHandler(keras_slim.Handler):
+        shares_channels = True
+
+        def flow(self, ctx, ins):
+            return [ins[0]]
+
+        def rebuild(self, layer, in_keep, out_keep):
+            return layer.get_config(), keras_slim.slice_weights(
+                layer, {"scale": [(-1, out_keep[0])]})
+
+    keras_slim.register_handler(Scale, ScaleHandler())
+    inp = keras.Input((10, 10, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inp)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Activation("sigmoid")(x)
+    x = Scale(name="scale")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, layers.Dense(3)(x))
+    _make_constant(m)
+    m.get_layer("scale").set_weights([np.linspace(0.5, 2.0, 8).astype("float32")])
+    # sigmoid(beta) is a constant the handler does not describe: nothing may go...
+    assert keras_slim.plan(m, threshold=1e-12).removed_channels == 0
+    # ...but truly dead channels (gamma = beta = 0, through relu) still go.
+    inp = keras.Input((10, 10, 3))
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same")(inp))
+    x = Scale(name="scale")(layers.ReLU()(x))
+    r = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+    testing.randomize_batchnorm(r)
+    killed = testing.kill_channels(r, 0.5, seed=2)
+    small = keras_slim.prune(r, threshold=1e-12)
+    assert killed > 0 and small.get_layer("scale").get_weights()[0].shape[0] == 8 - killed
+    assert testing.max_difference(r, small, X) < 1e-5
+
+
+def test_handler_claiming_absorption_without_fold_fails_loudly():
+    class LyingDense(keras_slim.Handler):
+        shares_channels = True
+        absorbs_constants = True
+
+        def flow(self, ctx, ins):
+            ctx.use(ins[0])
+            out = ctx.fresh(0)
+            ctx.produce(out)
+            return [out]
+
+        def rebuild(self, layer, in_keep, out_keep):
+            from keras_slim.handlers.dense import DenseHandler
+            return DenseHandler().rebuild(layer, in_keep, out_keep)
+
+    inp = keras.Input((6,))
+    x = layers.BatchNormalization(name="bn")(layers.Dense(8)(inp))
+    m = keras.Model(inp, layers.Dense(2, name="reader")(layers.Activation("sigmoid")(x)))
+    testing.randomize_batchnorm(m)
+    g, b, mean, var = m.get_layer("bn").get_weights()
+    g[:4] = 0
+    m.get_layer("bn").set_weights([g, b, mean, var])
+    with pytest.raises(RuntimeError, match="absorbs_constants"):
+        keras_slim.prune(m, threshold=1e-12, custom_handlers={"reader": LyingDense()})
+
+
+def test_shared_reader_called_twice_keeps_constants():
+    """One Dense object called on two tensors has one bias: no fold, constants stay."""
+    inp = keras.Input((6,))
+    a = layers.Activation("sigmoid")(layers.BatchNormalization(name="bn")(layers.Dense(8)(inp)))
+    shared = layers.Dense(3, name="shared")
+    m = keras.Model(inp, [shared(a), shared(layers.Dense(8)(inp))])
+    testing.randomize_batchnorm(m)
+    g, b, mean, var = m.get_layer("bn").get_weights()
+    g[:4] = 0
+    m.get_layer("bn").set_weights([g, b, mean, var])
+    assert keras_slim.plan(m, threshold=1e-12).removed_channels == 0
+
+
+def test_check_exact_constant_mode_on_a_residual_net():
+    inp = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp)))
+    y = layers.BatchNormalization()(layers.Conv2D(8, 1)(x))
+    x = layers.Activation("softplus")(layers.Add()([x, y]))
+    m = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+    r = testing.exactness(m, 0.5, seed=4, constants=True)
+    assert r.difference < 1e-4
+    assert r.killed > 0 and r.plan.removed_channels > 0  # softplus(beta) folded into Dense
+    assert r.plan.options["border_folds"] is False

@@ -1,0 +1,237 @@
+"""Tracing: custom layers and subclassed models are read as the stock layers they call."""
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers, ops
+
+import keras_slim
+from keras_slim import testing
+
+
+class ConvBNAct(layers.Layer):
+    def __init__(self, filters, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size = filters, kernel_size
+        self.conv = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False)
+        self.bn = layers.BatchNormalization()
+
+    def call(self, x):
+        return ops.relu(self.bn(self.conv(x)))
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters, kernel_size=self.kernel_size)
+
+
+class Residual(layers.Layer):
+    """Two ConvBNAct (custom inside custom) and an add written with `+`."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.a = ConvBNAct(filters)
+        self.b = ConvBNAct(filters, 1)
+
+    def call(self, x):
+        return x + self.b(self.a(x))
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters)
+
+
+class SqueezeExcite(layers.Layer):
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.reduce = layers.Dense(max(1, channels // 4), activation="relu")
+        self.expand = layers.Dense(channels)
+
+    def call(self, x):
+        s = ops.mean(x, axis=(1, 2), keepdims=True)
+        return x * ops.sigmoid(self.expand(self.reduce(s)))
+
+    def get_config(self):
+        return dict(super().get_config(), channels=self.channels)
+
+
+class ValueBranch(layers.Layer):
+    """Python control flow on a tensor value: cannot be traced (its shape is declared)."""
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def call(self, x):
+        if float(ops.convert_to_numpy(ops.max(x))) > 100.0:
+            return x * 0.5
+        return x
+
+
+class OwnScale(layers.Layer):
+    """A per-channel scale created with add_weight and used in keras.ops."""
+
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def _model(*blocks, size=12):
+    inp = keras.Input((size, size, 3))
+    x = inp
+    for block in blocks:
+        x = block(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(4)(x), name="net")
+
+
+def _check(model, min_share=0.5, **options):
+    """Exact after pruning, and a good share of the killed channels really went."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = testing.exactness(model, 0.5, seed=3, **options)
+    assert r.difference < 1e-4, r.difference
+    assert r.killed > 0
+    assert r.plan.removed_channels >= min_share * r.killed, (r.plan.removed_channels, r.killed)
+    return r
+
+
+def test_conv_bn_act_layer_is_traced_and_pruned_exactly():
+    m = _model(ConvBNAct(8, name="block1"), ConvBNAct(12, name="block2"))
+    r = _check(m, min_share=1.0)
+    assert not r.plan.barriers
+    names = {row.name for row in r.plan.layers}
+    assert any(n.startswith("block1/") for n in names)  # rows map to the user's blocks
+    assert all(not isinstance(layer, ConvBNAct) for layer in r.model.layers)  # stock layers
+
+
+def test_residual_block_custom_in_custom():
+    m = _model(ConvBNAct(8, name="stem"), Residual(8, name="res1"), Residual(8, name="res2"))
+    _check(m)
+
+
+def test_squeeze_excite_written_with_ops():
+    m = _model(ConvBNAct(8, name="stem"), SqueezeExcite(8, name="se"), ConvBNAct(6, name="head"))
+    _check(m)
+
+
+def test_constant_channels_through_traced_blocks():
+    m = _model(ConvBNAct(8, name="b1"), ConvBNAct(8, 1, name="b2"))
+    r = testing.exactness(m, 0.5, seed=5, constants=True)
+    assert r.difference < 1e-4
+
+
+def test_untraceable_layer_is_a_named_barrier_and_model_stays_exact():
+    m = _model(ConvBNAct(8, name="b1"), ValueBranch(name="branchy"), ConvBNAct(6, name="b2"))
+    with pytest.warns(UserWarning, match="branchy"):
+        p = keras_slim.plan(m, 0.3)
+    reason = dict(p.barriers)["branchy"]
+    assert "not traced" in reason and "ValueBranch" in reason
+    _check(m, min_share=0.0)
+
+
+def test_own_weights_in_ops_stay_a_barrier_with_the_weight_named():
+    m = _model(ConvBNAct(8, name="b1"), OwnScale(name="scaled"), ConvBNAct(6, name="b2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    reason = dict(p.barriers)["scaled"]
+    assert "scale" in reason and "add_weight" in reason
+    _check(m, min_share=0.0)
+
+
+def test_registered_handler_wins_over_tracing():
+    class Frozen(keras_slim.Handler):
+        def flow(self, ctx, ins):
+            return ctx.barrier(ins, "user says no")
+
+    m = _model(ConvBNAct(8, name="b1"), ConvBNAct(6, name="b2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3, custom_handlers={"b1": Frozen()})
+    assert ("b1", "user says no") in p.barriers
+    assert any(row.name.startswith("b2/") for row in p.layers)  # b2 still traced
+
+
+def test_trace_false_keeps_custom_layers_whole():
+    m = _model(ConvBNAct(8, name="b1"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="inside custom layers"):
+            keras_slim.plan(m, 0.3, trace=False)
+
+
+def test_pruned_model_trains_with_batchnorm_in_training_mode():
+    m = _model(ConvBNAct(8, name="b1"), ConvBNAct(6, name="b2"))
+    testing.randomize_batchnorm(m)
+    small = keras_slim.prune(m, 0.25)
+    x = np.random.default_rng(0).normal(size=(8, 12, 12, 3)).astype("float32")
+    assert np.abs(np.asarray(small(x, training=True)) - np.asarray(small(x, training=False))).max() > 1e-3
+    bn = [layer for layer in small._flatten_layers() if isinstance(layer, layers.BatchNormalization)][0]
+    before = bn.moving_mean.numpy().copy()
+    small.compile("sgd", "mse")
+    small.fit(x, np.zeros((8, 4)), epochs=1, verbose=0)
+    assert np.abs(bn.moving_mean.numpy() - before).max() > 0  # BN trained, not frozen
+
+
+class Net(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stem = ConvBNAct(8)
+        self.res = Residual(8)
+        self.pool = layers.GlobalAveragePooling2D()
+        self.head = layers.Dense(3)
+
+    def call(self, x):
+        return self.head(self.pool(self.res(self.stem(x))))
+
+
+def test_subclassed_model_traced_to_functional():
+    net = Net(name="net")
+    net(np.zeros((1, 12, 12, 3), "float32"))  # built by a call
+    r = _check(net)
+    assert isinstance(r.model, keras.Model) and not isinstance(r.model, Net)
+    assert r.model.inputs  # a Functional model
+
+
+def test_subclassed_model_needs_an_input_shape():
+    net = Net(name="net")
+    with pytest.raises(TypeError, match="input_shape"):
+        keras_slim.plan(net, 0.3)
+    p = keras_slim.plan(net, 0.3, input_shape=(12, 12, 3))
+    assert p.prunable_channels > 0
+
+
+def test_traced_model_saves_and_loads_without_the_user_classes(tmp_path):
+    m = _model(ConvBNAct(8, name="b1"), Residual(8, name="res"), SqueezeExcite(8, name="se"))
+    testing.randomize_batchnorm(m)
+    testing.kill_channels(m, 0.5, seed=1)
+    small = keras_slim.prune(m, threshold=1e-12)
+    path = tmp_path / "small.keras"
+    small.save(path)
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(small(x)))
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        m = keras.models.load_model({str(path)!r})
+        x = np.load({str(tmp_path / 'x.npy')!r}); y = np.load({str(tmp_path / 'y.npy')!r})
+        print(float(np.abs(np.asarray(m(x)) - y).max()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+def test_traced_model_exports_to_tflite(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    m = _model(ConvBNAct(8, name="b1"), SqueezeExcite(8, name="se"))
+    testing.randomize_batchnorm(m)
+    small = keras_slim.prune(m, 0.3)
+    report = keras_slim.export_tflite(small, str(tmp_path / "m.tflite"))
+    assert report.verified
