@@ -14,6 +14,7 @@ PLOTS = ["matplotlib>=3.7"]
 QAT = ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"]
 DATA = ["pillow>=9"]
 EXAMPLES = ["scikit-learn>=1.3"]
+KERAS_HUB_IMPORTS = ["regex", "kagglehub", "tokenizers", "sentencepiece"]
 
 setup(
     name="keras-slim",
@@ -36,7 +37,9 @@ setup(
         "data": DATA,
         "examples": EXAMPLES + DATA,
         "all": EXPORT + PLOTS + QAT + DATA + EXAMPLES,
-        "test": EXPORT + PLOTS + QAT + DATA + EXAMPLES + ["pytest>=7", "hypothesis>=6"],
+        # keras-hub itself is installed with --no-deps by .ci/run (see there)
+        "test": EXPORT + PLOTS + QAT + DATA + EXAMPLES + KERAS_HUB_IMPORTS
+        + ["pytest>=7", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["keras-slim=keras_slim.cli:main"]},
     classifiers=[

@@ -44,3 +44,42 @@ class ChannelSelection(keras.layers.Layer):
         config = super().get_config()
         config["indices"] = list(self.indices)
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_slim", name="WeightedOp")
+class WeightedOp(keras.layers.Layer):
+    """`keras.ops.<op>(x, w)` (or `(w, x)`) with `w` a weight of this layer.
+
+    Tracing puts it where a custom layer used its own weight (`self.add_weight`)
+    in a binary `keras.ops` call (a learnable per-channel scale or bias, a
+    layer-scale): the weight stays a (trainable) weight of the pruned model,
+    sliced with the channels it belongs to.
+    """
+
+    OPS = ("add", "subtract", "multiply", "divide", "true_divide", "maximum", "minimum")
+
+    def __init__(self, op: str, weight_shape: Sequence[int], weight_first: bool = False,
+                 weight_trainable: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if op not in self.OPS:
+            raise ValueError(f"WeightedOp: op must be one of {self.OPS}, got {op!r}")
+        self.op = op
+        self.weight_shape = tuple(int(d) for d in weight_shape)
+        self.weight_first = bool(weight_first)
+        self.weight_trainable = bool(weight_trainable)
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=self.weight_shape, initializer="zeros", name="w",
+                                 trainable=self.weight_trainable)
+        self.built = True
+
+    def call(self, inputs):
+        fn = getattr(ops, self.op)
+        return fn(self.w, inputs) if self.weight_first else fn(inputs, self.w)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), op=self.op, weight_shape=list(self.weight_shape),
+                    weight_first=self.weight_first, weight_trainable=self.weight_trainable)

@@ -47,6 +47,9 @@ class _Rebuilder:
             else:
                 flat = self.graph.by_site[(scope, ci)]
                 layer, args = self._layer(flat, args)
+                handler = self.state.coupling.handlers[flat.index]
+                args, kwargs = handler.call_args(flat.call, args, kwargs,
+                                                 *layer_keeps(self.state, flat))
                 outputs = layer(*args, **kwargs)
                 self._set_weights(flat.layer, layer)
             if layer not in new_layers:
@@ -70,7 +73,7 @@ class _Rebuilder:
             return self.layers[id(old)], args
         handler = self.state.coupling.handlers[flat.index]
         if not _keras.is_layer(old):  # a stateless keras.ops operation
-            new = _keras.new_layer(old)
+            new = _keras.new_layer(old, handler.op_config(old, in_keep, out_keep))
         else:
             config, weights = self.state.rebuilt.get(id(old)) or handler.rebuild(old, in_keep, out_keep)
             fold = self.fold.get(flat.index)

@@ -100,12 +100,12 @@ def max_difference(a, b, inputs) -> float:
     return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(ya, yb))
 
 
-def random_inputs(model, batch: int = 2, seed: int = 0):
-    """Random float inputs matching the model's input structure."""
+def random_inputs(model, batch: int = 2, seed: int = 0, size: int = 8):
+    """Random float inputs matching the model's input structure (None axes: `size`)."""
     rng = np.random.default_rng(seed)
 
     def make(t):
-        shape = (batch,) + tuple(d if d is not None else 8 for d in t.shape[1:])
+        shape = (batch,) + tuple(d if d is not None else size for d in t.shape[1:])
         return rng.normal(size=shape).astype("float32")
 
     if not _keras.is_graph_model(model):  # a subclassed model: the shape it was built with
@@ -270,8 +270,11 @@ class Exactness:
 
 
 def exactness(model, fraction: float = 0.4, seed: int = 0, constants: bool = False,
-              **plan_options) -> Exactness:
-    """Kill channels, prune them, compare outputs (see `check_exact`)."""
+              input_size: int = 8, **plan_options) -> Exactness:
+    """Kill channels, prune them, compare outputs (see `check_exact`).
+
+    `input_size` replaces unknown (None) input axes for the comparison.
+    """
     from keras_slim.pruning import plan, prune
 
     randomize_batchnorm(model, seed)
@@ -280,8 +283,8 @@ def exactness(model, fraction: float = 0.4, seed: int = 0, constants: bool = Fal
         plan_options.setdefault("border_folds", False)
     p = plan(model, threshold=1e-12, **plan_options)
     small = prune(model, p)
-    return Exactness(max_difference(model, small, random_inputs(model, seed=seed)), p, small,
-                     killed)
+    inputs = random_inputs(model, seed=seed, size=input_size)
+    return Exactness(max_difference(model, small, inputs), p, small, killed)
 
 
 def check_exact(model, fraction: float = 0.4, seed: int = 0, constants: bool = False,

@@ -61,6 +61,7 @@ def trace_call(layer, call: "_keras.Call") -> Trace:
     outputs = _run_call(layer, args, kwargs)
     model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
     _check_outputs(layer, call.outputs, outputs)
+    model = _lift_weights(layer, model)
     _check_no_captured_weights(layer, model)
     _check_values(layer, model, args, kwargs, inputs)
     return Trace(model, layer)
@@ -79,7 +80,7 @@ def trace_model(model, input_shape=None):
     inputs = [_keras.new_symbolic(tuple(s), batch=input_shape is not None) for s in shape_list]
     args = (inputs[0],) if single else (inputs,)
     outputs = _run_call(model, args, {})
-    traced = _functional(model, inputs if not single else inputs[0], outputs)
+    traced = _lift_weights(model, _functional(model, inputs if not single else inputs[0], outputs))
     _check_no_captured_weights(model, traced)
     _check_values(model, traced, args, {}, inputs)
     return traced
@@ -118,6 +119,63 @@ def _check_outputs(layer, original: list, outputs) -> None:
         raise TraceError(_reason(layer, f"the trace gives outputs {got}, the model has {want}"))
 
 
+def _lift_weights(layer, model):
+    """Replace each binary op on one of the layer's own weights by a WeightedOp layer.
+
+    The weight then belongs to the traced (and so the pruned) model: trainable,
+    saved, and sliced with its channels by the WeightedOp handler. Ops that use a
+    weight in any other way are left for `_check_no_captured_weights` to refuse.
+    """
+    import keras
+
+    graph = _keras.read_model(model)
+    if not any(_keras.variables_in((c.args, c.kwargs)) for c in graph.calls
+               if not _keras.is_layer(c.layer)):
+        return model
+    names = {c.layer.name for c in graph.calls}
+    tmap = {}
+    inputs = _keras.map_tensors(graph.inputs, lambda t: tmap.setdefault(id(t), _keras.symbolic_like(t)))
+    for c in graph.calls:
+        args, kwargs = _keras.map_tensors((c.args, c.kwargs), lambda t: tmap[id(t)])
+        lifted = _weighted_op(c, names) if not _keras.is_layer(c.layer) else None
+        if lifted is not None:
+            new, variable = lifted
+            tensor = next(a for a in args if _keras.is_tensor(a))
+            outputs = new(tensor)
+            new.set_weights([np.asarray(variable.numpy())])
+        else:
+            outputs = c.layer(*args, **kwargs)
+        for old, out in zip(c.outputs, _keras.flatten(outputs)):
+            tmap[id(old)] = out
+    outputs = _keras.map_tensors(graph.outputs, lambda t: tmap[id(t)])
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def _weighted_op(c, names: set):
+    """(WeightedOp, variable) for `op(x, weight)` / `op(weight, x)`, else None."""
+    import keras
+
+    from keras_slim.layers import WeightedOp
+
+    snake = "".join("_" + ch.lower() if ch.isupper() else ch for ch in type(c.layer).__name__)
+    op = snake.lstrip("_")
+    args = list(c.args)
+    variables = [a for a in args if isinstance(a, keras.Variable)]
+    tensors = [a for a in args if _keras.is_tensor(a)]
+    if op not in WeightedOp.OPS or c.kwargs or len(args) != 2 or len(variables) != 1 \
+            or len(tensors) != 1:
+        return None
+    variable = variables[0]
+    base = _keras.weight_name(variable) or "weight"
+    name, k = base, 1
+    while name in names:
+        name, k = f"{base}_{k}", k + 1
+    names.add(name)
+    new = WeightedOp(op, tuple(variable.shape), weight_first=args[0] is variable,
+                     weight_trainable=bool(variable.trainable), name=name)
+    return new, variable
+
+
 def _check_no_captured_weights(layer, model) -> None:
     """The layer's own weights used in keras.ops would not be weights of the rebuilt model."""
     for c in _keras.read_model(model).calls:
@@ -127,8 +185,9 @@ def _check_no_captured_weights(layer, model) -> None:
         if captured:
             raise TraceError(_reason(
                 layer, f"it uses its own weights {captured} in the op "
-                       f"{type(c.layer).__name__} (weights created with add_weight and used "
-                       "in keras.ops are not traced yet)"))
+                       f"{type(c.layer).__name__}, in a way keras_slim cannot lift into a layer "
+                       "(only a binary add/subtract/multiply/divide/maximum/minimum of a "
+                       "tensor and one weight is)"))
 
 
 def _check_values(layer, model, args, kwargs, inputs) -> None:

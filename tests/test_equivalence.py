@@ -212,6 +212,7 @@ def test_hand_written_architectures_are_exact(name):
     _check(HAND_WRITTEN[name])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(APPLICATIONS))
 def test_keras_applications_are_exact(name):
     _check(APPLICATIONS[name], fraction=0.3)

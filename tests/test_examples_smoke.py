@@ -39,6 +39,7 @@ def _no_training(*args, **kwargs):
     raise AssertionError("a finished stage was trained again instead of loaded")
 
 
+@pytest.mark.slow
 def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = ["--scale", "smoke", "--data", str(fake_archive), "--out", str(out),
@@ -85,6 +86,7 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
     assert again["rows"][3]["accuracy"] == pytest.approx(results["rows"][3]["accuracy"])
 
 
+@pytest.mark.slow
 def test_interrupted_stage_resumes_from_its_checkpoint(fake_archive, tmp_path):
     cfg = train_lib.make_config("vgg", "smoke")
     data = train_lib._limit(train_lib.load_cifar10(fake_archive, cache_dir=tmp_path / "c"), cfg)

@@ -134,13 +134,60 @@ def test_untraceable_layer_is_a_named_barrier_and_model_stays_exact():
     _check(m, min_share=0.0)
 
 
-def test_own_weights_in_ops_stay_a_barrier_with_the_weight_named():
-    m = _model(ConvBNAct(8, name="b1"), OwnScale(name="scaled"), ConvBNAct(6, name="b2"))
+class OwnAffine(layers.Layer):
+    """Per-channel scale and bias, plus a scalar layer-scale, all from add_weight."""
+
+    def build(self, shape):
+        c = shape[-1]
+        self.gain = self.add_weight(shape=(c,), initializer="ones", name="gain")
+        self.shift = self.add_weight(shape=(1, 1, c), initializer="zeros", name="shift")
+        self.gamma = self.add_weight(shape=(), initializer="ones", name="layer_scale")
+
+    def call(self, x):
+        return (x * self.gain + self.shift) * self.gamma
+
+
+class OwnMix(layers.Layer):
+    """Its weight mixes channels (a matmul): cannot be lifted."""
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], shape[-1]), initializer="identity", name="mix")
+
+    def call(self, x):
+        return ops.matmul(x, self.w)
+
+
+def test_own_per_channel_weights_are_lifted_sliced_and_trainable(tmp_path):
+    m = _model(ConvBNAct(8, name="b1"), OwnAffine(name="affine"), ConvBNAct(6, name="b2"))
+    rng = np.random.default_rng(0)
+    aff = m.get_layer("affine")
+    aff.set_weights([rng.uniform(0.5, 2, 8).astype("float32"),
+                     np.zeros((1, 1, 8), "float32"), np.float32(0.7)])
+    r = _check(m, min_share=1.0)
+    assert not r.plan.barriers
+    lifted = {layer.name: layer for layer in r.model._flatten_layers()
+              if isinstance(layer, keras_slim.layers.WeightedOp)}
+    assert set(lifted) == {"gain", "shift", "layer_scale"}
+    kept = r.model.get_layer("b1").layers[1].filters if hasattr(r.model.get_layer("b1"), "layers") \
+        else None
+    assert lifted["gain"].w.shape[-1] == lifted["shift"].w.shape[-1] == kept
+    assert lifted["layer_scale"].w.shape == ()
+    assert all(layer.w.trainable for layer in lifted.values())
+    assert any(w is lifted["gain"].w for w in r.model.trainable_weights)
+    # with beta != 0 the shift breaks zeros, the constants still fold exactly
+    testing.randomize_batchnorm(m)
+    aff.set_weights([rng.uniform(0.5, 2, 8).astype("float32"),
+                     rng.normal(size=(1, 1, 8)).astype("float32"), np.float32(0.7)])
+    assert testing.exactness(m, 0.5, seed=1, constants=True).difference < 1e-4
+
+
+def test_weight_used_in_a_non_liftable_op_is_a_barrier_naming_it():
+    m = _model(ConvBNAct(8, name="b1"), OwnMix(name="mixer"), ConvBNAct(6, name="b2"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = keras_slim.plan(m, 0.3)
-    reason = dict(p.barriers)["scaled"]
-    assert "scale" in reason and "add_weight" in reason
+    reason = dict(p.barriers)["mixer"]
+    assert "mix" in reason and "Matmul" in reason
     _check(m, min_share=0.0)
 
 
@@ -235,3 +282,45 @@ def test_traced_model_exports_to_tflite(tmp_path):
     small = keras_slim.prune(m, 0.3)
     report = keras_slim.export_tflite(small, str(tmp_path / "m.tflite"))
     assert report.verified
+
+
+class CSPBlock(layers.Layer):
+    """CSP-style: split the channels, transform one part, concatenate back."""
+
+    def __init__(self, filters, use_split_op=False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.use_split_op = filters, use_split_op
+        self.stem = ConvBNAct(filters, 1)
+        self.body = ConvBNAct(filters // 2)
+        self.fuse = ConvBNAct(filters, 1)
+
+    def call(self, x):
+        x = self.stem(x)
+        if self.use_split_op:
+            a, b = ops.split(x, 2, axis=-1)
+        else:
+            half = self.filters // 2
+            a, b = x[..., :half], x[..., half:]
+        return self.fuse(ops.concatenate([a, self.body(b)], axis=-1))
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters, use_split_op=self.use_split_op)
+
+
+@pytest.mark.parametrize("use_split_op", [False, True])
+def test_csp_split_block(use_split_op):
+    m = _model(CSPBlock(8, use_split_op, name="csp1"), CSPBlock(12, use_split_op, name="csp2"))
+    r = _check(m, min_share=0.9)
+    assert not r.plan.barriers, r.plan.barriers
+    r = testing.exactness(m, 0.5, seed=7, constants=True)
+    assert r.difference < 1e-4
+
+
+def test_split_in_a_plain_functional_graph():
+    inp = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(10, 3, padding="same")(inp)))
+    a, b, c = ops.split(x, [3, 7], axis=-1)
+    y = layers.Concatenate()([layers.Conv2D(4, 1)(a), b, layers.Conv2D(2, 1)(c)])
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(y)))
+    r = _check(m, min_share=0.9)
+    assert not r.plan.barriers

@@ -50,6 +50,14 @@ class Handler:
     def macs(self, layer, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple]) -> int:
         return 0
 
+    def op_config(self, op, in_keep: Sequence, out_keep: Sequence) -> dict:
+        """The config of the rebuilt `keras.ops` operation (weightless; `rebuild` is for layers)."""
+        return op.get_config()
+
+    def call_args(self, call, args: tuple, kwargs: dict, in_keep: Sequence, out_keep: Sequence):
+        """The rebuilt call's (args, kwargs); override where a non-tensor argument names channels."""
+        return args, kwargs
+
     def constant(self, layer, consts: list, in_shapes, out_shapes) -> list | None:
         """Per-channel constants of the outputs given constant inputs (NaN: not constant).
 

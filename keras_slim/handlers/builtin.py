@@ -4,9 +4,9 @@ from __future__ import annotations
 from keras import layers as L
 
 from keras_slim.handlers import activations as act
-from keras_slim.handlers import conv, dense, merge, normalization, selection, shape
+from keras_slim.handlers import conv, dense, merge, normalization, selection, shape, split, weighted
 from keras_slim.handlers.registry import register_builtin, register_op
-from keras_slim.layers import ChannelSelection
+from keras_slim.layers import ChannelSelection, WeightedOp
 
 _conv = conv.ConvHandler()
 for cls in (L.Conv1D, L.Conv2D, L.Conv3D):
@@ -24,6 +24,7 @@ register_builtin(L.Dense, dense.DenseHandler())
 register_builtin(L.BatchNormalization, normalization.BatchNormHandler())
 register_builtin(L.Normalization, act.NormalizationHandler())
 register_builtin(ChannelSelection, selection.ChannelSelectionHandler())
+register_builtin(WeightedOp, weighted.WeightedOpHandler())
 
 # Element-wise merges.
 for cls in (L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum):
@@ -68,3 +69,9 @@ for name in ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gel
              "Elu", "Selu", "LeakyRelu", "Softplus", "Softsign", "Abs", "Negative",
              "Square", "Exp", "Log", "Sqrt", "Mish", "Celu"):
     register_op(name, _elementwise)
+_reduce = shape.ReduceHandler()
+for name in ("Mean", "Max", "Min", "Sum"):
+    register_op(name, _reduce)
+register_op("GetItem", split.GetItemHandler())
+register_op("Split", split.SplitHandler())
+register_op("Concatenate", merge.ConcatenateHandler())  # ops.concatenate([...], axis=-1)

@@ -14,8 +14,10 @@ from keras_slim.handlers.dense import DenseHandler
 class ConvHandler(DenseHandler):
     """Conv1D/2D/3D: mixes its input channels, creates `filters` new ones.
 
-    Grouped convs and channels_first are barriers (their channel layout is
-    not the last axis / not independent per filter).
+    A grouped conv with one input channel per group (`groups` = input
+    channels, as keras-hub writes depthwise convs) is a depthwise conv and is
+    handled as one. Other grouped convs and channels_first are barriers
+    (their channel layout is not independent per filter / not the last axis).
     """
 
     width_key = "filters"
@@ -28,14 +30,41 @@ class ConvHandler(DenseHandler):
             return "channels_first"
         return None
 
+    def flow(self, ctx, ins):
+        if _is_depthwise_groups(ctx.layer, ctx.in_shapes):
+            return _GROUPED_DEPTHWISE.flow(ctx, ins)
+        return super().flow(ctx, ins)
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        if _is_depthwise_groups(layer, in_shapes):
+            return _GROUPED_DEPTHWISE.constant(layer, consts, in_shapes, out_shapes)
+        return None
+
+    def rebuild(self, layer, in_keep, out_keep):
+        if getattr(layer, "groups", 1) > 1:  # only depthwise-style groups get here
+            config = layer.get_config()
+            config["filters"] = len(out_keep[0])
+            config["groups"] = len(in_keep[0])
+            return config, slice_weights(layer, {"kernel": [(-1, out_keep[0])],
+                                                 "bias": [(0, out_keep[0])]})
+        return super().rebuild(layer, in_keep, out_keep)
+
+    def fold_delta(self, layer, const, in_keep, out_keep):
+        if getattr(layer, "groups", 1) > 1:
+            return None  # it does not mix channels: its constants pass on (see constant)
+        return self._fold_delta(layer, const, in_keep, out_keep)
+
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
+        groups = getattr(layer, "groups", 1)
+        if groups > 1:  # each filter reads in/groups channels (after pruning: kept groups)
+            return spatial(out_shapes[0]) * k * out_shapes[0][-1]
         return spatial(out_shapes[0]) * k * in_shapes[0][-1] * out_shapes[0][-1]
 
     def border_effect(self, layer) -> bool:
         return padded_kernel(layer)
 
-    def fold_delta(self, layer, const, in_keep, out_keep):
+    def _fold_delta(self, layer, const, in_keep, out_keep):
         # sum over the kernel's spatial taps: exact for 1x1 and 'valid' convs,
         # exact away from the borders for 'same' padding.
         kernel = _keras.weight(layer, "kernel")
@@ -57,6 +86,12 @@ class ConvTransposeHandler(ConvHandler):
 
     def fold_delta(self, layer, const, in_keep, out_keep):
         return None
+
+    def flow(self, ctx, ins):
+        return DenseHandler.flow(self, ctx, ins)
+
+    def rebuild(self, layer, in_keep, out_keep):
+        return DenseHandler.rebuild(self, layer, in_keep, out_keep)
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
@@ -107,6 +142,41 @@ class DepthwiseHandler(Handler):
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
         return spatial(out_shapes[0]) * k * out_shapes[0][-1]
+
+
+def _is_depthwise_groups(layer, in_shapes) -> bool:
+    """Conv with groups == input channels (each filter reads one channel)."""
+    groups = getattr(layer, "groups", 1)
+    if groups == 1 or not in_shapes or in_shapes[0] is None or not channels_last(layer):
+        return False
+    return in_shapes[0][-1] == groups and layer.filters % groups == 0
+
+
+class GroupedDepthwiseHandler(Handler):
+    """Conv(groups = C): output j reads input channel j // (filters / C), like depthwise."""
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        if x is None:
+            return ctx.barrier(ins, "no channel axis")
+        layer = ctx.layer
+        m = layer.filters // layer.groups
+        keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
+        return [ChannelInfo(np.repeat(x.ids, m), np.repeat(x.zero, m) & keeps_zero,
+                            np.repeat(x.const, m))]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        kernel = _keras.weight(layer, "kernel")  # (..., 1, filters)
+        m = layer.filters // layer.groups
+        taps = kernel.reshape(-1, kernel.shape[-1]).sum(axis=0)  # (filters,)
+        out = np.repeat(consts[0], m) * taps
+        bias = _keras.weight(layer, "bias")
+        if bias is not None:
+            out = out + bias
+        return [apply_activation(layer.activation, out)]
+
+
+_GROUPED_DEPTHWISE = GroupedDepthwiseHandler()
 
 
 class SeparableHandler(ConvHandler):

@@ -84,3 +84,35 @@ class PermuteHandler(Handler):
         if ins and ins[0] is not None and dims and dims[-1] == len(dims):
             return [ins[0]]
         return ctx.barrier(ins, "permute moves the channel axis")
+
+
+class ReduceHandler(Handler):
+    """`keras.ops` mean/max/min/sum over axes other than the channel axis: channels pass.
+
+    (squeeze-excitation written as `ops.mean(x, axis=(1, 2), keepdims=True)`).
+    Reducing the channel axis itself is a barrier.
+    """
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        axes = _reduced_axes(ctx.layer, ctx.in_shapes)
+        if x is None or axes is None or len(ctx.in_shapes[0]) - 1 in axes:
+            return ctx.barrier(ins, "reduction over the channel axis")
+        return [x]  # zeros stay zero; constants stay constant (Sum: scaled, see constant)
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        if type(layer).__name__ != "Sum":
+            return [consts[0]]
+        dims = [in_shapes[0][a] for a in _reduced_axes(layer, in_shapes)]
+        if any(d is None for d in dims):
+            return None  # c times an unknown count
+        return [consts[0] * float(np.prod(dims))]
+
+
+def _reduced_axes(op, in_shapes):
+    axis = getattr(op, "axis", None)
+    if axis is None or not in_shapes or in_shapes[0] is None:
+        return None
+    rank = len(in_shapes[0])
+    axes = axis if isinstance(axis, (list, tuple)) else (axis,)
+    return {int(a) % rank for a in axes}
