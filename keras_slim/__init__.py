@@ -17,7 +17,7 @@ if _sys.argv and _os.path.basename(_sys.argv[0]).startswith("keras-slim"):
 
 from keras_slim import criteria, plots, testing  # noqa: E402
 from keras_slim.callbacks import SparsityMonitor
-from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.context import ChannelInfo
 from keras_slim.export import (
     ExportError,
     ExportReport,

@@ -261,9 +261,10 @@ def get_weights(layer) -> list:
 
 
 def weight(layer, name: str):
-    for n, value in get_weights(layer):
-        if n == name:
-            return value
+    """One weight as numpy (only that variable is read: planning asks for many)."""
+    for w in layer.weights:
+        if weight_name(w) == name:
+            return np.asarray(w.numpy())
     return None
 
 
@@ -413,6 +414,45 @@ def input_name(tensor) -> str | None:
         return None
     op = getattr(history, "operation", None) or getattr(history, "layer", None)
     return op.name if op is not None else None
+
+
+def replay(graph: ModelGraph, call_fn: Callable, input_fn: Callable | None = None):
+    """Replay a model graph on new tensors: the one graph replayer keras_slim has.
+
+    `input_fn(tensor)` makes each new input (default: an Input like the old
+    one); `call_fn(index, call, args, kwargs)` runs one call on the new
+    tensors (args/kwargs already mapped) and returns (layer used or None,
+    outputs), or None to make the call's outputs the same new tensors as its
+    first tensor argument (a call that is removed, e.g. a folded BN).
+    Returns (inputs, outputs, layers): the new input and output structures
+    and the layers used, in call order, each once.
+    """
+    input_fn = input_fn or symbolic_like
+    tmap: dict[int, Any] = {}
+    for t in flatten(graph.inputs):
+        tmap[id(t)] = input_fn(t)
+    layers: list = []
+
+    def lookup(t):
+        if id(t) not in tmap:
+            raise ValueError(f"replaying model {graph.model.name!r}: tensor {t.name!r} is used "
+                             "before it is produced (the graph could not be read in order)")
+        return tmap[id(t)]
+
+    for index, call in enumerate(graph.calls):
+        args, kwargs = map_tensors((call.args, call.kwargs), lookup)
+        result = call_fn(index, call, args, kwargs)
+        if result is None:
+            outputs = [tensors_in((args, kwargs))[0]] * len(call.outputs)
+        else:
+            layer, outputs = result
+            if layer is not None and not any(layer is x for x in layers):
+                layers.append(layer)
+        for old, new in zip(call.outputs, flatten(outputs)):
+            tmap[id(old)] = new
+    inputs = map_tensors(graph.inputs, lookup)
+    outputs = map_tensors(graph.outputs, lookup)
+    return inputs, outputs, layers
 
 
 def make_model(graph: ModelGraph, inputs, outputs, layers: list):

@@ -839,9 +839,9 @@ def load_calibration(source: str, model: Any, count: int, scale: str = "unit",
 
 
 def _input_name(tensor: Any) -> str:
-    history = getattr(tensor, "_keras_history", None)
-    op = getattr(history, "operation", None)
-    return getattr(op, "name", None) or getattr(tensor, "name", "input")
+    from keras_slim import _keras
+
+    return _keras.input_name(tensor) or getattr(tensor, "name", "input")
 
 
 def _load_arrays(path: str, names: Sequence[str]) -> list[np.ndarray]:

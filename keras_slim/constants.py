@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.planning import _State
+from keras_slim.state import PruneState
 
 
-def propagate_constants(state: _State) -> dict:
+def propagate_constants(state: PruneState) -> dict:
     """Per tensor, the value each channel has once its class's gammas are 0 (NaN: unknown).
 
     Computed during coupling (`ChannelInfo.value`), where it also decides
@@ -25,7 +25,7 @@ def propagate_constants(state: _State) -> dict:
     return {k: info.value for k, info in state.coupling.tensors.items() if info.value is not None}
 
 
-def folds(state: _State) -> dict:
+def folds(state: PruneState) -> dict:
     """call index -> function(config, weights) -> (config, weights) applying the folds.
 
     The constant goes into the reading layer's bias if it has one; a bias-free

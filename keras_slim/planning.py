@@ -15,6 +15,7 @@ from keras_slim.coupling import Coupling, Options
 from keras_slim.graph import FlatGraph, resolve_input_shapes
 from keras_slim.handlers.base import Handler
 from keras_slim.handlers.registry import HandlerResolver
+from keras_slim.state import PruneState
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +32,6 @@ class LayerPlan:
     params_after: int
     macs_before: int
     macs_after: int
-
-
-@dataclasses.dataclass
-class _State:
-    """What `prune` needs to rebuild; tied to the model the plan was made from."""
-
-    model: object
-    graph: FlatGraph
-    coupling: Coupling
-    keep: dict  # tensor key -> np.ndarray of kept positions
-    rebuilt: dict = dataclasses.field(default_factory=dict)  # id(layer) -> (config, weights)
-    mac_shapes: dict | None = None  # tensor key -> shape at the MAC input size (None: graph's)
-    macs_uncounted: list = dataclasses.field(default_factory=list)  # filled by _report
 
 
 @dataclasses.dataclass
@@ -78,7 +66,7 @@ class Plan:
     input_shapes: list | None = None
     dynamic_input: bool = False
     macs_uncounted: list = dataclasses.field(default_factory=list)
-    _state: _State | None = dataclasses.field(default=None, repr=False, compare=False)
+    _state: PruneState | None = dataclasses.field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ derived
     @property
@@ -313,7 +301,7 @@ def plan(
 
     removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to)
     keep = _keep_positions(coupling, removed)
-    state = _State(model, graph, coupling, keep, mac_shapes=mac_shapes)
+    state = PruneState(model, graph, coupling, keep, mac_shapes=mac_shapes)
     layers, kept_now, params, macs = _report(state)
     if kept is not None and {k: list(v) for k, v in kept.items()} != kept_now:
         differ = sorted(set(kept) ^ set(kept_now) | {k for k in kept if kept[k] != kept_now.get(k)})
@@ -363,7 +351,7 @@ def _mac_input(graph: FlatGraph, input_shape) -> tuple[dict | None, list, bool]:
     return concrete, shapes, dynamic
 
 
-def _border_folds(state: _State) -> list:
+def _border_folds(state: PruneState) -> list:
     """[layer, n] for readers whose fold of n removed constants is exact only inside."""
     graph, coupling = state.graph, state.coupling
     out = []
@@ -572,12 +560,7 @@ def _keep_positions(coupling, removed) -> dict:
     return {k: np.nonzero(~gone[info.ids])[0] for k, info in coupling.tensors.items()}
 
 
-def layer_keeps(state: _State, call) -> tuple[list, list]:
-    """Kept positions of each input and output of a call (None: no channel axis)."""
-    return ([state.keep.get(k) for k in call.inputs], [state.keep.get(k) for k in call.outputs])
-
-
-def _report(state: _State):
+def _report(state: PruneState):
     graph, coupling = state.graph, state.coupling
     rows, kept = [], {}
     seen = set()
@@ -585,7 +568,7 @@ def _report(state: _State):
     macs = [0, 0]
     for call in graph.calls:
         handler = coupling.handlers[call.index]
-        in_keep, out_keep = layer_keeps(state, call)
+        in_keep, out_keep = state.keeps(call)
         in_before = [graph.shapes[k] for k in call.inputs]
         out_before = [graph.shapes[k] for k in call.outputs]
         p_before = p_after = 0
@@ -615,7 +598,7 @@ def _report(state: _State):
     return rows, kept, params, macs
 
 
-def _macs(state: _State, call, handler, in_keep, out_keep) -> tuple[int, int]:
+def _macs(state: PruneState, call, handler, in_keep, out_keep) -> tuple[int, int]:
     """MACs of a call before/after pruning, at the plan's input size."""
     shapes = state.graph.shapes if state.mac_shapes is None else state.mac_shapes
     ins = [shapes[k] for k in call.inputs]

@@ -238,40 +238,25 @@ class _Translator:
         return seq
 
     def _functional(self, graph: _keras.ModelGraph):
-        tensors: dict[int, Any] = {}
-        new_inputs = []
-        for t in _keras.flatten(graph.inputs):
-            tensors[id(t)] = self._input(t)
-            new_inputs.append(tensors[id(t)])
         made: dict[int, Any] = {}
         pairs = []
 
-        def lookup(t):
-            if id(t) not in tensors:
-                raise TranslationError(f"to_tf_keras: tensor {t.name!r} is used before it is "
-                                       "produced; the graph could not be read in order.")
-            return tensors[id(t)]
-
-        for call in graph.calls:
+        def run(index, call, args, kwargs):
             if id(call.layer) not in made:
                 made[id(call.layer)] = self._layer(call.layer)
                 pairs.append((call.layer, made[id(call.layer)]))
             new = made[id(call.layer)]
-            args = _keras.map_tensors(call.args, lookup)
-            kwargs = {k: v for k, v in _keras.map_tensors(call.kwargs, lookup).items()
-                      if v is not None}
-            out = new(*args, **kwargs)
+            out = new(*args, **{k: v for k, v in kwargs.items() if v is not None})
             flat = _nest_flatten(out)
             if len(flat) != len(call.outputs):
                 raise TranslationError(
                     f"to_tf_keras: layer {call.layer.name!r} returned {len(flat)} tensor(s) in "
                     f"tf_keras but {len(call.outputs)} in Keras 3.")
-            for old_t, new_t in zip(call.outputs, flat):
-                tensors[id(old_t)] = new_t
+            return new, flat
+
+        inputs, outputs, _ = _keras.replay(graph, run, self._input)
         for old, new in pairs:
             self._copy_weights(old, new)
-        inputs = _keras.pack_like(graph.inputs, new_inputs)
-        outputs = _keras.map_tensors(graph.outputs, lookup)
         return self.tfk.Model(inputs=inputs, outputs=outputs, name=graph.model.name)
 
     def _input(self, t):

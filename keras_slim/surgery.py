@@ -12,13 +12,13 @@ import logging
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.planning import _State, layer_keeps
+from keras_slim.state import PruneState
 
 logger = logging.getLogger(__name__)
 
 
 class _Rebuilder:
-    def __init__(self, state: _State, fold: dict | None = None):
+    def __init__(self, state: PruneState, fold: dict | None = None):
         self.state = state
         self.graph = state.graph
         self.fold = fold or {}
@@ -31,33 +31,28 @@ class _Rebuilder:
         if id(mg.model) in self.models:
             return self.models[id(mg.model)]
         keep = self.state.keep
-        tmap: dict[int, object] = {}
-        for t in _keras.flatten(mg.inputs):
+
+        def new_input(t):
             k = self.graph.key(scope, t)
             width = len(keep[k]) if k in keep else None
-            tmap[id(t)] = _keras.new_input(t, width, name=_keras.input_name(t), kind=self.kind)
-        new_layers = []
-        for ci, call in enumerate(mg.calls):
-            args, kwargs = _keras.map_tensors((call.args, call.kwargs), lambda t: tmap[id(t)])
+            return _keras.new_input(t, width, name=_keras.input_name(t), kind=self.kind)
+
+        def run(ci, call, args, kwargs):
             traced = self.graph.traced.get((scope, ci))
             if traced is not None or _keras.is_graph_model(call.layer):
                 sub = traced if traced is not None else call.layer
                 layer = self.model(self.graph.graph(sub), scope + (ci,))
-                outputs = layer(*args, **kwargs)
-            else:
-                flat = self.graph.by_site[(scope, ci)]
-                layer, args = self._layer(flat, args)
-                handler = self.state.coupling.handlers[flat.index]
-                args, kwargs = handler.call_args(flat.call, args, kwargs,
-                                                 *layer_keeps(self.state, flat))
-                outputs = layer(*args, **kwargs)
-                self._set_weights(flat.layer, layer)
-            if layer not in new_layers:
-                new_layers.append(layer)
-            for old, new in zip(call.outputs, _keras.flatten(outputs)):
-                tmap[id(old)] = new
-        inputs = _keras.map_tensors(mg.inputs, lambda t: tmap[id(t)])
-        outputs = _keras.map_tensors(mg.outputs, lambda t: tmap[id(t)])
+                return layer, layer(*args, **kwargs)
+            flat = self.graph.by_site[(scope, ci)]
+            layer, args = self._layer(flat, args)
+            handler = self.state.coupling.handlers[flat.index]
+            args, kwargs = handler.call_args(flat.call, args, kwargs,
+                                             *self.state.keeps(flat))
+            outputs = layer(*args, **kwargs)
+            self._set_weights(flat.layer, layer)
+            return layer, outputs
+
+        inputs, outputs, new_layers = _keras.replay(mg, run, new_input)
         new = _keras.make_model(mg, inputs, outputs, new_layers)
         self.models[id(mg.model)] = new
         return new
@@ -65,7 +60,7 @@ class _Rebuilder:
     def _layer(self, flat, args):
         """The new layer for a call, and the call's args with a gather inserted if needed."""
         old = flat.layer
-        in_keep, out_keep = layer_keeps(self.state, flat)
+        in_keep, out_keep = self.state.keeps(flat)
         if "select" in self.state.coupling.marks.get(flat.index, ()):
             args = self._select(flat, args, in_keep[0], out_keep[0])
             in_keep = [out_keep[0]] + in_keep[1:]
@@ -111,7 +106,7 @@ class _Rebuilder:
         _keras.set_weights(new, weights)
 
 
-def rebuild(state: _State, fold: dict | None = None):
+def rebuild(state: PruneState, fold: dict | None = None):
     """Build the smaller model described by a plan's state."""
     rebuilder = _Rebuilder(state, fold)
     return rebuilder.model(state.graph.graph(state.graph.model), ())

@@ -118,6 +118,39 @@ def random_inputs(model, batch: int = 2, seed: int = 0, size: int = 8):
     return inputs
 
 
+def fresh_process_difference(model, inputs, folder, absent_modules: tuple = ()) -> float:
+    """Save `model` as .keras in `folder`, reload it in a new Python process, compare outputs.
+
+    Proves the file loads without the classes the model was built from: the
+    new process imports only keras (and keras_slim's registered layers through
+    the file), and fails if any of `absent_modules` got imported.
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    path = os.path.join(str(folder), "reloaded.keras")
+    model.save(path)
+    np.save(os.path.join(str(folder), "x.npy"), np.asarray(inputs))
+    np.save(os.path.join(str(folder), "y.npy"), np.asarray(model(inputs, training=False)))
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, keras
+        m = keras.models.load_model({path!r})
+        bad = [name for name in {list(absent_modules)!r} if name in sys.modules]
+        assert not bad, f"loading needed {{bad}}"
+        x = np.load({os.path.join(str(folder), 'x.npy')!r})
+        y = np.load({os.path.join(str(folder), 'y.npy')!r})
+        print(float(np.abs(np.asarray(m(x, training=False)) - y).max()))
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=600, cwd=str(folder), env=env)
+    if out.returncode != 0:
+        raise AssertionError(f"reloading in a fresh process failed:\n{out.stderr[-3000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     """A random Functional CNN from the layers keras_slim supports.
 

@@ -133,21 +133,17 @@ def _lift_weights(layer, model):
                if not _keras.is_layer(c.layer)):
         return model
     names = {c.layer.name for c in graph.calls}
-    tmap = {}
-    inputs = _keras.map_tensors(graph.inputs, lambda t: tmap.setdefault(id(t), _keras.symbolic_like(t)))
-    for c in graph.calls:
-        args, kwargs = _keras.map_tensors((c.args, c.kwargs), lambda t: tmap[id(t)])
+
+    def run(index, c, args, kwargs):
         lifted = _weighted_op(c, names) if not _keras.is_layer(c.layer) else None
-        if lifted is not None:
-            new, variable = lifted
-            tensor = next(a for a in args if _keras.is_tensor(a))
-            outputs = new(tensor)
-            new.set_weights([np.asarray(variable.numpy())])
-        else:
-            outputs = c.layer(*args, **kwargs)
-        for old, out in zip(c.outputs, _keras.flatten(outputs)):
-            tmap[id(old)] = out
-    outputs = _keras.map_tensors(graph.outputs, lambda t: tmap[id(t)])
+        if lifted is None:
+            return c.layer, c.layer(*args, **kwargs)
+        new, variable = lifted
+        outputs = new(next(a for a in args if _keras.is_tensor(a)))
+        new.set_weights([np.asarray(variable.numpy())])
+        return new, outputs
+
+    inputs, outputs, _ = _keras.replay(graph, run)
     return keras.Model(inputs, outputs, name=model.name)
 
 

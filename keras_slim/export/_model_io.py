@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterable
 import keras
 import numpy as np
 
+from keras_slim import _keras
+
 from keras_slim.export.report import ExportError
 from keras_slim.graph import REFERENCE_DIM, resolve_input_shapes
 
@@ -113,9 +115,7 @@ def describe_model(model: Any) -> ModelInterface:
 def _tensor_name(path: tuple, tensor: Any) -> str:
     if path and isinstance(path[-1], str):  # dict input/output: the key is the name
         return path[-1]
-    history = getattr(tensor, "_keras_history", None)
-    op = getattr(history, "operation", None)
-    return getattr(op, "name", None) or getattr(tensor, "name", "") or ""
+    return _keras.input_name(tensor) or getattr(tensor, "name", "") or ""
 
 
 def _unique(names: list[str], prefix: str) -> list[str]:

@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from keras import layers as L
 
+from keras_slim import _keras
+
 logger = logging.getLogger(__name__)
 
 # Exact types only: a subclass may override call() and make the algebra wrong.
@@ -77,7 +79,7 @@ class _Folder:
     def model(self, model: keras.Model) -> keras.Model:
         if isinstance(model, keras.Sequential):
             return self._sequential(model)
-        if hasattr(model, "_nodes_by_depth") and getattr(model, "_inputs_struct", None) is not None:
+        if _keras.is_graph_model(model):
             return self._functional(model)
         raise TypeError(
             f"Cannot rebuild '{model.name}' ({type(model).__name__}): only Functional and "
@@ -101,46 +103,32 @@ class _Folder:
 
     # ----------------------------------------------------------- functional
     def _functional(self, model: keras.Model) -> keras.Model:
-        depths = sorted(model._nodes_by_depth, reverse=True)  # inputs first
-        nodes = [n for d in depths for n in model._nodes_by_depth[d] if not n.is_input]
-        pairs = _foldable_pairs(model, nodes)  # id(bn node) -> conv node
-
-        tensor_map: dict[int, Any] = {}
-        new_inputs = keras.tree.map_structure(_new_input, model._inputs_struct)
-        for old, new in zip(model.inputs, keras.tree.flatten(new_inputs)):
-            tensor_map[id(old)] = new
-        folded_convs = {id(pairs[id(n)].operation): n for n in nodes if id(n) in pairs}
-
+        graph = _keras.read_model(model)
+        pairs = _foldable_pairs(graph)  # index of a BN call -> index of its conv call
+        folded = {conv: bn for bn, conv in pairs.items()}
         to_copy: list[tuple[Any, Any]] = []
-        for node in nodes:
-            op = node.operation
-            if id(node) in pairs:  # the BN: its output is the folded conv's output
-                tensor_map[id(node.outputs[0])] = tensor_map[id(node.input_tensors[0])]
-                continue
-            swap = lambda v: tensor_map[id(v)] if isinstance(v, keras.KerasTensor) else v  # noqa: E731
-            args = keras.tree.map_structure(swap, node.arguments.args)
-            kwargs = keras.tree.map_structure(swap, node.arguments.kwargs)
-            if id(op) in folded_convs:  # used once (checked), so no cache hit possible
+
+        def run(index, call, args, kwargs):
+            op = call.layer
+            if index in pairs:
+                return None  # the BN: its output is the folded conv's output
+            if index in folded:  # used once (checked), so no cache hit possible
                 new_op = self.cache[id(op)] = _conv_with_bias(op)
             else:
                 first_use = id(op) not in self.cache
                 new_op = self.clone(op)
                 if first_use and _has_own_weights(op):
                     to_copy.append((op, new_op))
-            outputs = new_op(*args, **kwargs)
-            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
-                tensor_map[id(old)] = new
+            return new_op, new_op(*args, **kwargs)
 
+        inputs, outputs, _ = _keras.replay(graph, run, _new_input)
         for op, new_op in to_copy:  # built now that they have been called
             _copy_weights(op, new_op)
-        for conv_id, bn_node in folded_convs.items():
-            conv = pairs[id(bn_node)].operation
-            self.cache[conv_id].set_weights(_folded_weights(conv, bn_node.operation))
+        for conv_index, bn_index in folded.items():
+            conv = graph.calls[conv_index].layer
+            self.cache[id(conv)].set_weights(_folded_weights(conv, graph.calls[bn_index].layer))
             self.folded += 1
-
-        outputs = keras.tree.pack_sequence_as(
-            model._outputs_struct, [tensor_map[id(t)] for t in model.outputs])
-        return keras.Model(inputs=new_inputs, outputs=outputs, name=model.name)
+        return keras.Model(inputs=inputs, outputs=outputs, name=model.name)
 
     # ----------------------------------------------------------- sequential
     def _sequential(self, model: keras.Sequential) -> keras.Sequential:
@@ -188,24 +176,26 @@ def _single_use(model: keras.Model, layer: Any) -> bool:
 
 
 # ---------------------------------------------------------------- checks
-def _foldable_pairs(model: keras.Model, nodes: list) -> dict[int, Any]:
-    """{id(BN node): conv node} for every BN that may be folded into its producer."""
-    producer = {id(t): n for n in nodes for t in n.outputs}
-    consumers = collections.Counter(id(t) for n in nodes for t in n.input_tensors)
-    uses = collections.Counter(id(n.operation) for n in nodes)
-    model_outputs = {id(t) for t in model.outputs}
+def _foldable_pairs(graph: "_keras.ModelGraph") -> dict[int, int]:
+    """{index of a BN call: index of the conv call} for every BN that may be folded."""
+    calls = graph.calls
+    producer = {id(t): i for i, c in enumerate(calls) for t in c.outputs}
+    inputs = [_keras.tensors_in((c.args, c.kwargs)) for c in calls]
+    consumers = collections.Counter(id(t) for ins in inputs for t in ins)
+    uses = collections.Counter(id(c.layer) for c in calls)
+    model_outputs = {id(t) for t in _keras.flatten(graph.outputs)}
     pairs = {}
-    for node in nodes:
-        bn = node.operation
-        if len(node.input_tensors) != 1 or node.arguments.kwargs.get("training") is True:
+    for i, call in enumerate(calls):
+        bn = call.layer
+        if len(inputs[i]) != 1 or call.kwargs.get("training") is True:
             continue
-        x = node.input_tensors[0]
-        conv_node = producer.get(id(x))
-        if conv_node is None or not _bn_ok(bn, len(x.shape)) or not _conv_ok(conv_node.operation):
+        x = inputs[i][0]
+        j = producer.get(id(x))
+        if j is None or not _bn_ok(bn, len(x.shape)) or not _conv_ok(calls[j].layer):
             continue
         if (consumers[id(x)] == 1 and id(x) not in model_outputs and uses[id(bn)] == 1
-                and uses[id(conv_node.operation)] == 1 and len(conv_node.outputs) == 1):
-            pairs[id(node)] = conv_node
+                and uses[id(calls[j].layer)] == 1 and len(calls[j].outputs) == 1):
+            pairs[i] = j
     return pairs
 
 
@@ -226,9 +216,7 @@ def _bn_ok(layer: Any, rank: int) -> bool:
 
 # ---------------------------------------------------------------- weights
 def _new_input(tensor: Any) -> Any:
-    layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
-    name = getattr(layer, "name", None) or tensor.name
-    return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=name)
+    return _keras.new_input(tensor, None, name=_keras.input_name(tensor) or tensor.name)
 
 
 def _conv_with_bias(conv: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.coupling import ChannelInfo, FlowContext
+from keras_slim.handlers.context import ChannelInfo, FlowContext
 
 
 class Handler:

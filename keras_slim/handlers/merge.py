@@ -6,7 +6,7 @@ import numpy as np
 
 from keras_slim import _keras
 
-from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.context import ChannelInfo
 from keras_slim.handlers.base import Handler
 
 # How the `zero` bit combines: Add(0, 0) = 0 needs all inputs dead,

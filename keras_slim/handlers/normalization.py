@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.context import ChannelInfo
 from keras_slim.handlers.base import Handler, slice_weights
 
 

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.coupling import ChannelInfo
+from keras_slim.handlers.context import ChannelInfo
 from keras_slim.handlers.base import Handler, slice_weights
 
 
