@@ -48,12 +48,13 @@ class BatchNormHandler(Handler):
         return [ChannelInfo(x.ids, zero, np.ones(len(x), bool))]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
-        w = dict(_keras.get_weights(layer))
         n = len(consts[0])
-        beta = w.get("beta", np.zeros(n))
+        beta = _keras.weight(layer, "beta")
+        beta = np.zeros(n) if beta is None else beta
         if layer.scale:
             # The value once this BN's gamma is 0, whatever its input: beta.
             return [beta.astype(np.float64)]
+        w = dict(_keras.get_weights(layer))
         # No scaling factor: a per-channel affine map of a constant input.
         scale = 1.0 / np.sqrt(w["moving_variance"] + layer.epsilon)
         return [scale * (consts[0] - w["moving_mean"]) + beta]
