@@ -57,16 +57,21 @@ print(f"wheel import ok: {keras_slim.__file__}; params {model.count_params()} ->
       f"{small.count_params()}")
 """
 
-# The venv sees the system site-packages, and with them the editable install's
-# meta-path finder, which resolves any keras_slim subpackage missing from the
-# wheel to the source tree: exactly the bug to catch. sitecustomize runs after
-# all .pth files, so it can take that finder out for every process of the venv.
+# The venv sees the system site-packages, and with them the editable install:
+# either a meta-path finder (new-style editable) or a .pth line naming the
+# checkout (setup.py develop, easy-install.pth). Both resolve any keras_slim
+# subpackage missing from the wheel to the source tree: exactly the bug to
+# catch. sitecustomize runs after all .pth files, so it takes both out for
+# every process of the venv.
 _SITECUSTOMIZE = """\
-import sys
+import os, sys
+_src = os.path.realpath({src!r})
 sys.meta_path[:] = [f for f in sys.meta_path
                     if not getattr(f, "__module__", "").startswith("__editable__")]
 sys.path_hooks[:] = [h for h in sys.path_hooks
                      if not getattr(h, "__module__", "").startswith("__editable__")]
+sys.path[:] = [p for p in sys.path
+               if not (os.path.realpath(p or os.curdir) + os.sep).startswith(_src + os.sep)]
 """
 
 
@@ -150,7 +155,7 @@ def smoke(work: Path) -> list[str]:
     python = bindir / ("python.exe" if os.name == "nt" else "python")
     site_dir = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                     "venv site-packages", env=_env()).stdout.strip()
-    (Path(site_dir) / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    (Path(site_dir) / "sitecustomize.py").write_text(_SITECUSTOMIZE.format(src=str(ROOT)))
     # --force-reinstall: the system's editable keras-slim of the same version
     # would otherwise count as "already satisfied" and nothing would be installed.
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
