@@ -101,6 +101,7 @@ class Coupling:
         self.marks: dict[int, set[str]] = {}
         self.barriers: list[tuple[str, str, np.ndarray]] = []  # (layer, reason, input ids)
         self.border_readers: set[int] = set()  # calls folding constants exactly only inside
+        self.mixers: set[int] = set()  # calls whose handler mixed channels (FlowContext.use)
         self.handlers = {}
         self.calls_of: dict[int, int] = {}  # id(layer) -> number of calls
         for call in graph.calls:

@@ -74,8 +74,15 @@ class _Rebuilder:
             fold = self.fold.get(flat.index)
             if fold is not None:
                 config, weights = fold(config, weights)
-            new = _keras.new_layer(old, config)
-            self.pending_weights[id(old)] = weights
+            try:
+                new = _keras.new_layer(old, config)
+                self.pending_weights[id(old)] = weights
+            except Exception:
+                if old.weights:
+                    raise
+                # Weightless and not re-creatable from its config (an Activation holding
+                # a lambda): the same object serves both models; it has no state to share.
+                new = old
         self.layers[id(old)] = new
         return new, args
 

@@ -79,3 +79,13 @@ def test_image_classifier_task_model_saves_and_exports(tmp_path):
     report = keras_slim.export_tflite(r.model, str(tmp_path / "m.tflite"),
                                       input_shape=(64, 64, 3))
     assert report.verified
+
+
+def test_mobilenet_v3_prunes_at_a_ratio_with_trained_looking_bn():
+    """Regression: depthwise-style grouped convs pass constants on; prune must not raise."""
+    m = mobilenet_v3()
+    testing.randomize_batchnorm(m, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = keras_slim.prune(m, 0.5)
+    assert small.count_params() < m.count_params()

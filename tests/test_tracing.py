@@ -330,3 +330,23 @@ def test_untraceable_subclassed_model_is_a_clear_error():
         keras_slim.plan(net, 0.3, input_shape=(12, 12, 3))
     text = str(e.value)
     assert "branchy_net" in text and "BranchyNet" in text and "symbolic" in text
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_ops_pad_of_spatial_axes(mode):
+    inp = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp)))
+    x = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
+    x = layers.Conv2D(4, 3)(x)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    r = _check(m, min_share=0.9)
+    assert not r.plan.barriers
+    assert testing.exactness(m, 0.5, seed=2, constants=True).difference < 1e-4
+
+
+def test_activation_whose_config_does_not_round_trip():
+    inp = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp))
+    x = layers.Activation(lambda t: keras.activations.gelu(t, approximate=True))(x)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    _check(m, min_share=0.9)

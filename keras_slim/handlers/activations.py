@@ -49,6 +49,21 @@ def evaluate(fn, values: np.ndarray) -> np.ndarray:
     return out
 
 
+def evaluable(layer):
+    """Something to evaluate the layer's function on: a fresh copy, or its activation.
+
+    A layer whose config does not round-trip (an Activation holding a Python
+    lambda) is evaluated through its stateless `activation` function.
+    """
+    try:
+        return fresh_copy(layer)
+    except Exception:
+        fn = getattr(layer, "activation", None)
+        if callable(fn):
+            return fn
+        raise
+
+
 def fresh_copy(layer):
     """A fresh copy of a weightless layer, shared between layers of equal config."""
     config = {k: v for k, v in layer.get_config().items() if k != "name"}
@@ -67,7 +82,7 @@ _ZERO: dict = {}
 
 def layer_preserves_zero(layer) -> bool:
     """Evaluate a fresh copy of an element-wise layer on zeros (never the layer itself)."""
-    copy = fresh_copy(layer)
+    copy = evaluable(layer)
     if id(copy) not in _ZERO:
         _ZERO[id(copy)] = _maps_zero_to_zero(copy)
     return _ZERO[id(copy)]
@@ -98,15 +113,17 @@ class ElementwiseHandler(Handler):
             return ctx.barrier(ins, "no channel axis")
         if _activation_name(getattr(ctx.layer, "activation", None)) in _CHANNEL_MIXING:
             return ctx.barrier(ins, "softmax over the channel axis")
-        if self.always or layer_preserves_zero(ctx.layer):
-            return [x]
-        return [x.not_zero()]
+        try:
+            keeps = self.always or layer_preserves_zero(ctx.layer)
+        except Exception:  # cannot be evaluated on its own: assume 0 does not stay 0
+            keeps = False
+        return [x] if keeps else [x.not_zero()]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         if self.always:
             return [consts[0]]
         try:
-            return [evaluate(fresh_copy(layer), consts[0])]
+            return [evaluate(evaluable(layer), consts[0])]
         except Exception:  # a layer that needs a real spatial shape
             return None
 

@@ -75,3 +75,4 @@ for name in ("Mean", "Max", "Min", "Sum"):
 register_op("GetItem", split.GetItemHandler())
 register_op("Split", split.SplitHandler())
 register_op("Concatenate", merge.ConcatenateHandler())  # ops.concatenate([...], axis=-1)
+register_op("Pad", shape.PadHandler())  # ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))

@@ -99,6 +99,7 @@ class FlowContext:
         """
         if info is None:
             return
+        self._c.mixers.add(self.call.index)
         ok = info.zero
         if self._absorbs():
             ok = ok | info.const

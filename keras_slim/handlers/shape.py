@@ -116,3 +116,28 @@ def _reduced_axes(op, in_shapes):
     rank = len(in_shapes[0])
     axes = axis if isinstance(axis, (list, tuple)) else (axis,)
     return {int(a) % rank for a in axes}
+
+
+class PadHandler(ZeroPaddingHandler):
+    """`keras.ops.pad` of the spatial axes: zero ("constant" 0) padding, or reflect/symmetric.
+
+    Padding the channel axis, or padding with a non-zero value, is a barrier.
+    """
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        widths = np.asarray(ctx.layer.pad_width, dtype=object)
+        value = _pad_value(ctx.call.call)
+        last = tuple(np.ravel(widths[-1])) if widths.ndim == 2 else None
+        if x is None or last != (0, 0) or value not in (None, 0, 0.0):
+            return ctx.barrier(ins, "pad of the channel axis or with a non-zero value")
+        return [x]
+
+    def border_effect(self, layer) -> bool:
+        return layer.mode == "constant"  # reflect/symmetric keep a constant constant
+
+
+def _pad_value(call):
+    if len(call.args) > 1:
+        return call.args[1]
+    return call.kwargs.get("constant_values")
