@@ -116,12 +116,7 @@ def export_onnx(
         runner = _OrtRunner(tmp, iface, nchw_input)  # also proves onnxruntime loads it
         if verify:
             checked = verify_sizes(iface, runner, batch_size, samples)
-            report.max_abs_error, report.max_rel_error = checked.max_abs_error, checked.max_rel_error
-            report.verified, report.num_verify_samples = True, sum(checked.counts)
-            report.verified_shapes = checked.shapes
-            report.details["verify_counts"] = checked.counts
-            if checked.note:
-                report.details["verify_note"] = checked.note
+            report.record_verification(checked)
             if not report.max_rel_error < tolerance:
                 raise ExportError(
                     f"Verification failed: the .onnx output differs from Keras by "

@@ -63,6 +63,15 @@ class ExportReport:
     input_size: str = "static"
     verified_shapes: list = dataclasses.field(default_factory=list)
 
+    def record_verification(self, checked) -> None:
+        """Fill the verification fields from a `verify_sizes` result (every exporter)."""
+        self.max_abs_error, self.max_rel_error = checked.max_abs_error, checked.max_rel_error
+        self.verified, self.num_verify_samples = True, sum(checked.counts)
+        self.verified_shapes = checked.shapes
+        self.details["verify_counts"] = checked.counts
+        if checked.note:
+            self.details["verify_note"] = checked.note
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON serialisable)."""
         return dataclasses.asdict(self)

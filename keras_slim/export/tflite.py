@@ -267,12 +267,7 @@ def _verify(report: ExportReport, runner, iface: ModelInterface, samples: list, 
             quantize: str | None, tolerance: float | None) -> None:
     limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
     checked = verify_sizes(iface, runner, batch_size, samples)
-    report.max_abs_error, report.max_rel_error = checked.max_abs_error, checked.max_rel_error
-    report.verified, report.num_verify_samples = True, sum(checked.counts)
-    report.verified_shapes = checked.shapes
-    report.details["verify_counts"] = checked.counts
-    if checked.note:
-        report.details["verify_note"] = checked.note
+    report.record_verification(checked)
     bad = not np.isfinite(report.max_rel_error) or (limit is not None and report.max_rel_error >= limit)
     if bad:
         raise ExportError(
