@@ -157,7 +157,8 @@ class Coupling:
             return none  # padding makes a constant input vary near the borders
         shapes = self.graph.shapes
         out = handler.constant_of_call(call, [x.value for x in ins],
-                               [shapes[k] for k in call.inputs], [shapes[k] for k in call.outputs])
+                                       [shapes[k] for k in call.inputs],
+                                       [shapes[k] for k in call.outputs])
         return none if out is None else list(out) + none[len(out):]
 
     def new(self, n: int, frozen: bool = False) -> np.ndarray:

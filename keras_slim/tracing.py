@@ -188,12 +188,15 @@ def _check_no_captured_weights(layer, model) -> None:
 
 def _check_values(layer, model, args, kwargs, inputs) -> None:
     rng = np.random.default_rng(0)
-    concrete = {id(t): rng.normal(size=[d if d is not None else (2 if i == 0 else CHECK_DIM)
-                                        for i, d in enumerate(t.shape)]).astype(t.dtype)
-                if "float" in str(t.dtype) else np.zeros(
-                    [d if d is not None else (2 if i == 0 else CHECK_DIM)
-                     for i, d in enumerate(t.shape)], t.dtype)
-                for t in inputs}
+
+    def sample(t):  # batch 2, CHECK_DIM for other unknown axes; zeros for non-float inputs
+        shape = [d if d is not None else (2 if i == 0 else CHECK_DIM)
+                 for i, d in enumerate(t.shape)]
+        if "float" in str(t.dtype):
+            return rng.normal(size=shape).astype(t.dtype)
+        return np.zeros(shape, t.dtype)
+
+    concrete = {id(t): sample(t) for t in inputs}
     try:
         c_args, c_kwargs = _keras.map_tensors((args, kwargs), lambda t: concrete[id(t)])
         want = _keras.flatten(layer(*c_args, **c_kwargs, **_inference(layer, c_kwargs)))

@@ -112,17 +112,22 @@ class DepthwiseHandler(Handler):
         layer = ctx.layer
         if x is None or not channels_last(layer):
             return ctx.barrier(ins, "channels_first or no channel axis")
-        m = int(layer.depth_multiplier)
+        m = self.multiplier(layer)
         keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
         zero = np.repeat(x.zero, m) & keeps_zero
         return [ChannelInfo(np.repeat(x.ids, m), zero, np.repeat(x.const, m))]
+
+    def multiplier(self, layer) -> int:
+        """Outputs per input channel (output c*m+k reads input channel c)."""
+        return int(layer.depth_multiplier)
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         kernel = _keras.weight(layer, "kernel")
         if kernel is None:
             kernel = _keras.weight(layer, "depthwise_kernel")
-        m = int(layer.depth_multiplier)
-        taps = kernel.reshape(-1, kernel.shape[-2], m).sum(axis=0)  # (C, m)
+        m = self.multiplier(layer)
+        # (kh, kw, C, m) for depthwise, (kh, kw, 1, C*m) for groups = C: the same taps
+        taps = kernel.reshape(-1, len(consts[0]), m).sum(axis=0)  # (C, m)
         out = (consts[0][:, None] * taps).ravel()
         bias = _keras.weight(layer, "bias")
         if bias is not None:
@@ -152,28 +157,11 @@ def _is_depthwise_groups(layer, in_shapes) -> bool:
     return in_shapes[0][-1] == groups and layer.filters % groups == 0
 
 
-class GroupedDepthwiseHandler(Handler):
+class GroupedDepthwiseHandler(DepthwiseHandler):
     """Conv(groups = C): output j reads input channel j // (filters / C), like depthwise."""
 
-    def flow(self, ctx, ins):
-        x = ins[0] if ins else None
-        if x is None:
-            return ctx.barrier(ins, "no channel axis")
-        layer = ctx.layer
-        m = layer.filters // layer.groups
-        keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
-        return [ChannelInfo(np.repeat(x.ids, m), np.repeat(x.zero, m) & keeps_zero,
-                            np.repeat(x.const, m))]
-
-    def constant(self, layer, consts, in_shapes, out_shapes):
-        kernel = _keras.weight(layer, "kernel")  # (..., 1, filters)
-        m = layer.filters // layer.groups
-        taps = kernel.reshape(-1, kernel.shape[-1]).sum(axis=0)  # (filters,)
-        out = np.repeat(consts[0], m) * taps
-        bias = _keras.weight(layer, "bias")
-        if bias is not None:
-            out = out + bias
-        return [apply_activation(layer.activation, out)]
+    def multiplier(self, layer) -> int:
+        return layer.filters // layer.groups
 
 
 _GROUPED_DEPTHWISE = GroupedDepthwiseHandler()
