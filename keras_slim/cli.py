@@ -69,14 +69,7 @@ logger = logging.getLogger("keras_slim.cli")
 # TF_CPP_MIN_LOG_LEVEL once, and since TF 2.19 its libraries log some lines
 # through absl while they load, whatever that variable says.
 from keras_slim._quiet import _silence_tf_logs, _tf_logs_wanted  # noqa: E402,F401
-
-
-class CliError(Exception):
-    """An error the CLI reports as one line on stderr, exiting with `code`."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
+from keras_slim.errors import CliError  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):

@@ -66,6 +66,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.errors import TranslationError
 from keras_slim.export import _deps
 from keras_slim.export._atomic import atomic_file, check_output_path
 from keras_slim.export._flatbuffer import non_builtin_ops, tflite_op_histogram
@@ -113,10 +114,6 @@ _DIFFERENT_ACTIVATIONS = {
 # What tf_keras' base Layer accepts through **kwargs besides its named arguments.
 _BASE_LAYER_KWARGS = {"input_dim", "input_shape", "batch_input_shape", "batch_size", "weights",
                       "activity_regularizer", "autocast"}
-
-
-class TranslationError(ValueError):
-    """A Keras 3 model could not be rebuilt as a tf_keras model."""
 
 
 # ------------------------------------------------------------------ lazy imports

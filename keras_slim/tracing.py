@@ -24,16 +24,13 @@ import logging
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.errors import TraceError
 
 logger = logging.getLogger(__name__)
 
 # Unknown (None) dims of a layer's inputs get this size for the numeric check.
 CHECK_DIM = 16
 CHECK_TOLERANCE = 1e-4  # relative, float32
-
-
-class TraceError(ValueError):
-    """A custom layer or subclassed model could not be read as a graph."""
 
 
 @dataclasses.dataclass

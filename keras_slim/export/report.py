@@ -4,12 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-
-class ExportError(RuntimeError):
-    """An export could not be produced or did not pass verification.
-
-    When this is raised no file has been written at the requested path.
-    """
+from keras_slim.errors import ExportError
 
 
 @dataclasses.dataclass
