@@ -48,8 +48,13 @@ class _Rebuilder:
             handler = self.state.coupling.handlers[flat.index]
             args, kwargs = handler.call_args(flat.call, args, kwargs,
                                              *self.state.keeps(flat))
-            outputs = layer(*args, **kwargs)
-            self._set_weights(flat.layer, layer)
+            weights = self.pending_weights.pop(id(flat.layer), None)
+            if weights is None:
+                return layer, layer(*args, **kwargs)
+            names = [_keras.weight_name(w) for w in flat.layer.weights]
+            with _keras.initial_values(layer, names, weights) as created:
+                outputs = layer(*args, **kwargs)  # builds it, with these weights
+            self._set_weights(flat.layer, layer, names, weights, created)
             return layer, outputs
 
         inputs, outputs, new_layers = _keras.replay(mg, run, new_input)
@@ -95,10 +100,7 @@ class _Rebuilder:
         x = args[0]
         return (selection(x),) + tuple(args[1:])
 
-    def _set_weights(self, old, new) -> None:
-        weights = self.pending_weights.pop(id(old), None)
-        if weights is None:
-            return
+    def _set_weights(self, old, new, names: list, weights: list, created: list) -> None:
         if len(weights) != len(new.weights):
             raise RuntimeError(
                 f"rebuilding {old.name!r} ({type(old).__name__}): the handler gave "
@@ -110,7 +112,8 @@ class _Rebuilder:
                     f"rebuilding {old.name!r}: weight {_keras.weight_name(w)!r} has shape "
                     f"{tuple(w.shape)} in the new layer but the handler sliced {np.shape(v)}"
                 )
-        _keras.set_weights(new, weights)
+        if sorted(created) != sorted(names) or [_keras.weight_name(w) for w in new.weights] != names:
+            _keras.set_weights(new, weights)  # not all were created from the values
 
 
 def rebuild(state: PruneState, fold: dict | None = None):

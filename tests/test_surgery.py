@@ -1,0 +1,90 @@
+"""Surgery writes each rebuilt weight exactly once, from the sliced values.
+
+Stock layers are built with the sliced values as their initial values (no
+random initialization to overwrite); any other layer is built normally and
+its weights are set afterwards. Both paths must give the original weights.
+"""
+import keras
+import numpy as np
+
+import keras_slim
+from keras_slim import _keras, testing
+
+
+class OverwritesInBuild(keras.layers.Layer):
+    """A custom layer whose build assigns its weight after creating it."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="ones")
+        self.scale.assign(np.full((input_shape[-1],), 7.0, np.float32))
+
+    def call(self, x):
+        return x * keras.ops.tanh(x) * self.scale
+
+
+def _model():
+    x = inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(6, 1, name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = OverwritesInBuild(name="odd")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(4, name="head")(x)
+    m = keras.Model(inp, out)
+    testing.randomize_batchnorm(m, seed=3)
+    m.get_layer("odd").scale.assign(np.linspace(0.5, 2.0, 6).astype(np.float32))
+    return m
+
+
+def test_rebuild_keeps_every_weight_when_nothing_is_removed():
+    m = _model()
+    small = keras_slim.prune(m, threshold=1e-30, trace=False)
+    for old, new in zip(m.layers, small.layers):
+        assert old.name == new.name
+        assert len(old.weights) == len(new.weights)
+        for a, b in zip(old.weights, new.weights):
+            assert a is not b
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{old.name}/{a.name}")
+
+
+def test_custom_layer_that_assigns_in_build_gets_the_original_weights():
+    m = _model()
+    small = keras_slim.prune(m, threshold=1e-30, trace=False)
+    np.testing.assert_array_equal(small.get_layer("odd").scale.numpy(),
+                                  m.get_layer("odd").scale.numpy())
+
+
+def test_sliced_weights_are_the_kept_positions():
+    m = _model()
+    gamma = m.get_layer("bn1").gamma.numpy()
+    gamma[[1, 4]] = 0.0
+    m.get_layer("bn1").gamma.assign(gamma)
+    m.get_layer("bn1").beta.assign(np.where(gamma == 0, 0.0, m.get_layer("bn1").beta.numpy()))
+    small = keras_slim.prune(m, threshold=1e-12, trace=False)
+    keep = [0, 2, 3, 5, 6, 7]
+    np.testing.assert_array_equal(small.get_layer("c1").kernel.numpy(),
+                                  m.get_layer("c1").kernel.numpy()[..., keep])
+    np.testing.assert_array_equal(small.get_layer("c2").kernel.numpy(),
+                                  m.get_layer("c2").kernel.numpy()[:, :, keep, :])
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        np.testing.assert_array_equal(_keras.weight(small.get_layer("bn1"), name),
+                                      _keras.weight(m.get_layer("bn1"), name)[keep])
+    x = testing.random_inputs(m)
+    assert testing.max_difference(m, small, x) < 1e-5
+
+
+def test_initial_values_falls_back_for_custom_layers():
+    layer = OverwritesInBuild()
+    with _keras.initial_values(layer, ["scale"], [np.ones(3, np.float32)]) as created:
+        layer(keras.Input((3,)))
+    assert created == []  # not a stock layer: built normally, set by the caller
+    dense = keras.layers.Dense(2)
+    values = [np.arange(6, dtype=np.float32).reshape(3, 2), np.array([5.0, 6.0], np.float32)]
+    with _keras.initial_values(dense, ["kernel", "bias"], values) as created:
+        dense(keras.Input((3,)))
+    assert created == ["kernel", "bias"]
+    np.testing.assert_array_equal(dense.kernel.numpy(), values[0])
+    np.testing.assert_array_equal(dense.bias.numpy(), values[1])
+    assert "add_weight" not in vars(dense)  # the patch is gone after the block
