@@ -1,6 +1,7 @@
 """Reproduce the paper's CIFAR-10 VGG experiment at CPU scale and write the report.
 
-Runs the CPU configuration of examples/cifar10_vgg.py (half-width VGG-11,
+Runs the CPU configuration of examples/cifar10_vgg.py (keras_slim.training.cifar;
+half-width VGG-11,
 10 + 10 epochs, prune 70% and 50%, fine-tune, two multi-pass passes, TFLite
 export with 1-thread latency) and writes
 
@@ -34,10 +35,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "examples"))
+LOCAL_COPY = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import train_lib  # noqa: E402
+from keras_slim.training import cifar  # noqa: E402
 from _results import save_results  # noqa: E402
 
 PAPER_VGG = {
@@ -97,7 +98,7 @@ def main(argv=None) -> dict:
     example_argv += ["--out", workdir]
 
     t0 = time.time()
-    results = train_lib.main("vgg", example_argv)
+    results = cifar.main("vgg", example_argv, local_copy=LOCAL_COPY)
     results["benchmark_seconds"] = round(time.time() - t0, 1)
     results["paper"] = PAPER_VGG
     results["comparison"] = _comparison(results)
@@ -105,7 +106,7 @@ def main(argv=None) -> dict:
     results["command"] = "python benchmarks/paper.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     stem = save_results(args.results_dir, name, results, report_markdown(results),
-                        default=train_lib._json_default)
+                        default=cifar.json_default)
     print(f"wrote {stem}.md and {stem}.json")
     return results
 
@@ -175,7 +176,7 @@ def report_markdown(results: dict) -> str:
         "## Results",
         "",
     ]
-    table = train_lib.results_markdown(results).split("\n")
+    table = cifar.results_markdown(results).split("\n")
     lines += table[4:]  # drop the example's own title block
     if cmp_:
         p = cmp_["paper"]

@@ -5,7 +5,7 @@
 
 CPU-sized recipe (2 cores, ~20 min), on real CIFAR-10:
 
-1. half-width VGG-11 (keras_slim.models.vgg(11, width=0.5)), sparsity training
+1. half-width VGG-11 (keras_slim.training.cifar.models.vgg(11, width=0.5)), sparsity training
    with keras_slim.add_bn_l1 for `--epochs` epochs on a random `--train-samples`
    subset of the training set (paper augmentation: pad 4, crop, flip);
 2. keras_slim.prune at `--ratio` (50 % of the channels) and `--finetune-epochs`
@@ -38,7 +38,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
-from keras_slim import datasets, models  # noqa: E402
+from keras_slim.training import cifar  # noqa: E402
+from keras_slim.training.cifar import models  # noqa: E402
 from keras_slim.qat import export_qat_tflite, quantize_aware  # noqa: E402
 from _results import save_results  # noqa: E402
 
@@ -87,18 +88,18 @@ def main(argv=None):
         timings[name] = round(time.time() - t0 - sum(timings.values()), 1)
         print(f"[{time.time() - t0:7.1f} s] {name}", flush=True)
 
-    (x_train, y_train), (x_test, y_test) = datasets.load_cifar10(args.data)
+    (x_train, y_train), (x_test, y_test) = cifar.load_cifar10(args.data)
     rng = np.random.default_rng(args.seed)
     idx = rng.permutation(len(x_train))[:args.train_samples]
     x_tr, y_tr = x_train[idx], y_train[idx]
-    train = datasets.make_dataset(x_tr, y_tr, args.batch, training=True, seed=args.seed)
+    train = cifar.make_dataset(x_tr, y_tr, args.batch, training=True, seed=args.seed)
     n_test_total = len(x_test)
     if args.test_samples:  # the test split is ordered by class: take a random subset
         pick = rng.permutation(len(x_test))[:args.test_samples]
         x_test, y_test = x_test[pick], y_test[pick]
-    x_test_n = np.asarray(datasets.normalize(x_test))
+    x_test_n = np.asarray(cifar.normalize(x_test))
     y_test = np.asarray(y_test).reshape(-1).astype("int64")
-    x_calib = np.asarray(datasets.normalize(x_tr[:200]))
+    x_calib = np.asarray(cifar.normalize(x_tr[:200]))
     steps = int(np.ceil(len(x_tr) / args.batch))
     lap("load data")
 
@@ -185,7 +186,7 @@ def main(argv=None):
             argv if argv is not None else sys.argv[1:])).strip(),
         data=f"CIFAR-10 (JPEG archive), {len(x_tr)} of {len(x_train)} training images "
              f"(random subset, seed {args.seed}), {len(x_test)} of {n_test_total} test images",
-        model="keras_slim.models.vgg(11, width=0.5)",
+        model="keras_slim.training.cifar.models.vgg(11, width=0.5)",
         recipe=dict(sparsity_epochs=args.epochs, l1=args.l1, ratio=args.ratio,
                     finetune_epochs=args.finetune_epochs, qat_epochs=args.qat_epochs,
                     qat_lr=args.qat_lr, batch=args.batch),

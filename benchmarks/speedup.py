@@ -55,7 +55,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
-from keras_slim import _keras, models, testing  # noqa: E402
+from keras_slim import _keras, testing  # noqa: E402
+from keras_slim.training.cifar import models  # noqa: E402
 from _results import save_results  # noqa: E402
 
 ARCHS = {

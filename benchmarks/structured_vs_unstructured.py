@@ -2,7 +2,7 @@
 
     python benchmarks/structured_vs_unstructured.py [--width 1.0] [--rounds 5] [--runs 100]
 
-One CIFAR-sized VGG-11 (keras_slim.models.vgg, 32x32x3 input, full width by
+One CIFAR-sized VGG-11 (keras_slim.training.cifar.models.vgg, 32x32x3 input, full width by
 default: ~150 M MACs, so batch-1 latency is a few ms) is pruned two ways and exported to float32 TFLite:
 
 (a) TFMOT `prune_low_magnitude` (tf_keras copy made with keras_slim.qat.to_tf_keras)
@@ -40,7 +40,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
-from keras_slim import models, testing  # noqa: E402
+from keras_slim import testing  # noqa: E402
+from keras_slim.training.cifar import models  # noqa: E402
 from keras_slim.qat import to_tf_keras  # noqa: E402
 from _results import save_results  # noqa: E402
 
@@ -198,7 +199,7 @@ def main(argv=None):
     meta = dict(
         command=("python benchmarks/structured_vs_unstructured.py " + " ".join(
             argv if argv is not None else sys.argv[1:])).strip(),
-        model=f"keras_slim.models.vgg(11, width={args.width}), input 32x32x3, float32 TFLite",
+        model=f"keras_slim.training.cifar.models.vgg(11, width={args.width}), input 32x32x3, float32 TFLite",
         machine=f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         versions=dict(tensorflow=tf.__version__, keras=keras.__version__,
                       tfmot=tfmot.__version__),

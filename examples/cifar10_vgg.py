@@ -7,15 +7,20 @@ Smoke test (--scale smoke): a few hundred images, one epoch per stage.
     python examples/cifar10_vgg.py --scale smoke --out runs/smoke_vgg
     python examples/cifar10_vgg.py --data path/to/cifar10-jpeg.tar.gz --scale cpu
 
-Run again with the same --out to resume an interrupted run. See train_lib.py
-for the stages, flags and outputs (results.json, results.md, plots/).
+Run again with the same --out to resume an interrupted run. The stages, flags and
+outputs (results.json, results.md, plots/) are those of
+`keras_slim.training.cifar` (`python examples/cifar10_vgg.py --help`).
 """
 import os
-import sys
+import pathlib
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: hide C++ logs
 
-from train_lib import main  # noqa: E402
+from keras_slim.training import cifar  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 if __name__ == "__main__":
-    main("vgg")
+    # --data defaults to a local copy next to the checkout when there is one, else the Keras download
+    cifar.main("vgg", local_copy=REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
+               out_root=REPO / "runs")

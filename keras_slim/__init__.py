@@ -15,8 +15,9 @@ if _sys.argv and _os.path.basename(_sys.argv[0]).startswith("keras-slim"):
 
     _silence_tf_logs(_sys.argv[1:])
 
-from keras_slim import criteria, plots, testing  # noqa: E402
-from keras_slim.callbacks import SparsityMonitor
+from keras_slim import criteria, testing  # noqa: E402
+from keras_slim.training import plots
+from keras_slim.training.callbacks import SparsityMonitor
 from keras_slim.handlers.context import ChannelInfo
 from keras_slim.export import (
     ExportError,
@@ -32,9 +33,9 @@ from keras_slim.export import (
 )
 from keras_slim.handlers.base import Handler, slice_weights
 from keras_slim.handlers.registry import register_handler, unregister_handler
-from keras_slim.datasets import cifar_augment, load_cifar10, make_dataset
+from keras_slim.training.cifar import cifar_augment, load_cifar10, make_dataset
 from keras_slim.layers import ChannelSelection
-from keras_slim.multipass import MultiPassResult, PassRecord, slim_multipass
+from keras_slim.training.multipass import MultiPassResult, PassRecord, slim_multipass
 from keras_slim.planning import LayerPlan, Plan
 from keras_slim.pruning import plan, prune
 from keras_slim.regularizers import BNL1, bn_l1

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_slim.callbacks import (
+from keras_slim.training import (
     DEFAULT_BIN_EDGES, SparsityMonitor, collect_gammas, gamma_statistics,
 )
 
@@ -74,7 +74,7 @@ def test_monitor_puts_statistics_in_logs_history_and_logging(caplog):
     model = _tiny_model()
     _set_gammas(model, GAMMAS)
     mon = SparsityMonitor()
-    with caplog.at_level(logging.INFO, logger="keras_slim.callbacks"):
+    with caplog.at_level(logging.INFO, logger="keras_slim.training.callbacks"):
         hist = _frozen_fit(model, [mon], epochs=2)
     assert set(mon.log_keys()) <= set(hist.history)
     assert hist.history["gamma_below_0.01"] == [pytest.approx(0.4)] * 2
@@ -82,7 +82,7 @@ def test_monitor_puts_statistics_in_logs_history_and_logging(caplog):
     assert hist.history["gamma_thr_p70"][-1] == pytest.approx(0.2)
     assert [r["epoch"] for r in mon.history] == [0, 1]
     assert len(mon.history[-1]["counts"]) == len(DEFAULT_BIN_EDGES) - 1
-    lines = [r.getMessage() for r in caplog.records if r.name == "keras_slim.callbacks"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "keras_slim.training.callbacks"]
     assert len(lines) == 2 and "10 BN channels" in lines[0] and "<0.01: 40.0%" in lines[0]
     json.dumps(mon.history)  # plain numbers only: the examples save it as JSON
 

@@ -1,12 +1,14 @@
-"""CIFAR-10 loader (folder / tar.gz, cache, errors) and the tf.data pipeline."""
+"""CIFAR-10 loader (folder / tar.gz, cache, errors) and the tf.data pipeline
+(keras_slim.training.cifar.data and .pipeline)."""
 import os
 import tarfile
 
 import numpy as np
 import pytest
 
-from keras_slim import datasets
-from keras_slim.datasets import CIFAR10_CLASSES, cifar_augment, load_cifar10, make_dataset
+from keras_slim.training import cifar
+from keras_slim.training.cifar import CIFAR10_CLASSES, cifar_augment, load_cifar10, make_dataset
+from keras_slim.training.cifar import data as cifar_data
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -65,7 +67,7 @@ def test_archive_with_top_folder_matches_folder_and_is_cached(tmp_path, monkeypa
     def fail(*a, **k):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(datasets, "_decode", fail)
+    monkeypatch.setattr(cifar_data, "_decode", fail)
     (x2, y2), _ = load_cifar10(archive, cache_dir=cache)
     np.testing.assert_array_equal(x2, x)
 
@@ -137,7 +139,7 @@ def test_make_dataset_eval_normalises_exactly():
     xb, yb = zip(*[(a.numpy(), b.numpy()) for a, b in ds])
     xs, ys = np.concatenate(xb), np.concatenate(yb)
     assert xs.dtype == np.float32 and xs.shape == (5, 32, 32, 3)
-    expected = (x / 255.0 - np.array(datasets.CIFAR10_MEAN)) / np.array(datasets.CIFAR10_STD)
+    expected = (x / 255.0 - np.array(cifar.CIFAR10_MEAN)) / np.array(cifar.CIFAR10_STD)
     np.testing.assert_allclose(xs, expected, atol=1e-5)
     assert ys.tolist() == list(range(5))  # no shuffling at test time
     raw = np.concatenate([a.numpy() for a, _ in make_dataset(x, y, 5, False, mean=None, std=None)])

@@ -1,19 +1,23 @@
-"""The CIFAR-10 example pipeline end to end on a tiny generated archive (no real data)."""
+"""The CIFAR-10 recipe behind the examples (keras_slim.training.cifar) end to end on a
+tiny generated archive (no real data), and the examples' own shape (thin scripts on the
+public API)."""
+import ast
 import json
 import os
-import sys
+import pathlib
 import tarfile
 
 import keras
 import numpy as np
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-sys.path.insert(0, EXAMPLES)
-train_lib = pytest.importorskip("train_lib")
-Image = pytest.importorskip("PIL.Image")
+from keras_slim.training import cifar
+from keras_slim.training.cifar import CIFAR10_CLASSES
+from keras_slim.training.cifar import stages as cifar_stages
 
-from keras_slim.datasets import CIFAR10_CLASSES  # noqa: E402
+Image = pytest.importorskip("PIL.Image")
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+PUBLIC = ("keras_slim", "keras_slim.training", "keras_slim.training.cifar", "keras_slim.export")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = ["--scale", "smoke", "--data", str(fake_archive), "--out", str(out),
             "--cache-dir", str(tmp_path / "cache"), "--verbose", "0"]
-    results = train_lib.main("vgg", argv)
+    results = cifar.main("vgg", argv)
 
     names = [r["name"] for r in results["rows"]]
     assert names[0] == "baseline" and names[1].startswith("sparsity-trained")
@@ -80,7 +84,7 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
     # run again: every stage is loaded from its saved model, nothing is retrained
     keras.backend.clear_session()
     monkeypatch.setattr(keras.Model, "fit", _no_training)
-    again = train_lib.main("vgg", argv + ["--no-export", "--no-sweep"])
+    again = cifar.main("vgg", argv + ["--no-export", "--no-sweep"])
     assert [r["name"] for r in again["rows"]] == names
     assert again["rows"][0]["accuracy"] == pytest.approx(results["rows"][0]["accuracy"])
     assert again["rows"][3]["accuracy"] == pytest.approx(results["rows"][3]["accuracy"])
@@ -88,9 +92,9 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_interrupted_stage_resumes_from_its_checkpoint(fake_archive, tmp_path):
-    cfg = train_lib.make_config("vgg", "smoke")
-    data = train_lib._limit(train_lib.load_cifar10(fake_archive, cache_dir=tmp_path / "c"), cfg)
-    run = train_lib.Run(cfg, str(tmp_path / "run"), data, verbose=0)
+    cfg = cifar.make_config("vgg", "smoke")
+    data = cifar.limit_data(cifar.load_cifar10(fake_archive, cache_dir=tmp_path / "c"), cfg)
+    run = cifar.Run(cfg, str(tmp_path / "run"), data, verbose=0)
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -98,9 +102,9 @@ def test_interrupted_stage_resumes_from_its_checkpoint(fake_archive, tmp_path):
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run.fit_stage("stage", lambda: train_lib.build_model(cfg), 3, 1e-4,
+        run.fit_stage("stage", lambda: cifar.build_model(cfg), 3, 1e-4,
                       callbacks=[Interrupt()])
-    left = train_lib._checkpoints(run.path("checkpoints", "stage-*.keras"))
+    left = cifar_stages._checkpoints(run.path("checkpoints", "stage-*.keras"))
     assert [os.path.basename(p) for p in left] == ["stage-0002.keras"]
     model = run.fit_stage("stage", lambda: pytest.fail("should resume, not rebuild"), 3, 1e-4)
     assert model.optimizer.iterations.numpy() == 3 * run.steps
@@ -114,38 +118,38 @@ def test_interrupted_stage_resumes_from_its_checkpoint(fake_archive, tmp_path):
 @pytest.mark.parametrize("arch, lam, ratios", [
     ("vgg", 1e-4, (0.7, 0.5)), ("resnet", 1e-5, (0.4, 0.6)), ("densenet", 1e-5, (0.4, 0.6))])
 def test_configs_follow_the_paper(arch, lam, ratios):
-    paper = train_lib.make_config(arch, "paper")
+    paper = cifar.make_config(arch, "paper")
     assert (paper.sparsity, paper.ratios, paper.epochs, paper.batch_size, paper.lr) == \
         (lam, ratios, 160, 64, 0.1)
     assert (paper.momentum, paper.weight_decay, paper.lr_drops) == (0.9, 1e-4, (0.5, 0.75))
-    schedule = train_lib.step_schedule(paper, 160)
+    schedule = cifar.step_schedule(paper, 160)
     assert [schedule(e) for e in (0, 79, 80, 119, 120)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001])
-    smoke = train_lib.make_config(arch, "smoke")
-    model = train_lib.build_model(smoke)
+    smoke = cifar.make_config(arch, "smoke")
+    model = cifar.build_model(smoke)
     assert model.output_shape == (None, 10)
 
 
 def test_command_line_overrides_and_errors():
-    args = train_lib.parse_args("vgg", ["--scale", "paper", "--epochs", "3", "--ratios", "0.2",
+    args = cifar.parse_args("vgg", ["--scale", "paper", "--epochs", "3", "--ratios", "0.2",
                                         "--no-multipass"])
-    cfg = train_lib.config_from_args("vgg", args)
+    cfg = cifar.config_from_args("vgg", args)
     assert (cfg.epochs, cfg.finetune_epochs, cfg.ratios, cfg.multipass) == (3, 160, (0.2,), False)
     assert cfg.export and cfg.sweep and cfg.max_layer_ratio is None
-    args = train_lib.parse_args("vgg", ["--no-sweep", "--no-export", "--max-layer-ratio", "0.8"])
-    cfg = train_lib.config_from_args("vgg", args)
+    args = cifar.parse_args("vgg", ["--no-sweep", "--no-export", "--max-layer-ratio", "0.8"])
+    cfg = cifar.config_from_args("vgg", args)
     assert (cfg.sweep, cfg.export, cfg.max_layer_ratio) == ((), False, 0.8)
-    args = train_lib.parse_args("vgg", ["--finetune-lr", "0.01", "--sparsity", "2e-3"])
-    cfg = train_lib.config_from_args("vgg", args)
+    args = cifar.parse_args("vgg", ["--finetune-lr", "0.01", "--sparsity", "2e-3"])
+    cfg = cifar.config_from_args("vgg", args)
     assert (cfg.finetune_lr, cfg.sparsity) == (0.01, 2e-3)
-    assert [train_lib.step_schedule(cfg, 4, cfg.finetune_lr)(e) for e in range(4)] == \
+    assert [cifar.step_schedule(cfg, 4, cfg.finetune_lr)(e) for e in range(4)] == \
         pytest.approx([0.01, 0.01, 0.001, 0.0001])
     with pytest.raises(SystemExit):
-        train_lib.parse_args("vgg", ["--max-layer-ratio", "0"])
+        cifar.parse_args("vgg", ["--max-layer-ratio", "0"])
     with pytest.raises(SystemExit):
-        train_lib.parse_args("vgg", ["--ratios", "1.5"])
+        cifar.parse_args("vgg", ["--ratios", "1.5"])
     with pytest.raises(ValueError, match="--scale must be one of"):
-        train_lib.make_config("vgg", "gpu")
+        cifar.make_config("vgg", "gpu")
 
 
 def _has_matplotlib() -> bool:
@@ -154,3 +158,28 @@ def _has_matplotlib() -> bool:
         return True
     except ImportError:
         return False
+
+
+def test_examples_are_thin_scripts_on_the_public_api():
+    """No sys.path tricks, no private modules: what a user copies from examples/ works."""
+    scripts = sorted(EXAMPLES.glob("*.py"))
+    assert {p.name for p in scripts} >= {"quickstart.py", "cifar10_vgg.py", "cifar10_resnet.py",
+                                         "cifar10_densenet.py"}
+    for path in scripts:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                raise AssertionError(f"{path.name} touches sys.path")
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] == "keras_slim":
+                    assert name in PUBLIC, f"{path.name} imports {name}, not the public API"
+                else:  # only the standard library and third-party packages, no sibling modules
+                    assert not (EXAMPLES / f"{name.split('.')[0]}.py").exists(), \
+                        f"{path.name} imports the sibling module {name}"

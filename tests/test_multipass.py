@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_slim.multipass import MultiPassResult, slim_multipass
+from keras_slim.training import MultiPassResult, slim_multipass
 
 WIDTH = 8  # two conv+BN layers of 8 channels: 16 prunable channels
 
@@ -53,7 +53,7 @@ def _scripted(values):
 def test_target_ratio_is_reached_exactly_in_capped_passes(caplog):
     model = _model()
     before = [w.copy() for w in model.get_weights()]
-    with caplog.at_level(logging.WARNING, logger="keras_slim.multipass"):
+    with caplog.at_level(logging.WARNING, logger="keras_slim.training.multipass"):
         result = slim_multipass(model, target_ratio=0.6, per_pass_ratio=0.5,
                                 max_layer_ratio=0.5, sparsity=None)
     assert "no fine_tune or fit_kwargs" in caplog.text

@@ -1,12 +1,12 @@
-"""keras_slim.plots writes real PNG files and explains what is missing."""
+"""keras_slim.training.plots writes real PNG files and explains what is missing."""
 import sys
 
 import keras
 import numpy as np
 import pytest
 
-from keras_slim import models, plots
-from keras_slim.callbacks import SparsityMonitor, gamma_statistics
+from keras_slim.training import SparsityMonitor, gamma_statistics, plots
+from keras_slim.training.cifar import models
 
 pytest.importorskip("matplotlib")
 

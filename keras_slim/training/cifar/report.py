@@ -1,0 +1,61 @@
+"""The results table of a CIFAR-10 run (markdown), as written to results.md."""
+from __future__ import annotations
+
+__all__ = ["results_markdown"]
+
+
+def results_markdown(results: dict) -> str:
+    """The results table (markdown) with the reference numbers quoted below it."""
+    rows = results["rows"]
+    base = rows[0]
+    lines = [
+        f"# CIFAR-10 {results['arch']} ({results['scale']} scale)",
+        "",
+        f"Data: {results['data']['train_images']:,} training / {results['data']['test_images']:,} "
+        f"test images from {results['data']['source']}. Total time "
+        f"{results['total_seconds'] / 60:.1f} min.",
+        "",
+        "| model | test acc. | error | params | MACs | params vs baseline | FLOPs vs baseline "
+        "| TFLite | latency (1 thread) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        size = f"{r['tflite_bytes'] / 1024:,.0f} KiB" if "tflite_bytes" in r else "-"
+        lat = f"{r['latency_ms']:.2f} ms" if "latency_ms" in r else "-"
+        lines.append(
+            f"| {r['name']} | {r['accuracy']:.2%} | {1 - r['accuracy']:.2%} | {r['params']:,} "
+            f"| {r['macs']:,} | {_delta(r['params'], base['params'])} "
+            f"| {_delta(r['macs'], base['macs'])} | {size} | {lat} |")
+    mp = results.get("multipass")
+    if mp:
+        lines += ["", f"Multi-pass: stopped because {mp['stop_reason']}; per pass:", "",
+                  "| pass | pruned (pass) | pruned (total) | params | MACs | acc. pruned "
+                  "| acc. fine-tuned | kept |", "|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+        for p in mp["passes"]:
+            lines.append(f"| {p['index']} | {p['ratio']:.1%} | {p['cumulative_ratio']:.1%} "
+                         f"| {p['params_after']:,} | {p['macs_after']:,} "
+                         f"| {_pct(p['accuracy_pruned'])} | {_pct(p['accuracy_fine_tuned'])} "
+                         f"| {'yes' if p['accepted'] else 'no'} |")
+    sw = results.get("sweep")
+    if sw and sw["ratios"]:
+        lines += ["", "Accuracy right after pruning (no fine-tuning):", "",
+                  "| ratio | " + " | ".join(f"{r:.0%}" for r in sw["ratios"]) + " |",
+                  "|---|" + "---:|" * len(sw["ratios"]),
+                  "| sparsity-trained | " + " | ".join(_pct(a) for a in sw["sparse"]) + " |",
+                  "| baseline (no sparsity) | "
+                  + " | ".join(_pct(a) for a in sw["baseline"]) + " |"]
+    secs = results.get("seconds", {})
+    if secs:
+        lines += ["", "Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in secs.items())]
+    lines += ["", f"Reference: {results['reference']}",
+              "MACs count conv/dense multiply-accumulates; FLOPs = 2 x MACs, so the FLOPs "
+              "reduction equals the MACs reduction.", ""]
+    return "\n".join(lines)
+
+
+def _delta(after: int, before: int) -> str:
+    return "-" if not before or after == before else f"{after / before - 1:+.1%}"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.2%}"
