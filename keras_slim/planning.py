@@ -577,12 +577,8 @@ def _report(state: PruneState):
             p_before = sum(int(np.prod(w.shape)) for w in call.layer.weights)
             changed = any(kp is not None and len(kp) != _len(s) for kp, s in
                           zip(in_keep + out_keep, in_before + out_before))
-            if changed:
-                config, weights = handler.rebuild(call.layer, in_keep, out_keep)
-                state.rebuilt[id(call.layer)] = (config, weights)  # surgery reuses it
-                p_after = sum(int(np.size(w)) for w in weights)
-            else:
-                p_after = p_before
+            # Counted from shapes: planning decides, surgery slices the weights.
+            p_after = handler.params(call.layer, in_keep, out_keep) if changed else p_before
         m_before, m_after = _macs(state, call, handler, in_keep, out_keep) if in_before else (0, 0)
         params[0] += p_before
         params[1] += p_after

@@ -20,7 +20,6 @@ class PruneState:
     graph: FlatGraph
     coupling: Coupling
     keep: dict  # tensor key -> np.ndarray of kept positions
-    rebuilt: dict = dataclasses.field(default_factory=dict)  # id(layer) -> (config, weights)
     mac_shapes: dict | None = None  # tensor key -> shape at the MAC input size (None: graph's)
     macs_uncounted: list = dataclasses.field(default_factory=list)  # filled by the report
 

@@ -75,7 +75,7 @@ class _Rebuilder:
         if not _keras.is_layer(old):  # a stateless keras.ops operation
             new = _keras.new_layer(old, handler.op_config(old, in_keep, out_keep))
         else:
-            config, weights = self.state.rebuilt.get(id(old)) or handler.rebuild(old, in_keep, out_keep)
+            config, weights = handler.rebuild(old, in_keep, out_keep)
             fold = self.fold.get(flat.index)
             if fold is not None:
                 config, weights = fold(config, weights)

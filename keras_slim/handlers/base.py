@@ -22,7 +22,9 @@ class Handler:
       whose channels the layer mixes (so only dead channels may go) and
       `ctx.barrier(ins, reason)` for anything it cannot follow.
     * `rebuild`: the new config and weights, given for each input and output
-      the positions (np.ndarray of int) of the channels that stay.
+      the positions (np.ndarray of int) of the channels that stay. A handler
+      whose weights are only sliced says how in `weight_rules`; planning then
+      counts the new parameters from shapes and only surgery slices values.
     * `macs`: multiply-accumulates for given input/output shapes.
 
     `shares_channels` says that all calls of one layer object must keep the
@@ -46,6 +48,22 @@ class Handler:
     def rebuild(self, layer, in_keep: Sequence, out_keep: Sequence) -> tuple[dict, list]:
         """Return (config, weights in `layer.weights` order) for the smaller layer."""
         return layer.get_config(), [w for _, w in _keras.get_weights(layer)]
+
+    def weight_rules(self, layer, in_keep: Sequence, out_keep: Sequence) -> dict | None:
+        """How the weights are sliced, `{name: [(axis, positions), ...]}` (see
+        `slice_weights`), or None when `rebuild` computes them another way."""
+        return None
+
+    def params(self, layer, in_keep: Sequence, out_keep: Sequence) -> int:
+        """Parameter count of the rebuilt layer (what the plan reports).
+
+        From `weight_rules` when given (no weight is read); otherwise it
+        rebuilds and counts, which is exact for any handler.
+        """
+        rules = self.weight_rules(layer, in_keep, out_keep)
+        if rules is None:
+            return sum(int(np.size(w)) for w in self.rebuild(layer, in_keep, out_keep)[1])
+        return sliced_size(layer, rules)
 
     def macs(self, layer, in_shapes: Sequence[tuple], out_shapes: Sequence[tuple]) -> int:
         return 0
@@ -98,6 +116,18 @@ def slice_weights(layer, rules: dict) -> list:
                 value = np.take(value, positions, axis=axis)
         out.append(value)
     return out
+
+
+def sliced_size(layer, rules: dict) -> int:
+    """The number of values `slice_weights(layer, rules)` would return."""
+    total = 0
+    for w in layer.weights:
+        shape = list(w.shape)
+        for axis, positions in rules.get(_keras.weight_name(w), ()):
+            if positions is not None:
+                shape[axis] = len(positions)
+        total += int(np.prod(shape, dtype=np.int64))
+    return total
 
 
 def spatial(shape) -> int:

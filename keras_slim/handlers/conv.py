@@ -40,14 +40,16 @@ class ConvHandler(DenseHandler):
             return _GROUPED_DEPTHWISE.constant(layer, consts, in_shapes, out_shapes)
         return None
 
-    def rebuild(self, layer, in_keep, out_keep):
+    def weight_rules(self, layer, in_keep, out_keep):
         if getattr(layer, "groups", 1) > 1:  # only depthwise-style groups get here
-            config = layer.get_config()
-            config["filters"] = len(out_keep[0])
+            return {"kernel": [(-1, out_keep[0])], "bias": [(0, out_keep[0])]}
+        return super().weight_rules(layer, in_keep, out_keep)
+
+    def rebuild(self, layer, in_keep, out_keep):
+        config, weights = super().rebuild(layer, in_keep, out_keep)
+        if getattr(layer, "groups", 1) > 1:
             config["groups"] = len(in_keep[0])
-            return config, slice_weights(layer, {"kernel": [(-1, out_keep[0])],
-                                                 "bias": [(0, out_keep[0])]})
-        return super().rebuild(layer, in_keep, out_keep)
+        return config, weights
 
     def fold_delta(self, layer, const, in_keep, out_keep):
         if getattr(layer, "groups", 1) > 1:
@@ -137,12 +139,12 @@ class DepthwiseHandler(Handler):
     def border_effect(self, layer) -> bool:
         return padded_kernel(layer)
 
+    def weight_rules(self, layer, in_keep, out_keep):
+        return {"kernel": [(-2, in_keep[0])], "depthwise_kernel": [(-2, in_keep[0])],
+                "bias": [(0, out_keep[0])]}
+
     def rebuild(self, layer, in_keep, out_keep):
-        return layer.get_config(), slice_weights(layer, {
-            "kernel": [(-2, in_keep[0])],
-            "depthwise_kernel": [(-2, in_keep[0])],
-            "bias": [(0, out_keep[0])],
-        })
+        return layer.get_config(), slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
 
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
@@ -170,18 +172,13 @@ _GROUPED_DEPTHWISE = GroupedDepthwiseHandler()
 class SeparableHandler(ConvHandler):
     """SeparableConv1D/2D: depthwise (input-coupled) then pointwise (new channels)."""
 
-    def rebuild(self, layer, in_keep, out_keep):
+    def weight_rules(self, layer, in_keep, out_keep):
         m = int(layer.depth_multiplier)
         keep_in = np.asarray(in_keep[0])
         expanded = (keep_in[:, None] * m + np.arange(m)[None, :]).ravel()
-        config = layer.get_config()
-        config["filters"] = len(out_keep[0])
-        weights = slice_weights(layer, {
-            "depthwise_kernel": [(-2, keep_in)],
-            "pointwise_kernel": [(-2, expanded), (-1, out_keep[0])],
-            "bias": [(0, out_keep[0])],
-        })
-        return config, weights
+        return {"depthwise_kernel": [(-2, keep_in)],
+                "pointwise_kernel": [(-2, expanded), (-1, out_keep[0])],
+                "bias": [(0, out_keep[0])]}
 
     def fold_delta(self, layer, const, in_keep, out_keep):
         # A constant c on input channel i gives c * sum(depthwise taps of (i, k)) on

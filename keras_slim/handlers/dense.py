@@ -30,14 +30,14 @@ class DenseHandler(Handler):
         ctx.produce(out)
         return [out]
 
+    def weight_rules(self, layer, in_keep, out_keep):
+        return {"kernel": [(self.in_axis, in_keep[0]), (self.out_axis, out_keep[0])],
+                "bias": [(0, out_keep[0])]}
+
     def rebuild(self, layer, in_keep, out_keep):
         config = layer.get_config()
         config[self.width_key] = len(out_keep[0])
-        weights = slice_weights(layer, {
-            "kernel": [(self.in_axis, in_keep[0]), (self.out_axis, out_keep[0])],
-            "bias": [(0, out_keep[0])],
-        })
-        return config, weights
+        return config, slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
 
     def fold_delta(self, layer, const, in_keep, out_keep):
         return constant_delta(const, in_keep, out_keep, _keras.weight(layer, "kernel"))

@@ -59,7 +59,8 @@ class BatchNormHandler(Handler):
         scale = 1.0 / np.sqrt(w["moving_variance"] + layer.epsilon)
         return [scale * (consts[0] - w["moving_mean"]) + beta]
 
+    def weight_rules(self, layer, in_keep, out_keep):
+        return {n: [(0, out_keep[0])] for n in ("gamma", "beta", "moving_mean", "moving_variance")}
+
     def rebuild(self, layer, in_keep, out_keep):
-        keep = out_keep[0]
-        rules = {n: [(0, keep)] for n in ("gamma", "beta", "moving_mean", "moving_variance")}
-        return layer.get_config(), slice_weights(layer, rules)
+        return layer.get_config(), slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
