@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["export_and_time", "limit_data", "main", "run_pipeline"]
 
 
-def _count(model: keras.Model):
+def _count(model: keras.Model) -> tuple[int, int]:
     p = make_plan(model, 0.0)
     return p.params_before, p.macs_before
 
@@ -70,9 +70,24 @@ def export_and_time(model: keras.Model, path: str, runs: int) -> dict:
 
 
 # ---------------------------------------------------------------- the pipeline
-def run_pipeline(cfg: Config, data_source, out: str, verbose: int = 1,
-                 cache_dir: str | None = None) -> dict:
-    """Run every stage of `cfg`, write results.json / results.md under `out`, return the results."""
+def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | os.PathLike,
+                 verbose: int = 1, cache_dir: str | os.PathLike | None = None) -> dict:
+    """Run every stage of `cfg`, write results.json / results.md under `out`, return the results.
+
+    Args:
+        cfg: what to run (`make_config`, `config_from_args`).
+        data_source: `load_cifar10`'s source: a folder or archive, or None
+            for the Keras download.
+        out: the run's folder (checkpoints, models, plots, results); a run
+            that stopped resumes from what it left there.
+        verbose: Keras ``fit`` verbosity.
+        cache_dir: where the decoded data set is cached.
+
+    Returns:
+        ``{"rows": [one per model: name, accuracy, params, macs, ...],
+        "multipass", "sweep", "config", "data", "seconds", ...}``.
+    """
+    out = os.fspath(out)
     t_start = time.time()
     keras.utils.set_random_seed(cfg.seed)
     os.makedirs(out, exist_ok=True)
@@ -226,7 +241,7 @@ def _plot(fn: Callable[[], Any]) -> None:
         logger.warning("%s; skipping the plot", e)
 
 
-def limit_data(data, cfg: Config):
+def limit_data(data: tuple, cfg: Config) -> tuple:
     """`cfg.train_limit` / `cfg.test_limit` random images of ``load_cifar10``'s `data`."""
     (x, y), (xt, yt) = data
     rng = np.random.default_rng(cfg.seed)
@@ -237,7 +252,6 @@ def limit_data(data, cfg: Config):
         idx = rng.permutation(len(xt))[:cfg.test_limit]
         xt, yt = xt[idx], yt[idx]
     return (x, y), (xt, yt)
-
 
 
 def main(arch: str, argv: list[str] | None = None, *,

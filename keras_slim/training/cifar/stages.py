@@ -79,9 +79,18 @@ def _checkpoints(pattern: str) -> list[str]:
 
 
 class Run:
-    """Paths, data and helpers of one pipeline run."""
+    """Paths, data and helpers of one pipeline run.
 
-    def __init__(self, cfg: Config, out: str, data, verbose: int):
+    Args:
+        cfg: the run's configuration.
+        out: its folder; ``checkpoints/``, ``models/``, ``history/``,
+            ``plots/``, ``plans/`` and ``tflite/`` are created in it.
+        data: ``(x_train, y_train), (x_test, y_test)`` as `load_cifar10`
+            returns them.
+        verbose: Keras ``fit`` verbosity.
+    """
+
+    def __init__(self, cfg: Config, out: str, data: tuple, verbose: int):
         self.cfg = cfg
         self.out = out
         (self.x_train, self.y_train), (self.x_test, self.y_test) = data
@@ -93,7 +102,8 @@ class Run:
                                      seed=cfg.seed)
         self.test_ds = make_dataset(self.x_test, self.y_test, 256, False)
 
-    def path(self, *parts) -> str:
+    def path(self, *parts: str) -> str:
+        """A path under the run's folder."""
         return os.path.join(self.out, *parts)
 
     def evaluate(self, model: keras.Model) -> float:
