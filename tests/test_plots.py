@@ -93,3 +93,20 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` fail
     with pytest.raises(ImportError, match=r"pip install keras-slim\[plots\]"):
         plots.plot_accuracy_vs_ratio([0.5], [0.9], tmp_path / "acc.png")
+
+
+def test_stats_and_plots_do_not_import_the_callback():
+    """One direction: callbacks -> plots -> stats (no import back, not even inside a function)."""
+    import ast
+    import pathlib
+
+    import keras_slim.training as training
+
+    root = pathlib.Path(training.__file__).parent
+    for module, banned in (("plots", {"keras_slim.training.callbacks"}),
+                           ("stats", {"keras_slim.training.callbacks",
+                                      "keras_slim.training.plots"})):
+        tree = ast.parse((root / f"{module}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & banned, f"training/{module}.py imports {imported & banned}"
