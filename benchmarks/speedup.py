@@ -24,7 +24,7 @@ global ranking cuts the near-zero mode first, unevenly across layers, so the
 pruned widths are irregular (e.g. 37, 203) unless round_to is set.
 
 Measurement. Each (threads) setting runs `--rounds` rounds; a round times
-every model of an architecture once with `keras_slim.benchmark_tflite`
+every model of an architecture once with `keras_slim.export.benchmark_tflite`
 (`--runs` timed invokes after `--warmup`, median), in an order rotated each
 round. A case's speed-up is the median over rounds of t(original) / t(pruned)
 from the same round, so machine load that comes and goes affects both sides
@@ -193,7 +193,7 @@ def measure(entry: dict, threads: int, rounds: int, runs: int, warmup: int) -> N
     for r in range(rounds):
         shift = r % len(paths)
         for path in paths[shift:] + paths[:shift]:
-            rep = keras_slim.benchmark_tflite(path, threads=threads, runs=runs, warmup=warmup)
+            rep = keras_slim.export.benchmark_tflite(path, threads=threads, runs=runs, warmup=warmup)
             per_round[path].append(rep.median_ms)
         log(f"{entry['arch']}: {threads} thread(s), round {r + 1}/{rounds}: original "
             f"{per_round[entry['path']][-1]:.3f} ms")

@@ -183,7 +183,7 @@ def main(argv=None):
         best = {r["file"]: float("inf") for r in rows}
         for _ in range(args.rounds):
             for r in rows:
-                rep = keras_slim.benchmark_tflite(os.path.join(workdir, r["file"]),
+                rep = keras_slim.export.benchmark_tflite(os.path.join(workdir, r["file"]),
                                                   threads=threads, runs=args.runs, warmup=10)
                 best[r["file"]] = min(best[r["file"]], rep.median_ms)
         for r in rows:

@@ -16,37 +16,65 @@ if _sys.argv and _os.path.basename(_sys.argv[0]).startswith("keras-slim"):
     _silence_tf_logs(_sys.argv[1:])
 
 from keras_slim import criteria, testing  # noqa: E402
-from keras_slim.training import plots
-from keras_slim.training.callbacks import SparsityMonitor
-from keras_slim.handlers.context import ChannelInfo
-from keras_slim.export import (
-    ExportError,
-    ExportReport,
-    LatencyReport,
-    LatencyTable,
-    benchmark_onnx,
-    benchmark_tflite,
-    compare_latency,
-    export_onnx,
-    export_tflite,
-    fold_batchnorm,
+from keras_slim.errors import (  # noqa: E402
+    ArgumentError, ArgumentTypeError, CliError, ExportError, MissingDependencyError,
+    ModelError, PruneError, SlimError, TraceError, TranslationError,
 )
-from keras_slim.handlers.base import Handler, slice_weights
-from keras_slim.handlers.registry import register_handler, unregister_handler
-from keras_slim.training.cifar import cifar_augment, load_cifar10, make_dataset
-from keras_slim.layers import ChannelSelection
-from keras_slim.training.multipass import MultiPassResult, PassRecord, slim_multipass
-from keras_slim.planning import LayerPlan, Plan
-from keras_slim.pruning import plan, prune
-from keras_slim.regularizers import BNL1, bn_l1
-from keras_slim.sparsity import add_bn_l1
-from keras_slim.version import __version__
+from keras_slim.export import export_tflite  # noqa: E402  (step 4, deliver: the common case)
+from keras_slim.handlers.base import Handler, slice_weights  # noqa: E402
+from keras_slim.handlers.context import ChannelInfo  # noqa: E402
+from keras_slim.handlers.registry import register_handler, unregister_handler  # noqa: E402
+from keras_slim.layers import ChannelSelection, WeightedOp  # noqa: E402
+from keras_slim.planning import LayerPlan, Plan  # noqa: E402
+from keras_slim.pruning import plan, prune  # noqa: E402
+from keras_slim.regularizers import BNL1, bn_l1  # noqa: E402
+from keras_slim.sparsity import add_bn_l1  # noqa: E402
+from keras_slim.version import __version__  # noqa: E402
 
 __all__ = [
-    "BNL1", "ChannelInfo", "ChannelSelection", "ExportError", "ExportReport", "Handler",
-    "LatencyReport", "LatencyTable", "LayerPlan", "Plan", "benchmark_onnx", "benchmark_tflite",
-    "compare_latency", "export_onnx", "export_tflite", "fold_batchnorm",
-    "MultiPassResult", "PassRecord", "SparsityMonitor", "cifar_augment", "criteria",
-    "load_cifar10", "make_dataset", "plots", "slim_multipass", "testing",
-    "__version__", "add_bn_l1", "bn_l1", "plan", "prune", "register_handler", "slice_weights", "unregister_handler",
+    # the method: sparsity training, plan, prune
+    "bn_l1", "BNL1", "add_bn_l1", "plan", "prune", "Plan", "LayerPlan",
+    # extending it: handlers for your own layers
+    "Handler", "ChannelInfo", "register_handler", "unregister_handler", "slice_weights",
+    # layers a pruned model may contain, scoring criteria, equivalence checks
+    "ChannelSelection", "WeightedOp", "criteria", "testing",
+    # deliver (the rest of deployment is keras_slim.export)
+    "export_tflite",
+    # errors
+    "SlimError", "ArgumentError", "ArgumentTypeError", "ModelError", "TraceError", "PruneError",
+    "MissingDependencyError", "ExportError", "TranslationError", "CliError",
+    "__version__",
 ]
+
+# Names that lived at the top level before the layout split them into
+# keras_slim.export (deployment) and keras_slim.training (training aids).
+# They still resolve, with a DeprecationWarning naming the new home.
+_MOVED = {
+    **{name: "keras_slim.export" for name in (
+        "ExportReport", "LatencyReport", "LatencyTable", "benchmark_onnx", "benchmark_tflite",
+        "compare_latency", "export_onnx", "fold_batchnorm")},
+    **{name: "keras_slim.training" for name in (
+        "MultiPassResult", "PassRecord", "SparsityMonitor", "plots", "slim_multipass")},
+    **{name: "keras_slim.training.cifar" for name in (
+        "cifar_augment", "load_cifar10", "make_dataset")},
+}
+_SUBPACKAGES = ("export", "training", "handlers")
+
+
+def __getattr__(name: str):
+    import importlib
+    import warnings
+
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"keras_slim.{name}")
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module 'keras_slim' has no attribute {name!r}")
+    warnings.warn(f"keras_slim.{name} moved to {home}.{name}; import it from there "
+                  "(the old name will be removed in a future release)",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list:
+    return sorted(set(__all__) | set(_SUBPACKAGES))

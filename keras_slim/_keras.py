@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
+from keras_slim.errors import ArgumentTypeError, ModelError
 
 KerasTensor = keras.KerasTensor
 
@@ -115,6 +116,11 @@ def is_layer(obj) -> bool:
     return _either(obj, keras.layers.Layer, "layers.Layer")
 
 
+def is_ops_node(obj) -> bool:
+    """A `keras.ops` operation recorded as a graph node (Add, Split, ...), not a layer."""
+    return type(obj).__module__.startswith("keras.src.ops")
+
+
 def is_batch_norm(layer) -> bool:
     return _either(layer, keras.layers.BatchNormalization, "layers.BatchNormalization")
 
@@ -122,7 +128,7 @@ def is_batch_norm(layer) -> bool:
 def check_model(obj, fn: str) -> None:
     """Raise a clear error unless `obj` is a Keras model."""
     if not is_model(obj):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{fn}: expected a keras.Model (Sequential or Functional), got "
             f"{type(obj).__module__}.{type(obj).__name__}. Build or load your "
             "network as a Keras model first (e.g. keras.models.load_model)."
@@ -132,7 +138,7 @@ def check_model(obj, fn: str) -> None:
 def check_graph_model(model, fn: str) -> None:
     check_model(model, fn)
     if not is_graph_model(model):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{fn}: model {model.name!r} is a subclassed keras.Model "
             f"({type(model).__name__}); its layer graph is Python code that "
             "cannot be read or rebuilt. Express it as a Functional or "
@@ -140,7 +146,7 @@ def check_graph_model(model, fn: str) -> None:
             "are treated as barriers or handled by a registered handler)."
         )
     if is_sequential(model) and not is_tf_keras(model) and getattr(model, "_functional", None) is None:
-        raise ValueError(
+        raise ModelError(
             f"{fn}: Sequential model {model.name!r} is not built, so its input "
             "shape is unknown. Start it with keras.Input(shape) or call "
             "model.build(input_shape) first."
@@ -487,7 +493,7 @@ def replay(graph: ModelGraph, call_fn: Callable, input_fn: Callable | None = Non
 
     def lookup(t):
         if id(t) not in tmap:
-            raise ValueError(f"replaying model {graph.model.name!r}: tensor {t.name!r} is used "
+            raise ModelError(f"replaying model {graph.model.name!r}: tensor {t.name!r} is used "
                              "before it is produced (the graph could not be read in order)")
         return tmap[id(t)]
 

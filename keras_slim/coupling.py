@@ -32,6 +32,7 @@ import numpy as np
 from keras_slim.graph import FlatCall, FlatGraph
 from keras_slim.handlers.context import ChannelInfo, FlowContext, channels as _channels
 from keras_slim.handlers.registry import get_handler
+from keras_slim.errors import PruneError
 
 
 
@@ -118,7 +119,7 @@ class Coupling:
             ins = [self.tensors.get(k) for k in call.inputs]
             outs = handler.flow(ctx, ins)
             if len(outs) != len(call.outputs):
-                raise RuntimeError(
+                raise PruneError(
                     f"handler {type(handler).__name__} returned {len(outs)} outputs "
                     f"for layer {call.layer.name!r}, which has {len(call.outputs)}"
                 )
@@ -127,7 +128,7 @@ class Coupling:
                 if info is not None:
                     n = _channels(graph.shapes[k])
                     if n != len(info):
-                        raise RuntimeError(
+                        raise PruneError(
                             f"handler {type(handler).__name__} gave {len(info)} channels "
                             f"for an output of {call.layer.name!r} with {n}"
                         )

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from keras_slim.coupling import Member
+from keras_slim.errors import ArgumentError
 
 _REDUCTIONS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": lambda g: float(np.mean(g)),
@@ -68,7 +69,7 @@ def score(members: Sequence[Member], group_reduction: str = "mean") -> float:
     try:
         reduce = _REDUCTIONS[group_reduction]
     except KeyError:
-        raise ValueError(
+        raise ArgumentError(
             f"group_reduction={group_reduction!r} is not known; use one of {reductions()}"
         ) from None
     return reduce(np.asarray([m.gamma for m in members], dtype=np.float64))

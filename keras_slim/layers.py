@@ -5,6 +5,7 @@ from typing import Sequence
 
 import keras
 from keras import ops
+from keras_slim.errors import ArgumentError
 
 
 @keras.saving.register_keras_serializable(package="keras_slim", name="ChannelSelection")
@@ -21,14 +22,14 @@ class ChannelSelection(keras.layers.Layer):
         super().__init__(**kwargs)
         self.indices = [int(i) for i in indices]
         if not self.indices:
-            raise ValueError("ChannelSelection needs at least one index")
+            raise ArgumentError("ChannelSelection needs at least one index")
         if min(self.indices) < 0:
-            raise ValueError(f"ChannelSelection indices must be >= 0, got {min(self.indices)}")
+            raise ArgumentError(f"ChannelSelection indices must be >= 0, got {min(self.indices)}")
 
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is not None and max(self.indices) >= channels:
-            raise ValueError(
+            raise ArgumentError(
                 f"ChannelSelection {self.name!r}: index {max(self.indices)} is out of "
                 f"range for an input with {channels} channels"
             )
@@ -62,7 +63,7 @@ class WeightedOp(keras.layers.Layer):
                  weight_trainable: bool = True, **kwargs):
         super().__init__(**kwargs)
         if op not in self.OPS:
-            raise ValueError(f"WeightedOp: op must be one of {self.OPS}, got {op!r}")
+            raise ArgumentError(f"WeightedOp: op must be one of {self.OPS}, got {op!r}")
         self.op = op
         self.weight_shape = tuple(int(d) for d in weight_shape)
         self.weight_first = bool(weight_first)

@@ -16,6 +16,7 @@ from keras_slim.graph import FlatGraph, resolve_input_shapes
 from keras_slim.handlers.base import Handler
 from keras_slim.handlers.registry import HandlerResolver
 from keras_slim.state import PruneState
+from keras_slim.errors import ArgumentError, ArgumentTypeError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Plan:
                     or f.default_factory is not dataclasses.MISSING}
         missing = sorted(fields - optional - set(d))
         if missing:
-            raise ValueError(f"not a keras_slim plan: missing {missing}")
+            raise ArgumentError(f"not a keras_slim plan: missing {missing}")
         data = {k: d[k] for k in fields if k in d}
         data["layers"] = [LayerPlan(**row) for row in d["layers"]]
         if data.get("input_shapes") is not None:  # JSON made the shape tuples lists
@@ -244,7 +245,7 @@ def plan(
     _keras.check_model(model, "keras_slim.plan")
     if kept is not None:
         if ratio is not None or threshold is not None:
-            raise ValueError("give kept= (a saved plan) or ratio/threshold, not both")
+            raise ArgumentError("give kept= (a saved plan) or ratio/threshold, not both")
         ratio_check = 0.0
     else:
         ratio_check = ratio
@@ -256,32 +257,32 @@ def plan(
     known = {layer.name for layer in _keras.walk_layers(model)}
     missing = sorted(exclude - known)
     if missing:
-        raise ValueError(f"exclude names layers that are not in model {model.name!r}: {missing}")
+        raise ArgumentError(f"exclude names layers that are not in model {model.name!r}: {missing}")
 
     if not isinstance(border_folds, bool):
-        raise TypeError(f"border_folds must be True or False, got {border_folds!r}")
+        raise ArgumentTypeError(f"border_folds must be True or False, got {border_folds!r}")
     resolver = HandlerResolver(custom_handlers)
     unknown = sorted(set(resolver.by_name) - known)
     if unknown:
-        raise ValueError(f"custom_handlers names layers that are not in model {model.name!r}: "
+        raise ArgumentError(f"custom_handlers names layers that are not in model {model.name!r}: "
                          f"{unknown}")
 
     if not isinstance(trace, bool):
-        raise TypeError(f"trace must be True or False, got {trace!r}")
+        raise ArgumentTypeError(f"trace must be True or False, got {trace!r}")
     graph = FlatGraph(_graph_model(model, input_shape, trace), resolver if trace else None)
     mac_shapes, input_shapes, dynamic_input = _mac_input(graph, input_shape)
     coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude,
                                        border_folds=border_folds), resolver)
     frozen, unsafe, scored = coupling.root_sets()
     if not scored:
-        raise ValueError(_no_scaling_factor_message(model, graph))
+        raise ModelError(_no_scaling_factor_message(model, graph))
     prunable = sorted(r for r in scored if r not in frozen and r not in unsafe)
     _warn_barriers(coupling, scored)
     scores = criteria.scores(prunable, *coupling.scale_factors(), group_reduction)
     for r, s in scores.items():
         if not math.isfinite(s):
             bad = sorted({m.layer for m in coupling.members([r])[r]})
-            raise ValueError(
+            raise ModelError(
                 f"non-finite BatchNormalization scaling factor (gamma) in {bad}; "
                 "the model's weights are broken (diverged training?). Fix or retrain first."
             )
@@ -305,7 +306,7 @@ def plan(
     layers, kept_now, params, macs = _report(state)
     if kept is not None and {k: list(v) for k, v in kept.items()} != kept_now:
         differ = sorted(set(kept) ^ set(kept_now) | {k for k in kept if kept[k] != kept_now.get(k)})
-        raise ValueError(f"the saved plan does not fit model {model.name!r}: layers {differ[:5]} "
+        raise ModelError(f"the saved plan does not fit model {model.name!r}: layers {differ[:5]} "
                          "would keep other channels (was the plan made from another model, or "
                          "with other options?)")
     if kept is None:
@@ -378,12 +379,12 @@ def _graph_model(model, input_shape, trace: bool):
     if input_shape is not None:
         shape = tuple(input_shape) if _keras.is_single_shape(input_shape) else None
         if shape is None:
-            raise ValueError("keras_slim.plan: a subclassed model is traced at one input "
+            raise ModelError("keras_slim.plan: a subclassed model is traced at one input "
                              f"shape; got input_shape={input_shape!r}")
     try:
         return tracing.trace_model(model, shape)
     except tracing.TraceError as e:
-        raise TypeError(f"keras_slim.plan: subclassed model {model.name!r} "
+        raise ArgumentTypeError(f"keras_slim.plan: subclassed model {model.name!r} "
                         f"({type(model).__name__}) cannot be read as a graph: {e}. Express it "
                         "as a Functional model, or fix what stops the trace.") from e
 
@@ -432,14 +433,14 @@ def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
     for name, keep in kept.items():
         key = outputs.get(name)
         if key is None or key not in coupling.tensors:
-            raise ValueError(f"the saved plan names layer {name!r}, which model "
+            raise ModelError(f"the saved plan names layer {name!r}, which model "
                              f"{graph.model.name!r} does not have (or it has no channel axis)")
         roots = coupling.root_of[coupling.tensors[key].ids]
         gone = np.ones(len(roots), bool)
         gone[np.asarray(keep, dtype=np.int64)] = False
         for r in set(roots[gone].tolist()):
             if r not in prunable:
-                raise ValueError(f"the saved plan removes channels of {name!r} that cannot be "
+                raise ModelError(f"the saved plan removes channels of {name!r} that cannot be "
                                  "removed in this model (outputs, barriers or live channels)")
             removed.add(r)
     return removed
@@ -486,26 +487,26 @@ def _warn_barriers(coupling, scored) -> None:
 
 def _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_reduction):
     if (ratio is None) == (threshold is None):
-        raise ValueError("give exactly one of ratio (fraction of channels to remove, in [0, 1)) "
+        raise ArgumentError("give exactly one of ratio (fraction of channels to remove, in [0, 1)) "
                          f"or threshold (remove scores below it); got ratio={ratio!r}, threshold={threshold!r}")
     if ratio is not None:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) \
                 or not 0.0 <= float(ratio) < 1.0:
-            raise ValueError(f"ratio must be a number in [0, 1) (e.g. 0.5 removes half of the "
+            raise ArgumentError(f"ratio must be a number in [0, 1) (e.g. 0.5 removes half of the "
                              f"prunable channels), got {ratio!r}")
         ratio = float(ratio)
     if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
-        raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
+        raise ArgumentError(f"threshold must be a number >= 0, got {threshold!r}")
     if not (isinstance(min_channels, (int, np.integer)) and min_channels >= 1):
-        raise ValueError(f"min_channels must be an integer >= 1 (no layer may become zero-width), "
+        raise ArgumentError(f"min_channels must be an integer >= 1 (no layer may become zero-width), "
                          f"got {min_channels!r}")
     if max_layer_ratio is not None and not (isinstance(max_layer_ratio, (int, float))
                                             and 0.0 < max_layer_ratio <= 1.0):
-        raise ValueError(f"max_layer_ratio must be in (0, 1] or None, got {max_layer_ratio!r}")
+        raise ArgumentError(f"max_layer_ratio must be in (0, 1] or None, got {max_layer_ratio!r}")
     if not (isinstance(round_to, (int, np.integer)) and round_to >= 1):
-        raise ValueError(f"round_to must be an integer >= 1 (e.g. 8 for mobile SIMD), got {round_to!r}")
+        raise ArgumentError(f"round_to must be an integer >= 1 (e.g. 8 for mobile SIMD), got {round_to!r}")
     if group_reduction not in criteria.reductions():
-        raise ValueError(f"group_reduction={group_reduction!r} is not known; use one of "
+        raise ArgumentError(f"group_reduction={group_reduction!r} is not known; use one of "
                          f"{criteria.reductions()}")
     return ratio, threshold
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 from typing import Union
 
-from keras_slim.constants import folds
+from keras_slim.fold_constants import folds
 from keras_slim.planning import Plan, plan
 from keras_slim.surgery import rebuild
+from keras_slim.errors import ArgumentError, ArgumentTypeError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
     if isinstance(ratio_or_plan, Plan):
         custom = options.pop("custom_handlers", None)
         if options or (custom is not None and ratio_or_plan._state is not None):
-            raise TypeError(f"prune: options {sorted(options) or ['custom_handlers']} cannot be "
+            raise ArgumentTypeError(f"prune: options {sorted(options) or ['custom_handlers']} cannot be "
                             "combined with a Plan; pass them to keras_slim.plan instead "
                             "(custom_handlers= is allowed with a plan read from JSON)")
         the_plan = ratio_or_plan
@@ -56,14 +57,14 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             the_plan = plan(model, kept=saved.kept, custom_handlers=custom, **saved.options)
             widths = [(r.name, r.channels_before) for r in the_plan.layers]
             if widths != [(r.name, r.channels_before) for r in saved.layers]:
-                raise ValueError(f"prune: the saved plan was made for another model than "
+                raise ModelError(f"prune: the saved plan was made for another model than "
                                  f"{model.name!r} (its layers or widths differ)")
         elif the_plan._state.model is not model:
-            raise ValueError("prune: this Plan was made from a different model; call "
+            raise ArgumentError("prune: this Plan was made from a different model; call "
                              "keras_slim.plan(model, ...) on the model you are pruning")
     else:
         if ratio_or_plan is None and options.get("threshold") is None:
-            raise TypeError("prune: give a ratio in [0, 1) (e.g. prune(model, 0.5)), "
+            raise ArgumentTypeError("prune: give a ratio in [0, 1) (e.g. prune(model, 0.5)), "
                             "threshold=..., or a Plan")
         the_plan = plan(model, ratio_or_plan, **options)
     new = rebuild(the_plan._state, folds(the_plan._state) if fold_constants else None)

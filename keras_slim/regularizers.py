@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from keras_slim.errors import ArgumentError
 
 
 @keras.saving.register_keras_serializable(package="keras_slim", name="BNL1")
@@ -24,7 +25,7 @@ class BNL1(keras.regularizers.Regularizer):
     def __init__(self, strength: float = 1e-4):
         strength = float(strength)
         if not strength >= 0.0:  # also rejects NaN
-            raise ValueError(
+            raise ArgumentError(
                 f"bn_l1 strength must be a non-negative number, got {strength!r}. "
                 "The paper uses 1e-4 (VGG) or 1e-5 (ResNet, DenseNet)."
             )

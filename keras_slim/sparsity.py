@@ -5,6 +5,7 @@ import logging
 
 from keras_slim import _keras
 from keras_slim.regularizers import BNL1
+from keras_slim.errors import ArgumentError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,14 @@ def add_bn_l1(model, strength: float = 1e-4):
         if not _keras.is_batch_norm(layer) or not getattr(layer, "scale", False):
             continue
         if not layer.built:
-            raise ValueError(
+            raise ModelError(
                 f"add_bn_l1: layer {layer.name!r} is not built. Build the model "
                 "first (call it on data or give it an Input), then add the penalty."
             )
         _keras.set_weight_regularizer(layer, "gamma", reg)
         touched += 1
     if touched == 0:
-        raise ValueError(
+        raise ModelError(
             f"add_bn_l1: model {model.name!r} has no BatchNormalization layer "
             "with a scaling factor (scale=True); Network Slimming needs one BN "
             "per prunable channel."

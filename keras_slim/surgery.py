@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_slim import _keras
 from keras_slim.state import PruneState
+from keras_slim.errors import PruneError
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +103,13 @@ class _Rebuilder:
 
     def _set_weights(self, old, new, names: list, weights: list, created: list) -> None:
         if len(weights) != len(new.weights):
-            raise RuntimeError(
+            raise PruneError(
                 f"rebuilding {old.name!r} ({type(old).__name__}): the handler gave "
                 f"{len(weights)} weights, the new layer has {len(new.weights)}"
             )
         for w, v in zip(new.weights, weights):
             if tuple(w.shape) != tuple(np.shape(v)):
-                raise RuntimeError(
+                raise PruneError(
                     f"rebuilding {old.name!r}: weight {_keras.weight_name(w)!r} has shape "
                     f"{tuple(w.shape)} in the new layer but the handler sliced {np.shape(v)}"
                 )

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.errors import ModelError
 
 
 def randomize_batchnorm(model, seed: int = 0) -> None:
@@ -111,7 +112,7 @@ def random_inputs(model, batch: int = 2, seed: int = 0, size: int = 8):
     if not _keras.is_graph_model(model):  # a subclassed model: the shape it was built with
         shape = _keras.build_input_shapes(model)
         if shape is None:
-            raise ValueError(f"random_inputs: subclassed model {model.name!r} was never built; "
+            raise ModelError(f"random_inputs: subclassed model {model.name!r} was never built; "
                              "call it on data once first")
         return make(_keras.KerasTensor(tuple(shape)))
     inputs = _keras.map_tensors(_keras.read_model(model).inputs, make)

@@ -256,7 +256,7 @@ def test_export_onnx_keeps_the_axes_dynamic(pruned_up, tmp_path):
     pytest.importorskip("tf2onnx")
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "fcn.onnx"
-    report = keras_slim.export_onnx(pruned_up, path)
+    report = keras_slim.export.export_onnx(pruned_up, path)
     assert report.verified and report.max_rel_error < 1e-4
     assert report.input_size == "dynamic"
     assert report.verified_shapes == [[(224, 224, 3)], [(160, 160, 3)]]

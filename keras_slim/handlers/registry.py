@@ -12,6 +12,7 @@ from typing import Mapping, Type
 
 from keras_slim import _keras
 from keras_slim.handlers.base import Handler
+from keras_slim.errors import ArgumentTypeError
 
 _BUILTIN: dict[type, Handler] = {}
 _USER: dict[type, Handler] = {}
@@ -20,10 +21,10 @@ _BY_OP_NAME: dict[str, Handler] = {}
 
 def _check(layer_class, handler, where: str) -> None:
     if not isinstance(layer_class, type):
-        raise TypeError(f"{where}: expected a layer class, got {layer_class!r} "
+        raise ArgumentTypeError(f"{where}: expected a layer class, got {layer_class!r} "
                         f"({type(layer_class).__name__}); pass the class itself, e.g. MyLayer")
     if not isinstance(handler, Handler):
-        raise TypeError(f"{where}: expected a keras_slim.Handler instance for "
+        raise ArgumentTypeError(f"{where}: expected a keras_slim.Handler instance for "
                         f"{layer_class.__name__}, got {handler!r}; subclass keras_slim.Handler "
                         "and pass an instance (MyHandler(), not MyHandler)")
 
@@ -62,7 +63,7 @@ def unregister_handler(layer_class: Type) -> Handler | None:
     by its built-in handler again.
     """
     if not isinstance(layer_class, type):
-        raise TypeError(f"unregister_handler: expected a layer class, got {layer_class!r}")
+        raise ArgumentTypeError(f"unregister_handler: expected a layer class, got {layer_class!r}")
     return _USER.pop(layer_class, None)
 
 
@@ -100,14 +101,14 @@ class HandlerResolver:
         for key, handler in (custom or {}).items():
             if isinstance(key, str):
                 if not isinstance(handler, Handler):
-                    raise TypeError(f"custom_handlers[{key!r}]: expected a keras_slim.Handler "
+                    raise ArgumentTypeError(f"custom_handlers[{key!r}]: expected a keras_slim.Handler "
                                     f"instance, got {handler!r}")
                 self.by_name[key] = handler
             elif isinstance(key, type):
                 _check(key, handler, "custom_handlers")
                 self.by_class[key] = handler
             else:
-                raise TypeError(f"custom_handlers keys must be layer classes or layer names "
+                raise ArgumentTypeError(f"custom_handlers keys must be layer classes or layer names "
                                 f"(str), got {key!r} ({type(key).__name__})")
 
     def __call__(self, layer) -> Handler:
@@ -119,7 +120,7 @@ class HandlerResolver:
                        or _lookup(_BUILTIN, layer))
         if handler is not None:
             return handler
-        if type(layer).__module__.startswith("keras.src.ops"):
+        if _keras.is_ops_node(layer):
             handler = _BY_OP_NAME.get(type(layer).__name__)
             if handler is not None:
                 return handler

@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_slim import _keras
 from keras_slim.state import PruneState
+from keras_slim.errors import PruneError
 
 
 def propagate_constants(state: PruneState) -> dict:
@@ -64,7 +65,7 @@ def _check_nothing_lost(call, handler, const, in_keep) -> None:
     removed = np.setdiff1d(np.arange(len(const)), in_keep)
     live = np.isfinite(const[removed]) & (const[removed] != 0)
     if live.any():
-        raise RuntimeError(
+        raise PruneError(
             f"keras_slim: {type(handler).__name__} for layer {call.layer.name!r} claims "
             f"absorbs_constants but its fold_delta returned None for {int(live.sum())} removed "
             "constant channels; the pruned model would differ. Return the bias change from "
