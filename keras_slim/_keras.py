@@ -559,3 +559,68 @@ def call_accepts(layer, name: str) -> bool:
         return name in inspect.signature(layer.call).parameters
     except (TypeError, ValueError):
         return False
+
+
+# ---------------------------------------------------------------- deployment and the CLI
+# Appended for keras_slim.export and keras_slim.cli: what they need from Keras
+# beyond its public API, each behind one name.
+def input_structure(model):
+    """A Functional model's inputs as it was built with them (dict/list/tensor), or None.
+
+    Keras keeps the nested structure only privately; `model.inputs` is flat.
+    """
+    return getattr(model, "_inputs_struct", None)
+
+
+def output_structure(model):
+    """A Functional model's outputs as it was built with them, or None (see input_structure)."""
+    return getattr(model, "_outputs_struct", None)
+
+
+def tf_keras_inbound_layers(layer) -> list | None:
+    """The layers feeding a tf_keras layer's only call, or None if it was called 0 or 2+ times.
+
+    tf_keras has no public node API (TFMOT reads the same attribute).
+    """
+    import tensorflow as tf
+
+    nodes = layer._inbound_nodes
+    if len(nodes) != 1:
+        return None
+    return tf.nest.flatten(nodes[0].inbound_layers)
+
+
+def patch_tf2onnx() -> None:
+    """Apply Keras' numpy>=2 patch to tf2onnx (private in Keras; a no-op where it is absent)."""
+    import warnings
+
+    try:  # tf2onnx 1.17 still uses np.object/np.cast in a few rewriters.
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
+    except ImportError:  # older/newer Keras without the helper: tf2onnx may still work
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        patch()
+
+
+def load_error_reason(err: BaseException) -> tuple[str, str | None, str | None] | None:
+    """Why `keras.models.load_model` failed, read off its message.
+
+    Returns ("unsafe", None, None) when safe mode refused Python code (a Lambda),
+    ("unregistered", class name or None, saved module or None) for a custom
+    class that is not registered, None for anything else. Keras raises plain
+    TypeError/ValueError here with no structured fields, so the message text is
+    all there is; the patterns are those of Keras 3.x and live here so a Keras
+    upgrade that rewords them touches this one function.
+    """
+    import re
+
+    text = str(err)
+    if "safe_mode" in text or "unsafe_deserialization" in text:
+        return "unsafe", None, None
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if missing or "Unknown layer" in text:
+        where = re.search(r"Full object config: {'module': '([^']+)'", text)
+        return ("unregistered", missing.group(1) if missing else None,
+                where.group(1) if where else None)
+    return None

@@ -167,6 +167,8 @@ def test_bench_side_by_side(work, exported, capsys):
 def test_calibration_from_image_directory(work):
     from PIL import Image
 
+    from keras_slim.export import load_calibration
+
     d = work / "images" / "cats"
     d.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -174,13 +176,13 @@ def test_calibration_from_image_directory(work):
         Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(d / f"{i}.png")
     (d / "notes.txt").write_text("not an image")
     model = keras.models.load_model(work / "vgg.keras")
-    (x,) = cli.load_calibration(str(work / "images"), model, count=2)
+    (x,) = load_calibration(str(work / "images"), model, count=2)
     assert x.shape == (2, 32, 32, 3) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
     assert np.array_equal(x[1] * 255.0, np.asarray(Image.open(d / "1.png"), np.float32))
-    (unit,) = cli.load_calibration(str(work / "images"), model, count=5)
-    (y,) = cli.load_calibration(str(work / "images"), model, count=5, scale="signed",
-                                mean=[0.5], std=[2.0])
+    (unit,) = load_calibration(str(work / "images"), model, count=5)
+    (y,) = load_calibration(str(work / "images"), model, count=5, scale="signed",
+                            mean=[0.5], std=[2.0])
     assert y.shape == (3, 32, 32, 3)
     np.testing.assert_allclose(y, ((unit * 2.0 - 1.0) - 0.5) / 2.0, atol=1e-6)
 

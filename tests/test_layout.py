@@ -64,3 +64,25 @@ def test_core_never_imports_extensions():
         if m.split(".")[1] in core if "." in m else False:
             bad = {d for d in deps if len(d.split(".")) > 1 and d.split(".")[1] in extensions}
             assert not bad, f"core module {m} imports extension {bad}"
+
+
+import re  # noqa: E402  (appended section)
+
+# Keras internals: `keras.src` imports and private attributes of Keras objects.
+_KERAS_INTERNALS = re.compile(
+    r"keras\.src|\b_(inbound_nodes|outbound_nodes|keras_history|inputs_struct|outputs_struct"
+    r"|build_shapes_dict)\b")
+
+
+def test_keras_internals_only_in_keras_module():
+    """`keras.src` and private Keras attributes appear in keras_slim/_keras.py only."""
+    hits = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "_keras.py":
+            continue
+        lines = [f"{rel}:{i}: {line.strip()}" for i, line in
+                 enumerate(path.read_text().splitlines(), 1) if _KERAS_INTERNALS.search(line)]
+        hits += lines
+    assert not hits, ("Keras internals outside keras_slim/_keras.py; add a small named "
+                      "function there instead:\n" + "\n".join(hits))

@@ -7,6 +7,7 @@ import os
 import tempfile
 from typing import Iterator
 
+from keras_slim.errors import ArgumentTypeError
 from keras_slim.export.report import ExportError
 
 logger = logging.getLogger(__name__)
@@ -15,7 +16,8 @@ logger = logging.getLogger(__name__)
 def check_output_path(path: str | os.PathLike, ext: str) -> str:
     """Absolute target path; fail before any work if it cannot be written."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}: {path!r}")
+        raise ArgumentTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}: "
+                                f"{path!r}")
     target = os.path.abspath(os.fspath(path))
     if os.path.isdir(target):
         raise ExportError(f"path {os.fspath(path)!r} is a directory; pass a file name such as "

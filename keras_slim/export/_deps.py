@@ -7,18 +7,20 @@ function runs and a missing one gives an actionable message.
 from __future__ import annotations
 
 import importlib
-import warnings
 from types import ModuleType
+
+from keras_slim.errors import MissingDependencyError
 
 _EXTRA_HINT = "Install the export extras with: pip install 'keras-slim[export]'"
 
 
 def require(module: str, purpose: str, package: str | None = None) -> ModuleType:
-    """Import `module` or raise ImportError naming the pip package and the extra."""
+    """Import `module` or raise MissingDependencyError (an ImportError) naming the
+    pip package and the extra."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"{purpose} needs the '{package or module}' package, which could not be "
             f"imported ({err}). {_EXTRA_HINT}"
         ) from err
@@ -51,11 +53,7 @@ def onnxruntime() -> ModuleType:
 def tf2onnx() -> ModuleType:
     """tf2onnx, patched for numpy>=2 the way Keras' own ONNX export does it."""
     mod = require("tf2onnx", "ONNX export", "tf2onnx")
-    try:  # tf2onnx 1.17 still uses np.object/np.cast in a few rewriters.
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-    except ImportError:  # older/newer Keras without the helper: tf2onnx may still work
-        return mod
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        patch_tf2onnx()
+    from keras_slim import _keras
+
+    _keras.patch_tf2onnx()
     return mod

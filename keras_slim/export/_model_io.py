@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_slim import _keras
 
+from keras_slim.errors import ArgumentError, ArgumentTypeError
 from keras_slim.export.report import ExportError
 from keras_slim.graph import REFERENCE_DIM, resolve_input_shapes
 
@@ -76,11 +77,11 @@ def reference_shapes(iface: ModelInterface) -> list[tuple]:
 def describe_model(model: Any) -> ModelInterface:
     """Read the flat, uniquely named inputs/outputs of `model` (TypeError if no Model)."""
     if not isinstance(model, keras.Model):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"Expected a keras.Model (Functional or Sequential), got {type(model).__name__}: "
             f"{model!r:.80}. Load or build the Keras 3 model first."
         )
-    inputs = getattr(model, "_inputs_struct", None)
+    inputs = _keras.input_structure(model)
     try:
         flat_inputs = model.inputs if inputs is None else None
     except AttributeError:
@@ -92,11 +93,11 @@ def describe_model(model: Any) -> ModelInterface:
             "`inp = keras.Input(shape); model = keras.Model(inp, model(inp))`."
         )
     in_pairs = keras.tree.flatten_with_path(inputs if inputs is not None else flat_inputs)
-    out_struct = getattr(model, "_outputs_struct", None)
+    out_struct = _keras.output_structure(model)
     out_pairs = keras.tree.flatten_with_path(out_struct if out_struct is not None else model.outputs)
 
-    input_names = _unique([_tensor_name(p, t) for p, t in in_pairs], "input")
-    output_names = _unique([_tensor_name(p, t) for p, t in out_pairs], "output")
+    input_names = unique_names([_tensor_name(p, t) for p, t in in_pairs], "input")
+    output_names = unique_names([_tensor_name(p, t) for p, t in out_pairs], "output")
     aliases: dict[str, int] = {}
     for i, (path, t) in enumerate(in_pairs):
         for alias in (input_names[i], _tensor_name(path, t), getattr(t, "name", None)):
@@ -118,7 +119,7 @@ def _tensor_name(path: tuple, tensor: Any) -> str:
     return _keras.input_name(tensor) or getattr(tensor, "name", "") or ""
 
 
-def _unique(names: list[str], prefix: str) -> list[str]:
+def unique_names(names: list[str], prefix: str) -> list[str]:
     """Valid identifiers (TF signature keys and ONNX names need them), made unique."""
     out: list[str] = []
     for i, name in enumerate(names):
@@ -134,7 +135,7 @@ def _unique(names: list[str], prefix: str) -> list[str]:
 
 def call_model(model: Any, flat_inputs: list, training: bool = False) -> list:
     """Call a Functional/Sequential model on flat inputs; flat outputs back."""
-    struct = getattr(model, "_inputs_struct", None)
+    struct = _keras.input_structure(model)
     if struct is not None:
         x = keras.tree.pack_sequence_as(struct, list(flat_inputs))
     else:
@@ -237,7 +238,7 @@ def collect_samples(data: Any, iface: ModelInterface, limit: int, what: str) -> 
     Generators are read once, so the result is reused for calibration and checks.
     """
     if limit < 1:
-        raise ValueError(f"{what}: need at least one sample, limit={limit}")
+        raise ArgumentError(f"{what}: need at least one sample, limit={limit}")
     if isinstance(data, (np.ndarray, list, tuple, dict)) or _is_tensor(data):
         flat = as_flat_inputs(_to_numpy_structure(data), iface, what)
         return [a[:limit] for a in flat]

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from keras_slim.errors import ArgumentError
 from keras_slim.export import _deps
 from keras_slim.export.report import LatencyReport, LatencyTable
 
@@ -98,7 +99,8 @@ def compare_latency(
         elif suffix == "onnx":
             bench = benchmark_onnx
         else:
-            raise ValueError(f"Cannot benchmark {os.fspath(p)!r}: expected a .tflite or .onnx file.")
+            raise ArgumentError(f"Cannot benchmark {os.fspath(p)!r}: expected a .tflite or .onnx "
+                                "file.")
         for t in threads:
             reports.append(bench(p, threads=t, runs=runs, warmup=warmup))
     return LatencyTable(reports)
@@ -110,7 +112,7 @@ def _check(path, threads: int, runs: int, warmup: int) -> str:
         raise FileNotFoundError(f"No model file at {path!r}.")
     for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+            raise ArgumentError(f"{name} must be an int >= {low}, got {value!r}.")
     return path
 
 

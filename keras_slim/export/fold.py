@@ -19,6 +19,7 @@ import numpy as np
 from keras import layers as L
 
 from keras_slim import _keras
+from keras_slim.errors import ArgumentTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 def fold_batchnorm_counted(model: keras.Model) -> tuple[keras.Model, int]:
     """`fold_batchnorm` plus the number of BatchNormalization layers removed."""
     if not isinstance(model, keras.Model):
-        raise TypeError(f"fold_batchnorm expects a keras.Model, got {type(model).__name__}.")
+        raise ArgumentTypeError(f"fold_batchnorm expects a keras.Model, got "
+                                f"{type(model).__name__}.")
     folder = _Folder()
     new = folder.model(model)
     logger.info("Folded %d BatchNormalization layer(s) of '%s'.", folder.folded, model.name)

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from keras_slim.errors import ArgumentError
 from keras_slim.export import _deps
-from keras_slim.export._atomic import atomic_file, check_output_path
+from keras_slim.export._atomic import check_output_path
 from keras_slim.export._model_io import (
-    ModelInterface, as_flat_inputs, describe_model, labelled_check, random_inputs,
-    verify_sizes,
+    ModelInterface, as_flat_inputs, describe_model, random_inputs,
 )
+from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import serving_function
 from keras_slim.export.fold import maybe_fold
 from keras_slim.export.report import ExportError, ExportReport, TensorInfo
@@ -83,14 +84,15 @@ def export_onnx(
     onnx = _deps.onnx()
     max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= max_opset:
-        raise ValueError(f"opset={opset!r} is not supported; use an int from {MIN_OPSET} to "
+        raise ArgumentError(f"opset={opset!r} is not supported; use an int from {MIN_OPSET} to "
                          f"{max_opset} (the newest this tf2onnx {tf2onnx.__version__} knows).")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+        raise ArgumentError(f"batch_size must be a positive int or None, got {batch_size!r}.")
     if not tolerance > 0:
-        raise ValueError(f"tolerance must be > 0, got {tolerance!r}.")
+        raise ArgumentError(f"tolerance must be > 0, got {tolerance!r}.")
     if not isinstance(num_verify_samples, int) or num_verify_samples < 1:
-        raise ValueError(f"num_verify_samples must be a positive int, got {num_verify_samples!r}.")
+        raise ArgumentError(f"num_verify_samples must be a positive int, got "
+                            f"{num_verify_samples!r}.")
     target = check_output_path(path, ".onnx")
     iface = describe_model(model)
     samples = (as_flat_inputs(sample_inputs, iface, "sample_inputs") if sample_inputs is not None
@@ -110,24 +112,12 @@ def export_onnx(
                           input_size="dynamic" if iface.dynamic else "static",
                           details={"opset": opset, "nchw_input": nchw_input,
                                    "batch_size": batch_size})
-    with atomic_file(target) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buf)
-        runner = _OrtRunner(tmp, iface, nchw_input)  # also proves onnxruntime loads it
-        if verify:
-            checked = verify_sizes(iface, runner, batch_size, samples)
-            report.record_verification(checked)
-            if not report.max_rel_error < tolerance:
-                raise ExportError(
-                    f"Verification failed: the .onnx output differs from Keras by "
-                    f"{report.max_rel_error:.3g} relative (max |diff| "
-                    f"{report.max_abs_error:.3g}), allowed < {tolerance}. Nothing was written "
-                    f"to {report.path!r}; pass verify=False to write it anyway.")
-        if labelled_data is not None:
-            (report.top1_agreement, report.keras_accuracy,
-             report.exported_accuracy) = labelled_check(iface, runner, batch_size,
-                                                        labelled_data, label_output)
-        del runner
+    check = Tolerance(tolerance, "the .onnx output differs from Keras",
+                      tail="; pass verify=False to write it anyway.")
+    # the runner is opened even without verification: it proves onnxruntime loads the file
+    write_verified(buf, target, report, lambda tmp: _OrtRunner(tmp, iface, nchw_input), iface,
+                   batch_size=batch_size, samples=samples, tolerance=check if verify else None,
+                   labelled_data=labelled_data, label_output=label_output)
     logger.info("Exported %s (%d bytes, opset %d).", target, len(buf), opset)
     return report
 
@@ -189,3 +179,7 @@ class _OrtRunner:
                 x = np.transpose(x, (0, x.ndim - 1) + tuple(range(1, x.ndim - 1)))
             feed[name] = np.ascontiguousarray(x)
         return self._session.run(self._iface.output_names, feed)
+
+    def io_infos(self) -> None:
+        """None: the exporter read the I/O specs off the ONNX graph itself."""
+        return None

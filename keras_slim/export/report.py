@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from keras_slim.errors import ExportError
+from keras_slim.errors import ExportError  # noqa: F401  (re-exported by keras_slim.export)
 
 
 @dataclasses.dataclass
@@ -75,7 +75,7 @@ class ExportReport:
         rows = [
             ("file", self.path),
             ("format", self.format + (f" ({self.quantize})" if self.quantize else " (float32)")),
-            ("size", _fmt_bytes(self.size_bytes)),
+            ("size", format_bytes(self.size_bytes)),
             ("inputs", "; ".join(map(str, self.inputs))),
             ("outputs", "; ".join(map(str, self.outputs))),
             ("ops", ", ".join(f"{k}x{v}" for k, v in
@@ -176,7 +176,8 @@ def _verified_text(total: int, checks: list, counts: list | None) -> str:
     return ", ".join(parts)
 
 
-def _fmt_bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """1023 B, 1.5 KiB, 2.25 MiB."""
     if n < 1024:
         return f"{n} B"
     return f"{n / 1024:.1f} KiB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.2f} MiB"

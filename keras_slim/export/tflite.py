@@ -13,18 +13,18 @@ import tempfile
 import warnings
 from typing import Any
 
-import numpy as np
-
+from keras_slim.errors import ArgumentError
 from keras_slim.export import _deps
-from keras_slim.export._atomic import atomic_file, check_output_path
+from keras_slim.export._atomic import check_output_path
 from keras_slim.export._flatbuffer import tflite_op_histogram, non_builtin_ops
+from keras_slim.export._litert import SignatureRunner, representative_dataset
 from keras_slim.export._model_io import (
-    ModelInterface, calibration_and_samples, describe_model, fix_input_shapes, iter_batches,
-    labelled_check, reference_shapes, verify_sizes,
+    ModelInterface, calibration_and_samples, describe_model, fix_input_shapes, reference_shapes,
 )
+from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
 from keras_slim.export.fold import maybe_fold
-from keras_slim.export.report import ExportError, ExportReport, TensorInfo
+from keras_slim.export.report import ExportError, ExportReport
 
 logger = logging.getLogger(__name__)
 
@@ -132,18 +132,13 @@ def export_tflite(
                           size_bytes=len(buf), op_histogram=histogram, inputs=[], outputs=[],
                           folded_batchnorms=n_folded, input_size=input_size,
                           details={"batch_size": batch_size, "io_type": io_type or "float32"})
-    with atomic_file(target) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buf)
-        runner = _SignatureRunner(tmp, iface)
-        report.inputs, report.outputs = runner.input_infos(), runner.output_infos()
-        if verify:
-            _verify(report, runner, iface, samples, batch_size, quantize, tolerance)
-        if labelled_data is not None:
-            (report.top1_agreement, report.keras_accuracy,
-             report.exported_accuracy) = labelled_check(iface, runner, batch_size,
-                                                        labelled_data, label_output)
-        del runner  # release the file before the rename (matters on Windows)
+    limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
+    check = Tolerance(limit, "the .tflite output differs from Keras", f" ({quantize or 'float32'})",
+                      ". Pass a larger `tolerance` if this error is acceptable for your use, or "
+                      "verify=False to write the file unchecked.")
+    write_verified(buf, target, report, lambda tmp: SignatureRunner(tmp, iface), iface,
+                   batch_size=batch_size, samples=samples, tolerance=check if verify else None,
+                   labelled_data=labelled_data, label_output=label_output)
     logger.info("Exported %s (%d bytes, %s).", target, len(buf), quantize or "float32")
     return report
 
@@ -151,30 +146,30 @@ def export_tflite(
 def _check_args(quantize, representative_data, int8_io, batch_size, tolerance,
                 num_calibration_samples, num_verify_samples) -> str | None:
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"quantize={quantize!r} is not supported; use one of "
+        raise ArgumentError(f"quantize={quantize!r} is not supported; use one of "
                          f"{list(QUANTIZE_MODES)} (None = float32).")
     if not (isinstance(int8_io, bool) or int8_io in ("int8", "uint8")):
-        raise ValueError(f"int8_io={int8_io!r} is not supported; use False, True/'int8' or "
+        raise ArgumentError(f"int8_io={int8_io!r} is not supported; use False, True/'int8' or "
                          "'uint8'.")
     io_type = _INT8_IO[int8_io]
     if io_type and quantize != "int8":
-        raise ValueError(f"int8_io={int8_io!r} needs quantize='int8' (got quantize={quantize!r}); "
+        raise ArgumentError(f"int8_io={int8_io!r} needs quantize='int8' (got quantize={quantize!r}); "
                          "integer inputs/outputs only exist in a fully quantized model.")
     if quantize == "int8" and representative_data is None:
-        raise ValueError(
+        raise ArgumentError(
             "quantize='int8' needs representative_data to calibrate activation ranges: pass "
             "~100 typical inputs, e.g. representative_data=x_train[:100] (a numpy array), a "
             "list of arrays for multi-input models, a tf.data.Dataset of x or (x, y), or a "
             "generator. Use quantize='dynamic' for weight-only int8 without data.")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None (dynamic), got "
+        raise ArgumentError(f"batch_size must be a positive int or None (dynamic), got "
                          f"{batch_size!r}.")
     if tolerance is not None and not tolerance > 0:
-        raise ValueError(f"tolerance must be > 0 or None, got {tolerance!r}.")
+        raise ArgumentError(f"tolerance must be > 0 or None, got {tolerance!r}.")
     for name, value in (("num_calibration_samples", num_calibration_samples),
                         ("num_verify_samples", num_verify_samples)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+            raise ArgumentError(f"{name} must be a positive int, got {value!r}.")
     return io_type
 
 
@@ -193,7 +188,7 @@ def _convert(saved_model_dir: str, quantize: str | None, calibration: list | Non
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if allow_float_fallback:
             ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-        converter.representative_dataset = _representative_dataset(calibration, iface, batch_size)
+        converter.representative_dataset = representative_dataset(calibration, iface, batch_size)
         if io_type:
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
@@ -204,20 +199,6 @@ def _convert(saved_model_dir: str, quantize: str | None, calibration: list | Non
             return converter.convert()
     except Exception as err:  # ConverterError and friends: explain, keep the cause
         raise ExportError(_explain_conversion_error(err, quantize)) from err
-
-
-def _representative_dataset(calibration: list, iface: ModelInterface, batch_size: int | None):
-    step = batch_size or 1
-    if len(calibration[0]) < step:
-        raise ExportError(f"representative_data has {len(calibration[0])} sample(s), fewer than "
-                          f"batch_size={batch_size}.")
-
-    def generate():
-        for batch in iter_batches(calibration, step):
-            if len(batch[0]) == step:  # a static batch axis cannot take a short tail
-                yield dict(zip(iface.input_names, batch))
-
-    return generate
 
 
 def _explain_conversion_error(err: Exception, quantize: str | None) -> str:
@@ -261,69 +242,3 @@ def _flex_message(ops: list[str], lead: str) -> str:
             "NNAPI, GPU delegates, Edge TPU and microcontrollers do not have. Replace the layers "
             "that emit them with builtin-friendly ops (keras.ops arithmetic, convolutions, "
             "reshape/transpose, gather).")
-
-
-def _verify(report: ExportReport, runner, iface: ModelInterface, samples: list, batch_size,
-            quantize: str | None, tolerance: float | None) -> None:
-    limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
-    checked = verify_sizes(iface, runner, batch_size, samples)
-    report.record_verification(checked)
-    bad = not np.isfinite(report.max_rel_error) or (limit is not None and report.max_rel_error >= limit)
-    if bad:
-        raise ExportError(
-            f"Verification failed: the .tflite output differs from Keras by "
-            f"{report.max_rel_error:.3g} relative (max |diff| {report.max_abs_error:.3g}), "
-            f"allowed < {limit} ({quantize or 'float32'}). Nothing was written to "
-            f"{report.path!r}. Pass a larger `tolerance` if this error is acceptable for "
-            "your use, or verify=False to write the file unchecked.")
-    logger.info("Verified on %d samples: max rel error %.3g.", len(samples[0]), report.max_rel_error)
-
-
-class _SignatureRunner:
-    """Runs a .tflite file by signature input names, (de)quantizing integer I/O."""
-
-    def __init__(self, path: str, iface: ModelInterface, num_threads: int = 1):
-        Interpreter, _ = _deps.litert_interpreter_cls()
-        self._iface = iface
-        self._interp = Interpreter(model_path=path, num_threads=num_threads)
-        keys = list(self._interp.get_signature_list())
-        self._runner = self._interp.get_signature_runner(ENDPOINT if ENDPOINT in keys else keys[0])
-        self._in = self._runner.get_input_details()
-        self._out = self._runner.get_output_details()
-
-    def __call__(self, flat: list[np.ndarray]) -> list[np.ndarray]:
-        feed = {name: _quantize(x, self._in[name]) for name, x in zip(self._iface.input_names, flat)}
-        result = self._runner(**feed)
-        return [_dequantize(result[name], self._out[name]) for name in self._iface.output_names]
-
-    def input_infos(self) -> list[TensorInfo]:
-        return [_info(n, self._in[n]) for n in self._iface.input_names]
-
-    def output_infos(self) -> list[TensorInfo]:
-        return [_info(n, self._out[n]) for n in self._iface.output_names]
-
-
-def _info(name: str, detail: dict) -> TensorInfo:
-    scale, zero_point = detail["quantization"]
-    quantized = scale != 0.0
-    return TensorInfo(name=name, shape=tuple(int(d) for d in detail["shape_signature"]),
-                      dtype=np.dtype(detail["dtype"]).name,
-                      scale=float(scale) if quantized else None,
-                      zero_point=int(zero_point) if quantized else None)
-
-
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
-    if scale == 0.0 or not np.issubdtype(dtype, np.integer) or np.issubdtype(x.dtype, np.integer):
-        return np.ascontiguousarray(x, dtype=dtype)
-    info = np.iinfo(dtype)
-    q = np.round(x.astype(np.float64) / scale + zero_point)
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if scale == 0.0 or not np.issubdtype(y.dtype, np.integer):
-        return np.asarray(y)
-    return (y.astype(np.float32) - zero_point) * np.float32(scale)
