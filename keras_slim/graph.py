@@ -44,13 +44,20 @@ class SubmodelCall:
 class FlatGraph:
     """All layer calls of a model, nested models inlined, in topological order."""
 
-    def __init__(self, model, resolve=None):
-        """`resolve(layer) -> Handler` decides which custom layers to trace (no handler)."""
+    def __init__(self, model, resolve=None, input_shapes: Sequence[tuple] | None = None):
+        """`resolve(layer) -> Handler` decides which custom layers to trace (no handler).
+
+        `input_shapes` (one per input, no batch axis; default: the model's, None
+        spatial axes at REFERENCE_DIM) is where traces are checked numerically.
+        """
         self.model = model
-        self._resolve = resolve
+        self._tracer = tracing.Tracer(resolve) if resolve is not None else None
         self.traced: dict[tuple, object] = {}  # (scope, call position) -> traced Functional
         self.trace_failures: dict[int, str] = {}  # id(layer) -> why it stayed a barrier
-        self._traces: dict[int, object] = {}  # id(layer) -> Trace, or the TraceError
+        self._check_input = input_shapes
+        self._concrete: dict[Key, tuple] | None = None  # shapes at _check_input, computed so far
+        self._concrete_done = 0  # calls whose outputs are in _concrete
+        self._concrete_failed: list[FlatCall] = []
         self.calls: list[FlatCall] = []
         self.shapes: dict[Key, tuple] = {}
         self.producer: dict[Key, int] = {}
@@ -109,13 +116,23 @@ class FlatGraph:
         layer's output spec). A call whose output Keras cannot compute keeps
         its declared shapes (None axes and all); those calls are returned too.
         """
-        shapes = dict(self.shapes)
-        for k, shape in zip(self.inputs, input_shapes):
-            shapes[k] = tuple(shape)
-        failed = []
-        for call in self.calls:
+        shapes = [tuple(s) for s in input_shapes]
+        if shapes == self._reference_inputs():  # what the trace checks computed: go on from there
+            self._advance_concrete()
+            return {**self.shapes, **self._concrete}, list(self._concrete_failed)
+        concrete = dict(zip(self.inputs, shapes))
+        failed: list = []
+        self._propagate(concrete, self.calls, failed)
+        return {**self.shapes, **concrete}, failed
+
+    def _propagate(self, shapes: dict, calls: Sequence[FlatCall], failed: list) -> None:
+        """Add the output shapes of `calls` to `shapes` (keys -> shape), in order."""
+        for call in calls:
             def shape_of(t, scope=call.scope):
-                return shapes.get(self.key(scope, t), _keras.shape_of(t))
+                k = self.key(scope, t)
+                if k in shapes:
+                    return shapes[k]
+                return self.shapes[k] if k in self.shapes else _keras.shape_of(t)
 
             outs = _keras.output_shapes(call.layer, call.call, shape_of)
             if outs is None or len(outs) != len(call.outputs):
@@ -123,7 +140,27 @@ class FlatGraph:
                 continue
             for k, shape in zip(call.outputs, outs):
                 shapes[k] = shape
-        return shapes, failed
+
+    def _reference_inputs(self) -> list[tuple]:
+        """The input shapes (batch axis included) traces are checked at."""
+        own = [self.shapes[k] for k in self.inputs]
+        shapes, _ = resolve_input_shapes(own, self.input_names(), self._check_input,
+                                         self.model.name)
+        return [(m[0],) + tuple(s) for m, s in zip(own, shapes)]
+
+    def _advance_concrete(self) -> None:
+        if self._concrete is None:
+            self._concrete = dict(zip(self.inputs, self._reference_inputs()))
+        self._propagate(self._concrete, self.calls[self._concrete_done:], self._concrete_failed)
+        self._concrete_done = len(self.calls)
+
+    def _check_shapes(self, in_keys: list) -> list:
+        """Shapes of these tensors as the model runs at the reference input size."""
+        declared = [self.shapes.get(k) for k in in_keys]
+        if all(s is not None and None not in s[1:] for s in declared):
+            return declared
+        self._advance_concrete()
+        return [self._concrete.get(k, s) for k, s in zip(in_keys, declared)]
 
     def _inline(self, graph: _keras.ModelGraph, scope: tuple) -> None:
         self.scope_graph[scope] = graph
@@ -133,7 +170,7 @@ class FlatGraph:
             if _keras.is_graph_model(call.layer):
                 self._inline_submodel(call, in_keys, scope + (ci,), scope)
                 continue
-            traced = self._trace(call)
+            traced = self._trace(call, in_keys)
             if traced is not None:
                 self.traced[(scope, ci)] = traced
                 self._inline_submodel(call, in_keys, scope + (ci,), scope, traced)
@@ -149,22 +186,13 @@ class FlatGraph:
             self.calls.append(flat)
             self.by_site[(scope, ci)] = flat
 
-    def _trace(self, call):
+    def _trace(self, call, in_keys):
         """The Functional model a handler-less custom layer traces into, else None."""
         layer = call.layer
-        if self._resolve is None or not tracing.is_candidate(layer):
-            return None
-        from keras_slim.handlers.barrier import BarrierHandler
-
-        if not isinstance(self._resolve(layer), BarrierHandler):
-            return None  # a registered handler says how channels flow: use it
-        done = self._traces.get(id(layer))
-        if done is None:  # one trace per layer object, reused by its other calls
-            try:
-                done = tracing.trace_call(layer, call)
-            except tracing.TraceError as e:
-                done = e
-            self._traces[id(layer)] = done
+        if self._tracer is None or not self._tracer.wants(layer):
+            return None  # not custom, or a registered handler says how channels flow
+        # one trace per layer object (checked where it is first called), reused by its other calls
+        done = self._tracer.trace(layer, call, lambda: self._check_shapes(in_keys))
         if isinstance(done, tracing.TraceError):
             self.trace_failures[id(layer)] = str(done)
             return None

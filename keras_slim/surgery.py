@@ -43,6 +43,9 @@ class _Rebuilder:
             if traced is not None or _keras.is_graph_model(call.layer):
                 sub = traced if traced is not None else call.layer
                 layer = self.model(self.graph.graph(sub), scope + (ci,))
+                if traced is not None:  # a trace takes the call's tensors as one flat list
+                    tensors = _keras.tensors_in((args, kwargs))
+                    return layer, layer(tensors[0] if len(tensors) == 1 else tensors)
                 return layer, layer(*args, **kwargs)
             flat = self.graph.by_site[(scope, ci)]
             layer, args = self._layer(flat, args)

@@ -11,15 +11,25 @@ handlers see stock layers, and the rebuilt model is a plain Functional model.
 from the model call at run time (BN trains during `fit` of the pruned model).
 
 A trace is used only if it reproduces the layer: same output structure and
-shapes, and the same values on a random input (inference mode). Anything else
-(value-dependent Python branches, backend-native ops such as `tf.*`, the
-layer's own weights used in ops, a layer that builds state in `call`) keeps the
-layer a barrier, and the reason names the layer and what stopped the trace.
+shapes, and the same values on a random input (inference mode) at the shapes
+the layer sees in the model (the graph resolves None axes at the reference
+size). Anything else (value-dependent Python branches, backend-native ops such
+as `tf.*`, the layer's own weights used in ops, a layer that builds state in
+`call`) keeps the layer a barrier, and the reason names the layer and what
+stopped the trace.
+
+`Tracer` does this for one plan. A layer is traced together with the custom
+layers inside it and checked once with all their traces in place (a nested
+block is not re-run at every depth); only if that fails is each level checked
+on its own. Failures are remembered per class + config + input shapes, and so
+are passed checks: a repeated block is traced again (its weights are its own)
+but not re-checked when its trace has the same structure.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Callable
 
 import numpy as np
 
@@ -28,9 +38,12 @@ from keras_slim.errors import TraceError
 
 logger = logging.getLogger(__name__)
 
-# Unknown (None) dims of a layer's inputs get this size for the numeric check.
+# Unknown (None) dims the graph could not resolve get this size for the numeric check.
 CHECK_DIM = 16
+CHECK_BATCH = 1  # the check runs at the model's real spatial sizes: keep it to one sample
 CHECK_TOLERANCE = 1e-4  # relative, float32
+
+__all__ = ["Trace", "TraceError", "Tracer", "is_candidate", "trace_call", "trace_model"]
 
 
 @dataclasses.dataclass
@@ -39,6 +52,13 @@ class Trace:
 
     model: object  # keras.Model named like the layer
     layer: object  # the traced layer
+    args: tuple = ()  # the call's structure on the fresh inputs (for the check)
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    inputs: list = dataclasses.field(default_factory=list)  # the fresh symbolic inputs
+    children: dict = dataclasses.field(default_factory=dict)  # id(inner layer) -> Trace | TraceError
+    child_calls: dict = dataclasses.field(default_factory=dict)  # id(inner layer) -> its Call
+    signature: tuple | None = None  # class, config, input shapes (None: config unreadable)
+    structure: tuple | None = None  # signature + traced ops, recursively (what a check proves)
 
 
 def is_candidate(layer) -> bool:
@@ -49,19 +69,105 @@ def is_candidate(layer) -> bool:
     return not module.startswith(("keras.", "keras_slim.")) and module != "keras"
 
 
-def trace_call(layer, call: "_keras.Call") -> Trace:
-    """Trace one call of `layer` (its tensors as in the model graph); raise TraceError."""
-    tensors = _keras.tensors_in((call.args, call.kwargs))
-    fresh = {id(t): _keras.symbolic_like(t) for t in tensors}
-    args, kwargs = _keras.map_tensors((call.args, call.kwargs), lambda t: fresh[id(t)])
-    inputs = [fresh[id(t)] for t in tensors]
-    outputs = _run_call(layer, args, kwargs)
-    model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
-    _check_outputs(layer, call.outputs, outputs)
-    model = _lift_weights(layer, model)
-    _check_no_captured_weights(layer, model)
-    _check_values(layer, model, args, kwargs, inputs)
-    return Trace(model, layer)
+def trace_call(layer, call: "_keras.Call", input_shapes: list | None = None) -> Trace:
+    """Trace one call of `layer` and check it at `input_shapes` (default: the call's own)."""
+    trace = _trace(layer, call)
+    why = _mismatch(trace, trace.model, sample(trace.inputs, input_shapes))
+    if why:
+        raise TraceError(_reason(layer, why))
+    return trace
+
+
+class Tracer:
+    """The traces of one plan call (see the module docstring).
+
+    `resolve(layer) -> Handler`: a layer with a registered handler is not traced.
+    """
+
+    def __init__(self, resolve: Callable):
+        self._resolve = resolve
+        self.results: dict[int, Trace | TraceError] = {}  # id(layer) -> final answer
+        self._failed: dict[tuple, str] = {}  # signature -> why it was not traced
+        self._checked: set = set()  # structures whose numeric check passed
+
+    def wants(self, layer) -> bool:
+        """A custom layer with no handler of its own (a registered one wins)."""
+        from keras_slim.handlers.barrier import BarrierHandler
+
+        return is_candidate(layer) and isinstance(self._resolve(layer), BarrierHandler)
+
+    def trace(self, layer, call, input_shapes: Callable[[], list]) -> Trace | TraceError:
+        """The checked trace of `layer` (or why not); `input_shapes()` gives the check's shapes."""
+        done = self.results.get(id(layer))
+        if done is None:
+            tree = self._build(layer, call)
+            if isinstance(tree, TraceError):
+                self.results[id(layer)] = tree
+            else:
+                self._verify(tree, lambda: sample(tree.inputs, input_shapes()))
+            done = self.results[id(layer)]
+        return done
+
+    # ------------------------------------------------------------ steps
+    def _build(self, layer, call) -> Trace | TraceError:
+        """Trace `layer` and, inside its trace, every custom layer it calls (unchecked)."""
+        sig = _signature(layer, call)
+        if sig is not None and sig in self._failed:
+            return TraceError(_reason(layer, self._failed[sig]))
+        try:
+            trace = _trace(layer, call)
+        except TraceError as e:
+            return self._fail(layer, sig, getattr(e, "why", str(e)))
+        trace.signature = sig
+        for c in _inner_calls(trace.model):
+            if id(c.layer) not in trace.children and self.wants(c.layer):
+                known = self.results.get(id(c.layer))
+                trace.children[id(c.layer)] = known or self._build(c.layer, c)
+                trace.child_calls[id(c.layer)] = c
+        kids = [k.structure if isinstance(k, Trace) else "untraced"
+                for k in trace.children.values()]
+        if sig is not None and None not in kids:
+            ops = tuple(type(c.layer).__name__ for c in _keras.read_model(trace.model).calls)
+            trace.structure = (sig, ops, tuple(kids))
+        return trace
+
+    def _verify(self, trace: Trace, values: Callable[[], list]) -> None:
+        """Check the whole tree at once; if that fails, each level on its own."""
+        if trace.structure is not None and trace.structure in self._checked:
+            return self._accept(trace)
+        x = values()
+        nested = any(isinstance(k, Trace) for k in trace.children.values())
+        if nested and _mismatch(trace, _composed(trace), x) is None:
+            return self._accept(trace)
+        why = _mismatch(trace, trace.model, x)
+        if why:
+            self._fail(trace.layer, trace.signature, why)
+            return
+        self.results[id(trace.layer)] = trace
+        for key, child in trace.children.items():
+            if isinstance(child, TraceError):
+                self.results.setdefault(key, child)
+            elif key not in self.results:
+                inner = _inner_values(trace, trace.child_calls[key], x)
+                self._verify(child, lambda: inner if inner is not None else sample(child.inputs))
+
+    def _accept(self, trace: Trace) -> None:
+        self.results[id(trace.layer)] = trace
+        if trace.structure is not None:
+            self._checked.add(trace.structure)
+        for key, child in trace.children.items():
+            if isinstance(child, Trace):
+                self._accept(child)
+            else:
+                self.results.setdefault(key, child)
+
+    def _fail(self, layer, sig, why: str) -> TraceError:
+        if sig is not None:
+            self._failed[sig] = why
+        error = TraceError(_reason(layer, why))
+        error.why = why
+        self.results[id(layer)] = error
+        return error
 
 
 def trace_model(model, input_shape=None):
@@ -79,23 +185,52 @@ def trace_model(model, input_shape=None):
     outputs = _run_call(model, args, {})
     traced = _lift_weights(model, _functional(model, inputs if not single else inputs[0], outputs))
     _check_no_captured_weights(model, traced)
-    _check_values(model, traced, args, {}, inputs)
+    trace = Trace(traced, model, args, {}, inputs)
+    why = _mismatch(trace, traced, sample(inputs))
+    if why:
+        raise TraceError(_reason(model, why))
     return traced
 
 
-# ---------------------------------------------------------------- steps
+# ---------------------------------------------------------------- tracing
+def _trace(layer, call) -> Trace:
+    """Trace one call (unchecked): fresh inputs like the call's, the layer's call on them."""
+    tensors = _keras.tensors_in((call.args, call.kwargs))
+    fresh = {id(t): _keras.symbolic_like(t) for t in tensors}
+    args, kwargs = _keras.map_tensors((call.args, call.kwargs), lambda t: fresh[id(t)])
+    inputs = [fresh[id(t)] for t in tensors]
+    outputs = _run_call(layer, args, kwargs)
+    model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
+    _check_outputs(layer, call.outputs, outputs)
+    model = _lift_weights(layer, model)
+    _check_no_captured_weights(layer, model)
+    return Trace(model, layer, args, kwargs, inputs)
+
+
 def _run_call(layer, args, kwargs):
     try:
         outputs = layer.call(*args, **kwargs)
     except Exception as e:  # the reason is the message: Python branch on a value, tf.* op, ...
-        raise TraceError(_reason(layer, f"its call() cannot run on symbolic tensors "
-                                        f"({type(e).__name__}: {_first_line(e)})")) from e
+        raise _error(layer, _call_failure(e)) from e
     leaves = _keras.flatten(outputs)
     bad = [type(x).__name__ for x in leaves if not _keras.is_tensor(x)]
     if not leaves or bad:
-        raise TraceError(_reason(layer, f"its call() returned {bad or 'nothing'} instead of "
-                                        "symbolic tensors (a backend-native op?)"))
+        raise _error(layer, f"its call() returned {bad or 'nothing'} instead of "
+                            "symbolic tensors (a backend-native op?)")
     return outputs
+
+
+def _call_failure(e: Exception) -> str:
+    text = _first_line(e)
+    if "cannot be used as input to a TensorFlow function" in str(e):
+        # The usual cause in Keras 3 code: `self.w * x` runs the backend's multiply on
+        # the variable; `x * self.w` (or keras.ops.multiply) records a traceable op.
+        return ("its call() passes a symbolic tensor to a TensorFlow function: a `tf.*` op, "
+                "or one of its weights on the left of an operator (`self.scale * x` runs "
+                "TensorFlow's multiply; `x * self.scale` or keras.ops.multiply traces). "
+                "Register a handler for it, or write it with keras.ops "
+                f"({type(e).__name__}: {text})")
+    return f"its call() cannot run on symbolic tensors ({type(e).__name__}: {text})"
 
 
 def _functional(layer, inputs, outputs):
@@ -104,8 +239,8 @@ def _functional(layer, inputs, outputs):
     try:
         return keras.Model(inputs, outputs, name=layer.name)
     except Exception as e:
-        raise TraceError(_reason(layer, f"its traced ops do not form a graph from its inputs "
-                                        f"({type(e).__name__}: {_first_line(e)})")) from e
+        raise _error(layer, f"its traced ops do not form a graph from its inputs "
+                            f"({type(e).__name__}: {_first_line(e)})") from e
 
 
 def _check_outputs(layer, original: list, outputs) -> None:
@@ -113,7 +248,7 @@ def _check_outputs(layer, original: list, outputs) -> None:
     want = [tuple(t.shape) for t in original]
     got = [tuple(t.shape) for t in traced]
     if len(want) != len(got) or any(not _compatible(a, b) for a, b in zip(want, got)):
-        raise TraceError(_reason(layer, f"the trace gives outputs {got}, the model has {want}"))
+        raise _error(layer, f"the trace gives outputs {got}, the model has {want}")
 
 
 def _lift_weights(layer, model):
@@ -176,41 +311,125 @@ def _check_no_captured_weights(layer, model) -> None:
             continue
         captured = _keras.variables_in((c.args, c.kwargs))
         if captured:
-            raise TraceError(_reason(
+            raise _error(
                 layer, f"it uses its own weights {captured} in the op "
                        f"{type(c.layer).__name__}, in a way keras_slim cannot lift into a layer "
                        "(only a binary add/subtract/multiply/divide/maximum/minimum of a "
-                       "tensor and one weight is)"))
+                       "tensor and one weight is)")
 
 
-def _check_values(layer, model, args, kwargs, inputs) -> None:
+# ---------------------------------------------------------------- checking
+def sample(inputs: list, shapes: list | None = None) -> list:
+    """Random inputs at `shapes` (None entries/axes: the tensor's own, CHECK_DIM if unknown)."""
     rng = np.random.default_rng(0)
-
-    def sample(t):  # batch 2, CHECK_DIM for other unknown axes; zeros for non-float inputs
-        shape = [d if d is not None else (2 if i == 0 else CHECK_DIM)
-                 for i, d in enumerate(t.shape)]
+    out = []
+    for i, t in enumerate(inputs):
+        shape = shapes[i] if shapes is not None and shapes[i] is not None else tuple(t.shape)
+        dims = [CHECK_BATCH if j == 0 else (d if d is not None else CHECK_DIM)
+                for j, d in enumerate(shape)]
         if "float" in str(t.dtype):
-            return rng.normal(size=shape).astype(t.dtype)
-        return np.zeros(shape, t.dtype)
+            out.append(rng.normal(size=dims).astype(t.dtype))
+        else:  # ids, masks: zeros are valid for any vocabulary
+            out.append(np.zeros(dims, t.dtype))
+    return out
 
-    concrete = {id(t): sample(t) for t in inputs}
+
+def _mismatch(trace: Trace, model, values: list) -> str | None:
+    """None if `model` (a keras.Model, or values -> outputs) computes what the layer does."""
+    layer, inputs = trace.layer, trace.inputs
+    concrete = {id(t): v for t, v in zip(inputs, values)}
     try:
-        c_args, c_kwargs = _keras.map_tensors((args, kwargs), lambda t: concrete[id(t)])
+        c_args, c_kwargs = _keras.map_tensors((trace.args, trace.kwargs),
+                                              lambda t: concrete[id(t)])
         want = _keras.flatten(layer(*c_args, **c_kwargs, **_inference(layer, c_kwargs)))
-        got = _keras.flatten(model([concrete[id(t)] for t in inputs] if len(inputs) > 1
-                                   else concrete[id(inputs[0])], training=False))
+        got = _keras.flatten(model(values) if callable(model) and not _keras.is_layer(model)
+                             else model(list(values) if len(values) > 1 else values[0],
+                                        training=False))
     except Exception as e:  # a layer that needs other sizes: no proof, no trace
-        raise TraceError(_reason(layer, f"its trace could not be checked on a random input "
-                                        f"({type(e).__name__}: {_first_line(e)})")) from e
+        shapes = [tuple(np.shape(v)) for v in values]
+        return (f"its trace could not be checked on a random input of shape "
+                f"{shapes[0] if len(shapes) == 1 else shapes} ({type(e).__name__}: "
+                f"{_first_line(e)})")
     for a, b in zip(want, got):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         scale = max(1.0, float(np.abs(a).max()) if a.size else 1.0)
         if a.shape != b.shape or float(np.abs(a - b).max()) > CHECK_TOLERANCE * scale:
-            raise TraceError(_reason(layer, "the traced graph computes something else than the "
-                                            "layer (a Python branch or state in call()?)"))
+            return ("the traced graph computes something else than the layer "
+                    "(a Python branch or state in call()?)")
+    return None
+
+
+def _composed(trace: Trace) -> Callable[[list], list]:
+    """Run the trace with every traced custom layer inside it replaced by its own trace.
+
+    Evaluated call by call (no new symbolic graph is built), in inference mode.
+    """
+    traces = {}
+
+    def collect(t):
+        for key, child in t.children.items():
+            if isinstance(child, Trace) and key not in traces:
+                traces[key] = child
+                collect(child)
+
+    collect(trace)
+
+    def run(model, values):
+        graph = _keras.read_model(model)
+        env = {id(t): v for t, v in zip(_keras.flatten(graph.inputs), values)}
+        for c in graph.calls:
+            args, kwargs = _keras.map_tensors((c.args, c.kwargs), lambda t: env[id(t)])
+            sub = traces.get(id(c.layer))
+            if sub is not None or _keras.is_graph_model(c.layer):
+                outs = run(sub.model if sub is not None else c.layer,
+                           [env[id(t)] for t in _keras.tensors_in((c.args, c.kwargs))])
+            else:
+                if kwargs.get("training") is None and _keras.call_accepts(c.layer, "training"):
+                    kwargs = dict(kwargs, training=False)
+                outs = _keras.flatten(c.layer(*args, **kwargs))
+            for t, v in zip(c.outputs, outs):
+                env[id(t)] = v
+        return [env[id(t)] for t in _keras.flatten(graph.outputs)]
+
+    return lambda values: run(trace.model, values)
+
+
+def _inner_values(trace: Trace, call, values: list) -> list | None:
+    """What an inner layer's call receives when the trace runs on `values` (None: not reachable)."""
+    import keras
+
+    tensors = _keras.tensors_in((call.args, call.kwargs))
+    try:
+        probe = keras.Model(trace.model.inputs, tensors)
+        got = probe(list(values) if len(values) > 1 else values[0], training=False)
+        return [np.asarray(v) for v in _keras.flatten(got)]
+    except Exception:  # inside a nested graph model: the caller samples instead
+        return None
+
+
+def _inner_calls(model) -> list:
+    """The calls of a traced model, nested graph models' calls included."""
+    out = []
+    for c in _keras.read_model(model).calls:
+        if _keras.is_graph_model(c.layer):
+            out += _inner_calls(c.layer)
+        else:
+            out.append(c)
+    return out
 
 
 # ---------------------------------------------------------------- helpers
+def _signature(layer, call) -> tuple | None:
+    """Class, config (without the name) and call structure: what decides a trace."""
+    try:
+        config = {k: v for k, v in layer.get_config().items() if k != "name"}
+        shape = _keras.map_tensors((call.args, call.kwargs),
+                                   lambda t: ("tensor", tuple(t.shape), str(t.dtype)))
+        return (type(layer), repr(config), repr(shape))
+    except Exception:  # a config that cannot be read: no sharing
+        return None
+
+
 def _inference(layer, kwargs) -> dict:
     if "training" in kwargs or not _keras.call_accepts(layer, "training"):
         return {}
@@ -219,6 +438,12 @@ def _inference(layer, kwargs) -> dict:
 
 def _compatible(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _error(layer, why: str) -> TraceError:
+    error = TraceError(_reason(layer, why))
+    error.why = why
+    return error
 
 
 def _reason(layer, why: str) -> str:

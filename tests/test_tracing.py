@@ -350,3 +350,81 @@ def test_activation_whose_config_does_not_round_trip():
     x = layers.Activation(lambda t: keras.activations.gelu(t, approximate=True))(x)
     m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
     _check(m, min_share=0.9)
+
+
+class PyramidAdd(layers.Layer):
+    """FPN-style: takes {"P3", "P4"} (P4 at half the size), adds P4 upsampled onto P3.
+
+    It only runs at consistent sizes (P4 exactly half of P3), as in the model: the
+    numeric check must use the shapes the layer sees there, not one size for every
+    None axis.
+    """
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.lateral = layers.Conv2D(filters, 1)
+        self.up = layers.UpSampling2D(2)
+
+    def call(self, inputs):
+        return self.lateral(inputs["P3"]) + self.up(inputs["P4"])
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters)
+
+
+def test_trace_check_runs_at_the_shapes_the_layer_sees_in_the_model():
+    inp = keras.Input((None, None, 3))
+    p3 = ConvBNAct(8, name="c3")(inp)
+    p4 = layers.MaxPooling2D(2)(ConvBNAct(8, name="c4")(p3))
+    p4 = layers.BatchNormalization(name="bn4")(layers.Conv2D(8, 1)(p4))
+    x = PyramidAdd(8, name="fpn")({"P3": p3, "P4": p4})
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    assert not p.barriers, p.barriers
+    r = _check(m, min_share=0.9)
+    x = np.random.default_rng(0).normal(size=(1, 20, 28, 3)).astype("float32")
+    assert r.model(x).shape == m(x).shape  # still takes any (even) size
+
+
+def _count(monkeypatch, name):
+    from keras_slim import tracing
+
+    calls = []
+    original = getattr(tracing, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tracing, name, counted)
+    return calls
+
+
+def test_repeated_blocks_are_checked_once_and_nested_blocks_with_them(monkeypatch):
+    checks = _count(monkeypatch, "_mismatch")
+    m = _model(ConvBNAct(8, name="stem"), *[Residual(8, name=f"res{i}") for i in range(4)])
+    r = _check(m)
+    assert not r.plan.barriers
+    # plan, plan inside kill_channels, prune's plan: each checks one Residual (composed with
+    # its two ConvBNAct) and the stem, nothing more
+    checks.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keras_slim.plan(m, 0.3)
+    assert len(checks) == 2, [t.layer.name for t in checks]
+
+
+def test_repeated_untraceable_layers_are_tried_once(monkeypatch):
+    tries = _count(monkeypatch, "_trace")
+    m = _model(ConvBNAct(8, name="b1"), *[ValueBranch(name=f"branchy{i}") for i in range(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    reasons = dict(p.barriers)
+    assert all("branchy" + str(i) in reasons and "not traced" in reasons["branchy" + str(i)]
+               and "ValueBranch" in reasons["branchy" + str(i)] for i in range(3))
+    assert [layer.name for layer in tries].count("branchy0") == 1
+    assert not any(layer.name in ("branchy1", "branchy2") for layer in tries)
