@@ -25,7 +25,7 @@ from keras_slim.handlers.base import Handler, slice_weights  # noqa: E402
 from keras_slim.handlers.context import ChannelInfo  # noqa: E402
 from keras_slim.handlers.registry import register_handler, unregister_handler  # noqa: E402
 from keras_slim.layers import ChannelSelection, WeightedOp  # noqa: E402
-from keras_slim.planning import LayerPlan, Plan  # noqa: E402
+from keras_slim.plan_data import LayerPlan, Plan  # noqa: E402
 from keras_slim.pruning import plan, prune  # noqa: E402
 from keras_slim.regularizers import BNL1, bn_l1  # noqa: E402
 from keras_slim.sparsity import add_bn_l1  # noqa: E402

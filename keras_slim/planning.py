@@ -1,8 +1,10 @@
-"""Plan: global threshold over channel scores, per-layer constraints, report."""
+"""plan(): score channels, cut globally, apply per-layer constraints.
+
+The result types are in plan_data.py, the counting of what a plan saves in
+accounting.py.
+"""
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import warnings
@@ -10,171 +12,17 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from keras_slim import _keras, criteria
+from keras_slim import _keras, accounting, criteria
 from keras_slim.coupling import Coupling, Options
 from keras_slim.graph import FlatGraph, resolve_input_shapes
-from keras_slim.handlers.base import Handler
 from keras_slim.handlers.registry import HandlerResolver
+from keras_slim.plan_data import LayerPlan, Plan  # noqa: F401  (re-exported)
 from keras_slim.state import PruneState
 from keras_slim.errors import ArgumentError, ArgumentTypeError, ModelError
 
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class LayerPlan:
-    """One row of the plan's table (one layer call)."""
-
-    name: str
-    class_name: str
-    channels_before: int | None
-    channels_after: int | None
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-
-
-@dataclasses.dataclass
-class Plan:
-    """What pruning `model` at a ratio would remove, and what it saves.
-
-    `kept` maps each layer whose output narrows to the indices of the output
-    channels that stay. MACs count multiply-accumulates of conv/dense layers;
-    FLOPs = 2 x MACs as the paper counts them. They are counted at
-    `input_shapes` (one shape per model input, without the batch axis);
-    `dynamic_input` says those fill None axes of the model's inputs (a
-    reference size, by default 224 per spatial axis), and `macs_uncounted`
-    names layers whose output shape Keras could not compute (counted as 0).
-    """
-
-    ratio_requested: float | None
-    threshold: float
-    prunable_channels: int
-    removed_channels: int
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
-    layers: list
-    kept: dict
-    groups: list
-    barriers: list
-    options: dict
-    # [layer, removed constant channels] where the fold is exact only away from 'same' borders
-    border_folds: list = dataclasses.field(default_factory=list)
-    # MAC input size; the defaults keep plans saved before these fields existed loadable.
-    input_shapes: list | None = None
-    dynamic_input: bool = False
-    macs_uncounted: list = dataclasses.field(default_factory=list)
-    _state: PruneState | None = dataclasses.field(default=None, repr=False, compare=False)
-
-    # ------------------------------------------------------------ derived
-    @property
-    def ratio(self) -> float:
-        """Achieved fraction of prunable channels removed."""
-        return self.removed_channels / self.prunable_channels if self.prunable_channels else 0.0
-
-    @property
-    def flops_before(self) -> int:
-        return 2 * self.macs_before
-
-    @property
-    def flops_after(self) -> int:
-        return 2 * self.macs_after
-
-    # ------------------------------------------------------------ output
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(dataclasses.replace(self, _state=None))
-        d.pop("_state", None)
-        d.update(ratio=self.ratio, flops_before=self.flops_before, flops_after=self.flops_after)
-        return d
-
-    def to_json(self, path: str | None = None, indent: int = 1) -> str:
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text)
-        return text
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
-        """A plan read back from `to_dict`; `prune(model, plan)` re-checks it on the model."""
-        fields = {f.name for f in dataclasses.fields(cls)} - {"_state"}
-        optional = {f.name for f in dataclasses.fields(cls)
-                    if f.default is not dataclasses.MISSING
-                    or f.default_factory is not dataclasses.MISSING}
-        missing = sorted(fields - optional - set(d))
-        if missing:
-            raise ArgumentError(f"not a keras_slim plan: missing {missing}")
-        data = {k: d[k] for k in fields if k in d}
-        data["layers"] = [LayerPlan(**row) for row in d["layers"]]
-        if data.get("input_shapes") is not None:  # JSON made the shape tuples lists
-            data["input_shapes"] = [tuple(s) for s in data["input_shapes"]]
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text_or_path: str) -> "Plan":
-        """Read a plan written by `to_json` (a JSON string or a file path)."""
-        text = text_or_path
-        if not text_or_path.lstrip().startswith("{"):
-            with open(text_or_path) as f:
-                text = f.read()
-        return cls.from_dict(json.loads(text))
-
-    def summary(self) -> str:
-        def pct(a, b):
-            return f"{100.0 * (1 - a / b):.1f}%" if b else "n/a"
-
-        return (
-            f"channels: {self.removed_channels}/{self.prunable_channels} prunable removed "
-            f"({100 * self.ratio:.1f}%, threshold |gamma| score {self.threshold:.4g})\n"
-            f"params:   {self.params_before:,} -> {self.params_after:,} (-{pct(self.params_after, self.params_before)})\n"
-            f"MACs:     {self.macs_before:,} -> {self.macs_after:,} (-{pct(self.macs_after, self.macs_before)}); "
-            f"FLOPs = 2 x MACs"
-        ) + self._mac_input_line()
-
-    def _mac_input_line(self) -> str:
-        """Where the MACs were counted (nothing for plans saved without it)."""
-        if self.input_shapes is None:
-            return ""
-        shapes = ", ".join(str(tuple(s)) for s in self.input_shapes)
-        text = f"\nMACs at input{'s' if len(self.input_shapes) > 1 else ''} {shapes}"
-        if self.dynamic_input:
-            text += " (reference size for dynamic axes)"
-        if self.macs_uncounted:
-            text += (f"\nMACs not counted (output shape unknown, counted as 0): "
-                     f"{', '.join(self.macs_uncounted[:8])}"
-                     + (f" and {len(self.macs_uncounted) - 8} more"
-                        if len(self.macs_uncounted) > 8 else ""))
-        return text
-
-    def table(self, only_changed: bool = False) -> str:
-        rows = [("layer", "type", "channels", "params", "MACs")]
-        for r in self.layers:
-            if only_changed and r.channels_before == r.channels_after and r.params_before == r.params_after:
-                continue
-            ch = "-" if r.channels_before is None else f"{r.channels_before} -> {r.channels_after}"
-            rows.append((r.name, r.class_name, ch, f"{r.params_before:,} -> {r.params_after:,}",
-                         f"{r.macs_before:,} -> {r.macs_after:,}"))
-        widths = [max(len(row[i]) for row in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        text = self.table() + "\n\n" + self.summary()
-        if self.border_folds:
-            n = sum(c for _, c in self.border_folds)
-            text += (f"\nconstants folded into 'same'-padded readers (exact away from the "
-                     f"borders only): {n} channels at {len(self.border_folds)} layers; "
-                     "plan(..., border_folds=False) keeps them instead")
-        if self.barriers:
-            text += "\nbarriers (channels kept): " + ", ".join(n for n, _ in self.barriers)
-        return text
-
-
-# ---------------------------------------------------------------- making plans
 def plan(
     model,
     ratio: float | None = None,
@@ -303,7 +151,7 @@ def plan(
     removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to)
     keep = _keep_positions(coupling, removed)
     state = PruneState(model, graph, coupling, keep, mac_shapes=mac_shapes)
-    layers, kept_now, params, macs = _report(state)
+    layers, kept_now, params, macs = accounting.report(state)
     if kept is not None and {k: list(v) for k, v in kept.items()} != kept_now:
         differ = sorted(set(kept) ^ set(kept_now) | {k for k in kept if kept[k] != kept_now.get(k)})
         raise ModelError(f"the saved plan does not fit model {model.name!r}: layers {differ[:5]} "
@@ -322,14 +170,14 @@ def plan(
         macs_after=macs[1],
         layers=layers,
         kept=kept_now,
-        groups=_groups(coupling, removed, scores),
+        groups=accounting.groups(coupling, removed, scores),
         barriers=[(name, reason) for name, reason, _ in coupling.barriers],
         options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
                      round_to=round_to, exclude=sorted(exclude),
                      channel_selection=channel_selection, group_reduction=group_reduction,
                      border_folds=border_folds,
                      input_shape=None if input_shape is None else [list(s) for s in input_shapes]),
-        border_folds=_border_folds(state),
+        border_folds=accounting.border_folds(state),
         input_shapes=input_shapes,
         dynamic_input=dynamic_input,
         macs_uncounted=state.macs_uncounted,
@@ -350,22 +198,6 @@ def _mac_input(graph: FlatGraph, input_shape) -> tuple[dict | None, list, bool]:
         logger.info("keras_slim: output shapes of %s could not be computed at input %s",
                     [call.layer.name for call in failed], shapes)
     return concrete, shapes, dynamic
-
-
-def _border_folds(state: PruneState) -> list:
-    """[layer, n] for readers whose fold of n removed constants is exact only inside."""
-    graph, coupling = state.graph, state.coupling
-    out = []
-    for index in sorted(coupling.border_readers):
-        call = graph.calls[index]
-        key = call.inputs[0]
-        info, keep = coupling.tensors[key], state.keep[key]
-        gone = np.ones(len(info), bool)
-        gone[keep] = False
-        n = int((gone & info.const & ~info.zero).sum())
-        if n:
-            out.append([_qualified_name(graph, call), n])
-    return out
 
 
 def _graph_model(model, input_shape, trace: bool):
@@ -428,7 +260,7 @@ def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
     graph = coupling.graph
     outputs = {}
     for call in graph.calls:
-        outputs.setdefault(_qualified_name(graph, call), call.outputs[0] if call.outputs else None)
+        outputs.setdefault(accounting.qualified_name(graph, call), call.outputs[0] if call.outputs else None)
     removed = set()
     for name, keep in kept.items():
         key = outputs.get(name)
@@ -560,103 +392,3 @@ def _keep_positions(coupling, removed) -> dict:
     gone = gone_root[root_of]
     return {k: np.nonzero(~gone[info.ids])[0] for k, info in coupling.tensors.items()}
 
-
-def _report(state: PruneState):
-    graph, coupling = state.graph, state.coupling
-    rows, kept = [], {}
-    seen = set()
-    params = [0, 0]
-    macs = [0, 0]
-    for call in graph.calls:
-        handler = coupling.handlers[call.index]
-        in_keep, out_keep = state.keeps(call)
-        in_before = [graph.shapes[k] for k in call.inputs]
-        out_before = [graph.shapes[k] for k in call.outputs]
-        p_before = p_after = 0
-        if id(call.layer) not in seen and _keras.is_layer(call.layer) and call.layer.weights:
-            seen.add(id(call.layer))
-            p_before = sum(int(np.prod(w.shape)) for w in call.layer.weights)
-            changed = any(kp is not None and len(kp) != _len(s) for kp, s in
-                          zip(in_keep + out_keep, in_before + out_before))
-            # Counted from shapes: planning decides, surgery slices the weights.
-            p_after = handler.params(call.layer, in_keep, out_keep) if changed else p_before
-        m_before, m_after = _macs(state, call, handler, in_keep, out_keep) if in_before else (0, 0)
-        params[0] += p_before
-        params[1] += p_after
-        macs[0] += m_before
-        macs[1] += m_after
-        ch_before = _len(out_before[0]) if out_before else None
-        ch_after = len(out_keep[0]) if out_keep and out_keep[0] is not None else ch_before
-        name = _qualified_name(graph, call)
-        if ch_before is not None and ch_after != ch_before and name not in kept:
-            kept[name] = out_keep[0].tolist()
-        rows.append(LayerPlan(name, type(call.layer).__name__, ch_before, ch_after,
-                              p_before, p_after, int(m_before), int(m_after)))
-    return rows, kept, params, macs
-
-
-def _macs(state: PruneState, call, handler, in_keep, out_keep) -> tuple[int, int]:
-    """MACs of a call before/after pruning, at the plan's input size."""
-    shapes = state.graph.shapes if state.mac_shapes is None else state.mac_shapes
-    ins = [shapes[k] for k in call.inputs]
-    outs = [shapes[k] for k in call.outputs]
-    if any(d is None for s in ins + outs for d in s[1:]):  # its output spec was not computable
-        if type(handler).macs is not Handler.macs:  # a layer that would have counted some
-            state.macs_uncounted.append(_qualified_name(state.graph, call))
-        return 0, 0
-    return (handler.macs(call.layer, ins, outs),
-            handler.macs(call.layer, [_narrow(s, kp) for s, kp in zip(ins, in_keep)],
-                         [_narrow(s, kp) for s, kp in zip(outs, out_keep)]))
-
-
-def _qualified_name(graph, call) -> str:
-    names, scope = [], ()
-    for ci in call.scope:
-        sub = graph.graph_at(scope).calls[ci].layer
-        names.append(sub.name)
-        scope = scope + (ci,)
-    return "/".join(names + [call.layer.name])
-
-
-def _groups(coupling, removed, scores) -> list:
-    """Coupled groups: the layers whose channels are removed together."""
-    root_of, graph = coupling.root_of, coupling.graph
-    parent: dict[int, int] = {}
-
-    def find(r):
-        while parent.setdefault(r, r) != r:
-            r = parent[r]
-        return r
-
-    layers_of: dict[int, set] = {}
-    for index, ids in coupling.produced:
-        roots = np.unique(root_of[ids]).tolist()
-        base = find(roots[0])
-        for r in roots[1:]:
-            parent[find(r)] = base
-        name = _qualified_name(graph, graph.calls[index])
-        layers_of.setdefault(base, set()).add(name)
-    for name, ids, _ in coupling.scored:
-        for r in np.unique(root_of[ids]).tolist():
-            if r in scores:
-                layers_of.setdefault(find(r), set()).add(name)
-    groups: dict[int, dict] = {}
-    for r in scores:
-        g = groups.setdefault(find(r), {"channels": 0, "removed": 0})
-        g["channels"] += 1
-        g["removed"] += r in removed
-    names = {}
-    for base, layer_names in layers_of.items():
-        names.setdefault(find(base), set()).update(layer_names)
-    return [dict(layers=sorted(names.get(b, ())), channels=g["channels"], removed=g["removed"])
-            for b, g in groups.items()]
-
-
-def _len(shape) -> int | None:
-    return None if shape is None or len(shape) < 2 else shape[-1]
-
-
-def _narrow(shape, keep):
-    if keep is None or shape is None or len(shape) < 2:
-        return shape
-    return tuple(shape[:-1]) + (len(keep),)

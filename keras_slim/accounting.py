@@ -1,0 +1,130 @@
+"""What a decided plan removes: per-layer widths, parameters, MACs, groups.
+
+Counted from the kept positions and the handlers' `params`/`macs`; nothing
+here slices a weight or builds a layer (that is surgery's job).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from keras_slim import _keras
+from keras_slim.handlers.base import Handler
+from keras_slim.plan_data import LayerPlan
+from keras_slim.state import PruneState
+
+
+def report(state: PruneState):
+    graph, coupling = state.graph, state.coupling
+    rows, kept = [], {}
+    seen = set()
+    params = [0, 0]
+    macs = [0, 0]
+    for call in graph.calls:
+        handler = coupling.handlers[call.index]
+        in_keep, out_keep = state.keeps(call)
+        in_before = [graph.shapes[k] for k in call.inputs]
+        out_before = [graph.shapes[k] for k in call.outputs]
+        p_before = p_after = 0
+        if id(call.layer) not in seen and _keras.is_layer(call.layer) and call.layer.weights:
+            seen.add(id(call.layer))
+            p_before = sum(int(np.prod(w.shape)) for w in call.layer.weights)
+            changed = any(kp is not None and len(kp) != _len(s) for kp, s in
+                          zip(in_keep + out_keep, in_before + out_before))
+            # Counted from shapes: planning decides, surgery slices the weights.
+            p_after = handler.params(call.layer, in_keep, out_keep) if changed else p_before
+        m_before, m_after = _macs(state, call, handler, in_keep, out_keep) if in_before else (0, 0)
+        params[0] += p_before
+        params[1] += p_after
+        macs[0] += m_before
+        macs[1] += m_after
+        ch_before = _len(out_before[0]) if out_before else None
+        ch_after = len(out_keep[0]) if out_keep and out_keep[0] is not None else ch_before
+        name = qualified_name(graph, call)
+        if ch_before is not None and ch_after != ch_before and name not in kept:
+            kept[name] = out_keep[0].tolist()
+        rows.append(LayerPlan(name, type(call.layer).__name__, ch_before, ch_after,
+                              p_before, p_after, int(m_before), int(m_after)))
+    return rows, kept, params, macs
+
+
+def _macs(state: PruneState, call, handler, in_keep, out_keep) -> tuple[int, int]:
+    """MACs of a call before/after pruning, at the plan's input size."""
+    shapes = state.graph.shapes if state.mac_shapes is None else state.mac_shapes
+    ins = [shapes[k] for k in call.inputs]
+    outs = [shapes[k] for k in call.outputs]
+    if any(d is None for s in ins + outs for d in s[1:]):  # its output spec was not computable
+        if type(handler).macs is not Handler.macs:  # a layer that would have counted some
+            state.macs_uncounted.append(qualified_name(state.graph, call))
+        return 0, 0
+    return (handler.macs(call.layer, ins, outs),
+            handler.macs(call.layer, [_narrow(s, kp) for s, kp in zip(ins, in_keep)],
+                         [_narrow(s, kp) for s, kp in zip(outs, out_keep)]))
+
+
+def border_folds(state: PruneState) -> list:
+    """[layer, n] for readers whose fold of n removed constants is exact only inside."""
+    graph, coupling = state.graph, state.coupling
+    out = []
+    for index in sorted(coupling.border_readers):
+        call = graph.calls[index]
+        key = call.inputs[0]
+        info, keep = coupling.tensors[key], state.keep[key]
+        gone = np.ones(len(info), bool)
+        gone[keep] = False
+        n = int((gone & info.const & ~info.zero).sum())
+        if n:
+            out.append([qualified_name(graph, call), n])
+    return out
+
+
+def qualified_name(graph, call) -> str:
+    names, scope = [], ()
+    for ci in call.scope:
+        sub = graph.graph_at(scope).calls[ci].layer
+        names.append(sub.name)
+        scope = scope + (ci,)
+    return "/".join(names + [call.layer.name])
+
+
+def groups(coupling, removed, scores) -> list:
+    """Coupled groups: the layers whose channels are removed together."""
+    root_of, graph = coupling.root_of, coupling.graph
+    parent: dict[int, int] = {}
+
+    def find(r):
+        while parent.setdefault(r, r) != r:
+            r = parent[r]
+        return r
+
+    layers_of: dict[int, set] = {}
+    for index, ids in coupling.produced:
+        roots = np.unique(root_of[ids]).tolist()
+        base = find(roots[0])
+        for r in roots[1:]:
+            parent[find(r)] = base
+        name = qualified_name(graph, graph.calls[index])
+        layers_of.setdefault(base, set()).add(name)
+    for name, ids, _ in coupling.scored:
+        for r in np.unique(root_of[ids]).tolist():
+            if r in scores:
+                layers_of.setdefault(find(r), set()).add(name)
+    groups: dict[int, dict] = {}
+    for r in scores:
+        g = groups.setdefault(find(r), {"channels": 0, "removed": 0})
+        g["channels"] += 1
+        g["removed"] += r in removed
+    names = {}
+    for base, layer_names in layers_of.items():
+        names.setdefault(find(base), set()).update(layer_names)
+    return [dict(layers=sorted(names.get(b, ())), channels=g["channels"], removed=g["removed"])
+            for b, g in groups.items()]
+
+
+def _len(shape) -> int | None:
+    return None if shape is None or len(shape) < 2 else shape[-1]
+
+
+def _narrow(shape, keep):
+    if keep is None or shape is None or len(shape) < 2:
+        return shape
+    return tuple(shape[:-1]) + (len(keep),)

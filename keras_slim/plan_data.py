@@ -1,0 +1,169 @@
+"""Plan and LayerPlan: what a plan decided, as plain data (print, JSON, compare).
+
+The model-facing part of a plan (`_state`, a PruneState) is attached by
+`keras_slim.plan` and never serialized; a plan read back from JSON is
+re-checked on the model by `prune(model, plan)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from keras_slim.errors import ArgumentError
+from keras_slim.state import PruneState
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """One row of the plan's table (one layer call)."""
+
+    name: str
+    class_name: str
+    channels_before: int | None
+    channels_after: int | None
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+@dataclasses.dataclass
+class Plan:
+    """What pruning `model` at a ratio would remove, and what it saves.
+
+    `kept` maps each layer whose output narrows to the indices of the output
+    channels that stay. MACs count multiply-accumulates of conv/dense layers;
+    FLOPs = 2 x MACs as the paper counts them. They are counted at
+    `input_shapes` (one shape per model input, without the batch axis);
+    `dynamic_input` says those fill None axes of the model's inputs (a
+    reference size, by default 224 per spatial axis), and `macs_uncounted`
+    names layers whose output shape Keras could not compute (counted as 0).
+    """
+
+    ratio_requested: float | None
+    threshold: float
+    prunable_channels: int
+    removed_channels: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    layers: list
+    kept: dict
+    groups: list
+    barriers: list
+    options: dict
+    # [layer, removed constant channels] where the fold is exact only away from 'same' borders
+    border_folds: list = dataclasses.field(default_factory=list)
+    # MAC input size; the defaults keep plans saved before these fields existed loadable.
+    input_shapes: list | None = None
+    dynamic_input: bool = False
+    macs_uncounted: list = dataclasses.field(default_factory=list)
+    _state: PruneState | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    # ------------------------------------------------------------ derived
+    @property
+    def ratio(self) -> float:
+        """Achieved fraction of prunable channels removed."""
+        return self.removed_channels / self.prunable_channels if self.prunable_channels else 0.0
+
+    @property
+    def flops_before(self) -> int:
+        return 2 * self.macs_before
+
+    @property
+    def flops_after(self) -> int:
+        return 2 * self.macs_after
+
+    # ------------------------------------------------------------ output
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(dataclasses.replace(self, _state=None))
+        d.pop("_state", None)
+        d.update(ratio=self.ratio, flops_before=self.flops_before, flops_after=self.flops_after)
+        return d
+
+    def to_json(self, path: str | None = None, indent: int = 1) -> str:
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        """A plan read back from `to_dict`; `prune(model, plan)` re-checks it on the model."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"_state"}
+        optional = {f.name for f in dataclasses.fields(cls)
+                    if f.default is not dataclasses.MISSING
+                    or f.default_factory is not dataclasses.MISSING}
+        missing = sorted(fields - optional - set(d))
+        if missing:
+            raise ArgumentError(f"not a keras_slim plan: missing {missing}")
+        data = {k: d[k] for k in fields if k in d}
+        data["layers"] = [LayerPlan(**row) for row in d["layers"]]
+        if data.get("input_shapes") is not None:  # JSON made the shape tuples lists
+            data["input_shapes"] = [tuple(s) for s in data["input_shapes"]]
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text_or_path: str) -> "Plan":
+        """Read a plan written by `to_json` (a JSON string or a file path)."""
+        text = text_or_path
+        if not text_or_path.lstrip().startswith("{"):
+            with open(text_or_path) as f:
+                text = f.read()
+        return cls.from_dict(json.loads(text))
+
+    def summary(self) -> str:
+        def pct(a, b):
+            return f"{100.0 * (1 - a / b):.1f}%" if b else "n/a"
+
+        return (
+            f"channels: {self.removed_channels}/{self.prunable_channels} prunable removed "
+            f"({100 * self.ratio:.1f}%, threshold |gamma| score {self.threshold:.4g})\n"
+            f"params:   {self.params_before:,} -> {self.params_after:,} (-{pct(self.params_after, self.params_before)})\n"
+            f"MACs:     {self.macs_before:,} -> {self.macs_after:,} (-{pct(self.macs_after, self.macs_before)}); "
+            f"FLOPs = 2 x MACs"
+        ) + self._mac_input_line()
+
+    def _mac_input_line(self) -> str:
+        """Where the MACs were counted (nothing for plans saved without it)."""
+        if self.input_shapes is None:
+            return ""
+        shapes = ", ".join(str(tuple(s)) for s in self.input_shapes)
+        text = f"\nMACs at input{'s' if len(self.input_shapes) > 1 else ''} {shapes}"
+        if self.dynamic_input:
+            text += " (reference size for dynamic axes)"
+        if self.macs_uncounted:
+            text += (f"\nMACs not counted (output shape unknown, counted as 0): "
+                     f"{', '.join(self.macs_uncounted[:8])}"
+                     + (f" and {len(self.macs_uncounted) - 8} more"
+                        if len(self.macs_uncounted) > 8 else ""))
+        return text
+
+    def table(self, only_changed: bool = False) -> str:
+        rows = [("layer", "type", "channels", "params", "MACs")]
+        for r in self.layers:
+            if only_changed and r.channels_before == r.channels_after and r.params_before == r.params_after:
+                continue
+            ch = "-" if r.channels_before is None else f"{r.channels_before} -> {r.channels_after}"
+            rows.append((r.name, r.class_name, ch, f"{r.params_before:,} -> {r.params_after:,}",
+                         f"{r.macs_before:,} -> {r.macs_after:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        text = self.table() + "\n\n" + self.summary()
+        if self.border_folds:
+            n = sum(c for _, c in self.border_folds)
+            text += (f"\nconstants folded into 'same'-padded readers (exact away from the "
+                     f"borders only): {n} channels at {len(self.border_folds)} layers; "
+                     "plan(..., border_folds=False) keeps them instead")
+        if self.barriers:
+            text += "\nbarriers (channels kept): " + ", ".join(n for n, _ in self.barriers)
+        return text
+
+
+# ---------------------------------------------------------------- making plans
