@@ -398,6 +398,32 @@ def new_layer(layer, config: dict | None = None):
     return type(layer).from_config(cfg)
 
 
+def copy_layer(layer):
+    """A copy of a built Keras 3 layer with its own variables (same values); nothing shared.
+
+    For layers whose config does not round-trip. `copy.deepcopy` alone goes
+    through Keras' pickling (the config again), so each layer of the subtree is
+    copied attribute by attribute with Keras' tracking paused (the copies are
+    built already) and without its call history (nodes), which would drag in
+    the model it came from.
+    """
+    import copy
+
+    from keras.src.utils import tracking
+
+    subtree = [layer] + list(layer._flatten_layers(include_self=False, recursive=True))
+    memo: dict = {}
+    for sub in subtree:
+        for nodes in ("_inbound_nodes", "_outbound_nodes"):
+            if hasattr(sub, nodes):
+                memo[id(getattr(sub, nodes))] = []
+        memo[id(sub)] = object.__new__(type(sub))
+    with tracking.DotNotTrackScope():
+        for sub in subtree:
+            memo[id(sub)].__dict__.update(copy.deepcopy(sub.__dict__, memo))
+    return memo[id(layer)]
+
+
 def set_weights(layer, values: list) -> None:
     layer.set_weights([np.asarray(v) for v in values])
 

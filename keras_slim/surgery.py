@@ -79,21 +79,45 @@ class _Rebuilder:
         if not _keras.is_layer(old):  # a stateless keras.ops operation
             new = _keras.new_layer(old, handler.op_config(old, in_keep, out_keep))
         else:
-            config, weights = handler.rebuild(old, in_keep, out_keep)
             fold = self.fold.get(flat.index)
-            if fold is not None:
-                config, weights = fold(config, weights)
             try:
+                config, weights = handler.rebuild(old, in_keep, out_keep)
+                if fold is not None:
+                    config, weights = fold(config, weights)
                 new = _keras.new_layer(old, config)
                 self.pending_weights[id(old)] = weights
-            except Exception:
-                if old.weights:
-                    raise
-                # Weightless and not re-creatable from its config (an Activation holding
-                # a lambda): the same object serves both models; it has no state to share.
-                new = old
+            except Exception as e:  # a config that does not round-trip
+                new = self._copy(flat, handler, fold is not None, in_keep + out_keep, e)
         self.layers[id(old)] = new
         return new, args
+
+    def _copy(self, flat, handler, folded: bool, keeps: list, error: Exception):
+        """A layer kept as it is whose config does not round-trip: a copy with its own weights.
+
+        Only where the rebuild would not change it (its handler keeps config and
+        weights, and its channels stay, or it is a weightless stock layer such as
+        keras-hub's `Identity(dtype=policy)`); anything else is a clear error.
+        """
+        from keras_slim.errors import PruneError
+        from keras_slim.handlers.base import Handler
+
+        old = flat.layer
+        widths = [self.graph.shapes[k][-1] for k in flat.inputs + flat.outputs]
+        unchanged = all(kp is None or len(kp) == w for kp, w in zip(keeps, widths))
+        stock = type(old).__module__.startswith("keras.") and not old.weights
+        as_is = type(handler).rebuild is Handler.rebuild and not folded
+        if as_is and (unchanged or stock) and not _keras.is_tf_keras(old):
+            return _keras.copy_layer(old)
+        why = ("a constant of removed channels is folded into its bias" if folded else
+               "its channels change" if not unchanged else "its handler edits its config")
+        cls = f"{type(old).__module__}.{type(old).__name__}"
+        raise PruneError(
+            f"keras_slim.prune: layer {old.name!r} ({cls}) must be rebuilt ({why}), but it "
+            f"cannot be re-created from its config ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}). Give "
+            f"{type(old).__name__} a get_config() returning its __init__ arguments (plain "
+            "values; from_config for the rest), or keep its channels: plan(model, ..., "
+            f"exclude=[...]) naming the layers that feed it.") from error
 
     def _select(self, flat, args, in_keep, out_keep):
         positions = np.searchsorted(in_keep, out_keep)

@@ -60,6 +60,8 @@ class Handler:
         From `weight_rules` when given (no weight is read); otherwise it
         rebuilds and counts, which is exact for any handler.
         """
+        if type(self).rebuild is Handler.rebuild:  # unchanged weights: no config needed
+            return sum(int(np.prod(w.shape)) for w in layer.weights)
         rules = self.weight_rules(layer, in_keep, out_keep)
         if rules is None:
             return sum(int(np.size(w)) for w in self.rebuild(layer, in_keep, out_keep)[1])

@@ -1,0 +1,96 @@
+"""Layers whose config does not round-trip (keras-hub's `Identity(dtype=self.dtype_policy)`).
+
+A layer kept as it is (a barrier, or a weightless stock layer) is copied with its
+own weights; the input model is never touched. One that must change is a clear error.
+"""
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import keras_slim
+from keras_slim import testing
+from keras_slim.errors import PruneError
+
+
+class PolicyScale(layers.Layer):
+    """No get_config, built from a DTypePolicy object: its config cannot be made.
+
+    `self.scale * x` runs TensorFlow's multiply on a symbolic tensor: untraceable, a barrier.
+    """
+
+    def __init__(self, policy, **kwargs):
+        super().__init__(dtype=policy, **kwargs)
+
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        return self.scale * x
+
+
+def _model():
+    policy = keras.DTypePolicy("float32")
+    inp = keras.Input((None, None, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp))
+    x = layers.Identity(dtype=policy, name="ident")(x)  # stock, weightless; channels shrink
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(6, 3, padding="same")(x)))
+    x = PolicyScale(policy, name="scaled")(x)  # barrier: kept whole
+    x = layers.BatchNormalization()(layers.Conv2D(5, 1)(x))
+    return keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+
+
+def test_layers_whose_config_does_not_round_trip_are_copied_not_shared():
+    m = _model()
+    scaled = m.get_layer("scaled")
+    scaled.scale.assign(np.linspace(0.5, 2.0, 6).astype("float32"))
+    with pytest.raises(NotImplementedError):
+        scaled.get_config()
+    nodes = {layer.name: len(layer._inbound_nodes) for layer in m.layers}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = testing.exactness(m, 0.5, seed=1, input_size=8)
+    assert r.difference < 1e-5 and r.plan.removed_channels > 0
+    assert "scaled" in dict(r.plan.barriers)
+    copy = r.model.get_layer("scaled")
+    assert copy is not scaled and copy.scale is not scaled.scale
+    np.testing.assert_array_equal(copy.scale.numpy(), scaled.scale.numpy())
+    assert r.model.get_layer("ident") is not m.get_layer("ident")
+    assert {layer.name: len(layer._inbound_nodes) for layer in m.layers} == nodes  # untouched
+    before = scaled.scale.numpy().copy()
+    r.model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    r.model.fit(x, np.ones((4, 2)), epochs=1, verbose=0)
+    assert np.abs(copy.scale.numpy() - before).max() > 0  # the copy trains ...
+    np.testing.assert_array_equal(scaled.scale.numpy(), before)  # ... the original does not
+    assert any(w is copy.scale for w in r.model.trainable_weights)
+
+
+class PolicyBias(PolicyScale):
+    """Per-channel weights, no config; a user handler passes channels through it."""
+
+    def call(self, x):
+        return x + self.scale
+
+
+class PassHandler(keras_slim.Handler):
+    shares_channels = True
+
+    def flow(self, ctx, ins):
+        return [ins[0]]
+
+
+def test_a_layer_that_must_change_but_cannot_be_recreated_is_a_clear_error():
+    policy = keras.DTypePolicy("float32")
+    inp = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp))
+    x = PolicyBias(policy, name="biased")(x)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(layers.Conv2D(4, 1)(x))))
+    testing.kill_channels(m, 0.5, seed=0)
+    with pytest.raises(PruneError) as e:
+        keras_slim.prune(m, threshold=1e-12, custom_handlers={"biased": PassHandler()})
+    text = str(e.value)
+    assert "'biased'" in text and "PolicyBias" in text and "channels change" in text
+    assert "get_config" in text
