@@ -9,10 +9,15 @@ import numpy as np
 from keras_slim.cli.loading import check_json_path, load_model
 from keras_slim.cli.output import EXIT_OK, logger, table, write_json
 from keras_slim.cli.plan_options import check_prunable, mac_input, make_plan, plan_options
+from keras_slim.training.stats import gamma_statistics as shared_gamma_statistics
 
 
 def gamma_statistics(bns: Sequence[Any]) -> list[dict]:
-    """Per-BN |gamma| statistics plus an "(all)" row over every scaling factor."""
+    """Per-BN |gamma| statistics plus an "(all)" row over every scaling factor.
+
+    The numbers come from `keras_slim.training.stats.gamma_statistics`, the one
+    place they are computed, so `inspect` agrees with SparsityMonitor and the plots.
+    """
     rows, everything = [], []
     for layer in bns:
         g = np.abs(np.asarray(layer.gamma.numpy(), dtype=np.float64)).ravel()
@@ -24,9 +29,10 @@ def gamma_statistics(bns: Sequence[Any]) -> list[dict]:
 
 
 def _gamma_row(name: str, g: np.ndarray) -> dict:
-    return dict(layer=name, count=int(g.size), min=float(g.min()), median=float(np.median(g)),
-                max=float(g.max()), below_1e_2=float(np.mean(g < 1e-2)),
-                below_1e_3=float(np.mean(g < 1e-3)))
+    s = shared_gamma_statistics(g, thresholds=(1e-2, 1e-3), ratios=())
+    # min is not among the shared statistics (yet); it is the one number computed here
+    return dict(layer=name, count=s["channels"], min=float(g.min()), median=s["median"],
+                max=s["max"], below_1e_2=s["below"][1e-2], below_1e_3=s["below"][1e-3])
 
 
 def run(args: argparse.Namespace) -> int:
