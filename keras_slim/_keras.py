@@ -117,8 +117,11 @@ def is_layer(obj) -> bool:
 
 
 def is_ops_node(obj) -> bool:
-    """A `keras.ops` operation recorded as a graph node (Add, Split, ...), not a layer."""
-    return type(obj).__module__.startswith("keras.src.ops")
+    """A `keras.ops` operation recorded as a graph node (Add, Split, ...), not a layer.
+
+    `keras.activations.relu` on a symbolic tensor records one from keras.src.activations.
+    """
+    return type(obj).__module__.startswith(("keras.src.ops", "keras.src.activations"))
 
 
 def is_batch_norm(layer) -> bool:

@@ -428,3 +428,127 @@ def test_repeated_untraceable_layers_are_tried_once(monkeypatch):
                and "ValueBranch" in reasons["branchy" + str(i)] for i in range(3))
     assert [layer.name for layer in tries].count("branchy0") == 1
     assert not any(layer.name in ("branchy1", "branchy2") for layer in tries)
+
+
+class ActsBlock(layers.Layer):
+    """keras.activations functions and keras.ops activations inside a custom layer."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.a = layers.Conv2D(filters, 3, padding="same")
+        self.bn_a = layers.BatchNormalization()
+        self.b = layers.Conv2D(filters, 1)
+        self.bn_b = layers.BatchNormalization()
+
+    def call(self, x):
+        x = keras.activations.relu(self.bn_a(self.a(x)), negative_slope=0.1, max_value=6.0)
+        x = ops.hard_tanh(ops.soft_shrink(x, 0.2))
+        return keras.activations.relu(ops.squareplus(self.bn_b(self.b(x)), 2.0))
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters)
+
+
+def test_keras_activation_functions_in_a_traced_layer_pass_channels():
+    m = _model(ActsBlock(8, name="acts1"), ActsBlock(6, name="acts2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    assert not p.barriers, p.barriers
+    # squareplus(0) != 0: dead channels of acts1's end are constants before acts2's 'same'
+    # conv; only exact folds here
+    _check(m, min_share=0.7, border_folds=False)
+    # constants: relu(beta), squareplus(beta) ... are computed, so they fold exactly
+    assert testing.exactness(m, 0.5, seed=4, constants=True).difference < 1e-4
+
+
+def _group_norm_model(groups):
+    inp = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization(name="bn1")(layers.Conv2D(8, 3, padding="same")(inp))
+    x = layers.GroupNormalization(groups, name="gn")(layers.ReLU()(x))
+    x = layers.BatchNormalization(name="bn2")(layers.Conv2D(6, 1)(x))
+    return keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+
+
+@pytest.mark.parametrize("groups", [4, 1, -1])
+def test_group_normalization_prunes_whole_groups_only(groups):
+    m = _group_norm_model(groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    assert not p.barriers
+    size = {4: 2, 1: 8, -1: 1}[groups]
+    for seed in range(3):
+        r = testing.exactness(m, 0.5, seed=seed)
+        assert r.difference < 1e-4, (seed, r.difference)
+        kept = r.model.get_layer("gn")
+        width = kept.gamma.shape[0]
+        assert width % size == 0 and kept.groups == width // size
+        assert testing.exactness(m, 0.5, seed=seed, constants=True).difference < 1e-4
+    # whole groups really go: a dead group is removed
+    testing.randomize_batchnorm(m)
+    bn = m.get_layer("bn1")
+    gamma, beta, mean, var = bn.get_weights()
+    gamma[:size] = 0.0
+    beta[:size] = 0.0
+    bn.set_weights([gamma, beta, mean, var])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = keras_slim.prune(m, threshold=1e-12)
+    if groups != 1:  # one group: it is the whole layer (min_channels keeps it)
+        assert small.get_layer("gn").gamma.shape[0] == 8 - size
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert testing.max_difference(m, small, x) < 1e-4
+
+
+def test_group_normalization_part_of_a_group_dead_keeps_the_group():
+    m = _group_norm_model(2)  # groups of 4
+    testing.randomize_batchnorm(m)
+    bn = m.get_layer("bn1")
+    gamma, beta, mean, var = bn.get_weights()
+    gamma[:2] = 0.0  # half of group 0: its statistics still depend on the live half
+    beta[:2] = 0.0
+    bn.set_weights([gamma, beta, mean, var])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = keras_slim.prune(m, threshold=1e-12)
+    assert small.get_layer("gn").gamma.shape[0] == 8
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    assert testing.max_difference(m, small, x) < 1e-4
+
+
+def _neg_inf_pad_model(pool="layer", pad=1, reader="max"):
+    inp = keras.Input((9, 9, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp)))
+    x = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=float("-inf"))
+    if reader == "avg":
+        x = layers.AveragePooling2D(3, strides=2)(x)
+    elif pool == "layer":
+        x = layers.MaxPooling2D(3, strides=2)(x)
+    else:
+        x = ops.max_pool(x, 3, 2)
+    x = layers.Conv2D(4, 2)(x)
+    return keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+
+
+@pytest.mark.parametrize("pool", ["layer", "op"])
+def test_neg_inf_pad_before_max_pool_keeps_dead_and_constant_channels_exact(pool):
+    """keras-hub's ResNet/CSPNet stems: ops.pad(x, ..., constant_values=-inf) -> MaxPooling2D."""
+    m = _neg_inf_pad_model(pool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert not keras_slim.plan(m, 0.3).barriers
+    _check(m, min_share=1.0)
+    r = testing.exactness(m, 0.5, seed=2, constants=True)  # border_folds=False: exact only
+    assert r.difference < 1e-4
+    assert r.killed and r.plan.removed_channels == r.killed
+
+
+@pytest.mark.parametrize("pad, reader", [(3, "max"), (1, "avg")])
+def test_neg_inf_pad_read_otherwise_is_a_barrier(pad, reader):
+    m = _neg_inf_pad_model(pad=pad, reader=reader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    assert any("-inf" in reason for _, reason in p.barriers), p.barriers

@@ -22,6 +22,7 @@ for cls in (L.SeparableConv1D, L.SeparableConv2D):
     register_builtin(cls, _separable)
 register_builtin(L.Dense, dense.DenseHandler())
 register_builtin(L.BatchNormalization, normalization.BatchNormHandler())
+register_builtin(L.GroupNormalization, normalization.GroupNormHandler())
 register_builtin(L.Normalization, act.NormalizationHandler())
 register_builtin(ChannelSelection, selection.ChannelSelectionHandler())
 register_builtin(WeightedOp, weighted.WeightedOpHandler())
@@ -67,7 +68,10 @@ for name in ("Add", "Subtract", "Maximum", "Minimum", "Divide", "TrueDivide"):
 register_op("Multiply", merge.ScalarOpHandler(merge.ANY))
 for name in ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gelu", "Tanh",
              "Elu", "Selu", "LeakyRelu", "Softplus", "Softsign", "Abs", "Negative",
-             "Square", "Exp", "Log", "Sqrt", "Mish", "Celu"):
+             "Square", "Exp", "Log", "Sqrt", "Mish", "Celu",
+             "HardShrink", "HardTanh", "LogSigmoid", "SoftShrink", "SparsePlus", "SparseSigmoid",
+             "Squareplus", "TanhShrink", "Threshold", "Clip",
+             "ReLU"):  # keras.activations.relu(x, ...) records keras.src.activations' ReLU op
     register_op(name, _elementwise)
 _reduce = shape.ReduceHandler()
 for name in ("Mean", "Max", "Min", "Sum"):
@@ -76,3 +80,5 @@ register_op("GetItem", split.GetItemHandler())
 register_op("Split", split.SplitHandler())
 register_op("Concatenate", merge.ConcatenateHandler())  # ops.concatenate([...], axis=-1)
 register_op("Pad", shape.PadHandler())  # ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+for name in ("MaxPool", "AveragePool"):  # ops.max_pool / ops.average_pool
+    register_op(name, _pass)

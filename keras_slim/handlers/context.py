@@ -131,6 +131,12 @@ class FlowContext:
         index = self._c.graph.producer.get(self.call.inputs[i])
         return None if index is None else self._c.graph.calls[index].layer
 
+    def output_readers(self, i: int = 0) -> list:
+        """The layers (or ops) reading output i; None stands for a model output."""
+        graph = self._c.graph
+        return [None if j < 0 else graph.calls[j].layer
+                for j in graph.consumers.get(self.call.outputs[i], ())]
+
     def barrier(self, ins: list, reason: str) -> list:
         """Keep every channel reaching this layer and everything it emits."""
         for info in ins:

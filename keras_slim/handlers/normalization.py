@@ -1,4 +1,4 @@
-"""BatchNormalization: the scaling factors that Network Slimming ranks."""
+"""Normalization layers: BatchNormalization (the scaling factors Network Slimming ranks), GroupNormalization."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,3 +64,72 @@ class BatchNormHandler(Handler):
 
     def rebuild(self, layer, in_keep, out_keep):
         return layer.get_config(), slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
+
+
+class GroupNormHandler(Handler):
+    """GroupNormalization: channels go only in whole groups.
+
+    A group's statistics mix its channels, so removing part of a group would
+    change the others. Each group's channels are united into one class: they
+    are removed together or not at all, and removing whole groups leaves the
+    remaining groups' statistics (and outputs) exactly as they were. A group
+    whose input is all zero comes out as beta (mean and variance 0), so it is
+    zero where beta is 0 and a constant otherwise; a group with constant but
+    non-zero input is not passed on as constant (its readers keep it).
+    GroupNormalization has no moving statistics; its gamma does not score.
+    """
+
+    shares_channels = True
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        layer = ctx.layer
+        rank = len(ctx.in_shapes[0]) if ctx.in_shapes else 0
+        if x is None or layer.axis % rank != rank - 1:
+            return ctx.barrier(ins, "GroupNormalization not on the channel axis")
+        size = _group_size(layer, len(x))
+        if size is None:
+            return ctx.barrier(ins, f"GroupNormalization with {layer.groups} groups of "
+                                    f"{len(x)} channels")
+        starts = np.repeat(np.arange(0, len(x), size), size)
+        ctx.union(x.take(starts), x)  # a group is one removable unit
+        dead = x.zero.reshape(-1, size).all(1).repeat(size)
+        beta = _keras.weight(layer, "beta")
+        zero = dead & (np.zeros(len(x)) == (0 if beta is None else beta))
+        return [ChannelInfo(x.ids, zero, dead)]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        c = consts[0]
+        size = _group_size(layer, len(c))
+        beta = _keras.weight(layer, "beta")
+        beta = np.zeros(len(c)) if beta is None else beta.astype(np.float64)
+        dead = (c.reshape(-1, size) == 0).all(1).repeat(size)  # NaN is not 0
+        return [np.where(dead, beta, np.nan)]
+
+    def weight_rules(self, layer, in_keep, out_keep):
+        return {n: [(0, out_keep[0])] for n in ("gamma", "beta")}
+
+    def rebuild(self, layer, in_keep, out_keep):
+        keep = np.asarray(out_keep[0])
+        size = _group_size(layer, _channels(layer))
+        groups = np.unique(keep // size)
+        if len(keep) != len(groups) * size:  # the coupling unites each group: a bug if not
+            raise RuntimeError(f"GroupNormalization {layer.name!r}: kept channels "
+                               f"{keep.tolist()} are not whole groups of {size}")
+        config = dict(layer.get_config(), groups=len(groups))
+        return config, slice_weights(layer, self.weight_rules(layer, [keep], [keep]))
+
+
+def _channels(layer) -> int:
+    for name in ("gamma", "beta"):
+        w = _keras.weight(layer, name)
+        if w is not None:
+            return len(w)
+    return int(layer.input_spec.axes[layer.axis])  # no weights: the width it was built for
+
+
+def _group_size(layer, channels: int) -> int | None:
+    groups = int(layer.groups) if layer.groups != -1 else channels
+    if groups <= 0 or channels % groups:
+        return None
+    return channels // groups

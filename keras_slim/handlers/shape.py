@@ -1,6 +1,8 @@
 """Layers that move values around without mixing channels."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from keras_slim.handlers.context import ChannelInfo
@@ -121,20 +123,59 @@ def _reduced_axes(op, in_shapes):
 class PadHandler(ZeroPaddingHandler):
     """`keras.ops.pad` of the spatial axes: zero ("constant" 0) padding, or reflect/symmetric.
 
-    Padding the channel axis, or padding with a non-zero value, is a barrier.
+    Padding with -inf is the 'same' max-pooling of keras-hub's ResNet/CSPNet stems
+    (`ops.pad(x, ..., constant_values=-inf)` then `MaxPooling2D`): when every
+    reader is a 'valid' max pool whose windows each hold a real value (each pad
+    narrower than the pool), max(c, -inf) = c, so the pool's output is 0 where the
+    channel is 0 and c where it is the constant c, at the borders too. The padded
+    tensor itself (-inf at its borders) is read by nothing else. Padding the
+    channel axis, or with any other value, is a barrier.
     """
+
+    def __init__(self):
+        self._max_pooled = weakref.WeakSet()  # -inf pads that only max pools read
 
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
         widths = np.asarray(ctx.layer.pad_width, dtype=object)
         value = _pad_value(ctx.call.call)
         last = tuple(np.ravel(widths[-1])) if widths.ndim == 2 else None
-        if x is None or last != (0, 0) or value not in (None, 0, 0.0):
-            return ctx.barrier(ins, "pad of the channel axis or with a non-zero value")
-        return [x]
+        if x is None or last != (0, 0) or ctx.layer.mode != "constant" and value is not None:
+            return ctx.barrier(ins, "pad of the channel axis")
+        if value in (None, 0, 0.0):
+            return [x]
+        if _is_neg_inf(value) and all(_max_pool_covers(r, widths) for r in ctx.output_readers()):
+            self._max_pooled.add(ctx.layer)
+            return [x]
+        return ctx.barrier(ins, f"pad with {value!r} (only 0, or -inf read by max pooling, "
+                                "keeps removed channels exact)")
 
     def border_effect(self, layer) -> bool:
+        if layer in self._max_pooled:
+            return False  # the max pool reads real values only
         return layer.mode == "constant"  # reflect/symmetric keep a constant constant
+
+
+def _is_neg_inf(value) -> bool:
+    try:
+        return bool(np.ndim(value) == 0 and np.isneginf(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _max_pool_covers(reader, widths) -> bool:
+    """`reader` is a 'valid' channels-last max pool whose every window holds a real value."""
+    if reader is None or "max" not in type(reader).__name__.lower() \
+            or not hasattr(reader, "pool_size") or getattr(reader, "padding", None) != "valid" \
+            or not channels_last(reader):
+        return False
+    pool = reader.pool_size
+    pool = tuple(pool) if isinstance(pool, (tuple, list)) else (pool,)
+    spatial = [tuple(w) for w in widths[1:-1]]
+    if len(pool) == 1:
+        pool = pool * len(spatial)
+    # a window (length p) lies wholly in the padding only if a pad is p wide or more
+    return len(pool) == len(spatial) and all(b < p and a < p for (b, a), p in zip(spatial, pool))
 
 
 def _pad_value(call):
