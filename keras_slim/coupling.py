@@ -41,6 +41,7 @@ class Options:
     channel_selection: bool = True
     exclude: frozenset = frozenset()
     border_folds: bool = True  # fold constants where exact only away from 'same' borders
+    scores: str = "bn"  # what a class is scored by: "bn" (gamma) or "filters" (weights)
 
 
 class UnionFind:
@@ -97,6 +98,8 @@ class Coupling:
         self.frozen: set[int] = set()
         self.unsafe: set[int] = set()
         self.scored: list[tuple[str, np.ndarray, np.ndarray]] = []  # (BN name, ids, |gamma|)
+        self.filters: list[tuple[str, np.ndarray, np.ndarray]] = []  # (layer, ids, rows)
+        self.emitted: dict[tuple[int, int], np.ndarray] = {}  # (call, output) -> act(bias)
         self.requires: list[tuple[np.ndarray, np.ndarray]] = []
         self.produced: list[tuple[int, np.ndarray]] = []  # (call index, ids)
         self.marks: dict[int, set[str]] = {}
@@ -114,6 +117,8 @@ class Coupling:
                                               value=np.full(n, np.nan))
         for call in graph.calls:
             handler = resolve(call.layer)
+            if options.scores == "filters":
+                handler = handler.under_filter_scores()
             self.handlers[call.index] = handler
             ctx = FlowContext(self, call, handler)
             ins = [self.tensors.get(k) for k in call.inputs]
@@ -132,7 +137,8 @@ class Coupling:
                             f"handler {type(handler).__name__} gave {len(info)} channels "
                             f"for an output of {call.layer.name!r} with {n}"
                         )
-                    self.tensors[k] = _with_value(info, values[i])
+                    value = self.emitted.pop((call.index, i), values[i])  # filter_zeroed
+                    self.tensors[k] = _with_value(info, value)
             if call.layer.name in options.exclude:
                 for info in outs:
                     if info is not None:
@@ -216,6 +222,11 @@ class Coupling:
             scored = set(self.scale_factors()[0].tolist())
             self._root_sets = frozen, unsafe, scored
         return self._root_sets
+
+    def set_scores(self, scored: list) -> None:
+        """Per-channel scores a filter criterion computed from `filters` (same layout as `scored`)."""
+        self.scored = list(scored)
+        self._root_sets = None
 
     def members(self, roots=None) -> dict:
         """root -> [Member(layer, channel index, |gamma|)] (built on demand: it is slow)."""

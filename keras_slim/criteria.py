@@ -1,5 +1,27 @@
 """Score: how important a removable channel class is.
 
+Criteria (`plan(model, ..., criterion=...)`):
+
+* "bn_scale" (default, the paper): |gamma| of the BatchNormalization scaling
+  factors. Removal is exact where every factor of a class is 0.
+* "l1", "l2": the norm of each output filter of the layer that creates the
+  channel (Li et al., 2017), plus each depthwise filter coupled to it.
+  Removal is exact where every such filter is 0 (the channel then carries
+  act(bias), folded into its readers). Models without BN, or with
+  `scale=False` BN, are prunable with these.
+* "fpgm": distance of each filter to the other filters of its layer (the
+  geometric-median criterion of He et al., 2019): filters close to the rest
+  are redundant and go first. It ranks by redundancy, not magnitude, so a
+  zero filter is not necessarily cut first.
+* your own: `register_criterion(name, fn)` with `fn(rows) -> scores`, rows
+  being one layer's filters as a (channels, fan_in) array.
+
+Filter scores are compared across layers only after normalisation
+(`normalize=`): "mean" (default for filter criteria: each layer's scores
+divided by their mean, so a layer's fan-in does not decide its fate), "max",
+or None (raw; the default for "bn_scale", whose |gamma| are already
+comparable, as the paper ranks them).
+
 A class can hold several scaling factors: the BNs of every branch of an
 Add (ResNet v1), a depthwise chain (BN before and after the depthwise), a
 BN shared by two calls. Their |gamma| are combined by `group_reduction`:
@@ -20,13 +42,81 @@ from typing import Callable, Sequence
 import numpy as np
 
 from keras_slim.coupling import Member
-from keras_slim.errors import ArgumentError
+from keras_slim.errors import ArgumentError, ArgumentTypeError
 
 _REDUCTIONS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": lambda g: float(np.mean(g)),
     "max": lambda g: float(np.max(g)),
     "sum": lambda g: float(np.sum(g)),
 }
+
+
+def _fpgm(rows: np.ndarray) -> np.ndarray:
+    """Sum of L2 distances from each filter to the others of its layer."""
+    rows = np.asarray(rows, np.float64)
+    sq = (rows * rows).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * rows @ rows.T, 0.0)  # no n x n x k array
+    return np.sqrt(d2).sum(axis=1)
+
+
+_FILTER_CRITERIA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "l1": lambda rows: np.abs(rows).sum(axis=1),
+    "l2": lambda rows: np.sqrt((np.asarray(rows, np.float64) ** 2).sum(axis=1)),
+    "fpgm": _fpgm,
+}
+BN_SCALE = "bn_scale"
+_NORMALIZE = {
+    None: lambda s: s,
+    "mean": lambda s: s / s.mean() if s.size and s.mean() > 0 else s,
+    "max": lambda s: s / s.max() if s.size and s.max() > 0 else s,
+}
+
+
+def register_criterion(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Add a filter criterion: `fn(rows)` gets one layer's filters as a (channels,
+    fan_in) array and returns one score >= 0 per channel (lower goes first).
+
+    Then `plan(model, ratio, criterion=name)` uses it like "l1".
+    """
+    if not isinstance(name, str) or not name or name == BN_SCALE:
+        raise ArgumentError(f"register_criterion: name must be a non-empty string other than "
+                            f"{BN_SCALE!r}, got {name!r}")
+    if not callable(fn):
+        raise ArgumentTypeError(f"register_criterion: fn must be callable (rows -> scores), "
+                                f"got {type(fn).__name__}")
+    _FILTER_CRITERIA[name] = fn
+
+
+def criteria_names() -> list[str]:
+    return [BN_SCALE] + sorted(_FILTER_CRITERIA)
+
+
+def check_criterion(criterion, normalize) -> tuple[str, str | None]:
+    """(what scores channels: "bn" or "filters", the normalisation in effect)."""
+    if criterion not in criteria_names():
+        raise ArgumentError(f"criterion={criterion!r} is not known; use one of "
+                            f"{criteria_names()} or add one with "
+                            "keras_slim.criteria.register_criterion(name, fn)")
+    if normalize == "auto":
+        normalize = None if criterion == BN_SCALE else "mean"
+    if normalize not in _NORMALIZE:
+        raise ArgumentError(f"normalize={normalize!r} is not known; use 'auto', 'mean', 'max' "
+                            "or None")
+    return ("bn" if criterion == BN_SCALE else "filters"), normalize
+
+
+def filter_scores(filters: Sequence, criterion: str, normalize: str | None) -> list:
+    """Per-channel scores from each layer's filters: [(layer, ids, scores)], as `scored`."""
+    fn, norm = _FILTER_CRITERIA[criterion], _NORMALIZE[normalize]
+    out = []
+    for name, ids, rows in filters:
+        rows = np.asarray(rows, np.float64).reshape(len(ids), -1)
+        s = np.asarray(fn(rows), np.float64).reshape(-1)
+        if s.shape != (len(ids),):
+            raise ArgumentError(f"criterion {criterion!r} returned {s.shape[0]} scores for "
+                                f"the {len(ids)} filters of {name!r}; it must return one per row")
+        out.append((name, ids, norm(np.abs(s))))
+    return out
 
 
 def register_reduction(name: str, fn: Callable[[np.ndarray], float]) -> None:

@@ -39,11 +39,14 @@ def plan(
     custom_handlers: Mapping | None = None,
     trace: bool = True,
     input_shape: Sequence | None = None,
+    criterion: str = "bn_scale",
+    normalize: str | None = "auto",
 ) -> Plan:
     """Work out what pruning `model` would remove, without building anything.
 
     Channels are ranked globally by the |gamma| of their BatchNormalization
-    scaling factors (combined over coupled layers by `group_reduction`) and
+    scaling factors, or by `criterion` (combined over coupled layers by
+    `group_reduction`) and
     exactly `round(ratio * prunable)` of the lowest are cut, before the
     per-layer constraints give some back.
 
@@ -60,8 +63,17 @@ def plan(
         exclude: names of layers whose output channels must all stay.
         channel_selection: let a BN whose input is shared (after Add or
             Concatenate) prune its own copy through a gather.
-        group_reduction: how the |gamma| of coupled BNs combine: "mean",
+        group_reduction: how the scores of coupled layers combine: "mean",
             "max" or "sum" (see keras_slim.criteria).
+        criterion: what ranks channels: "bn_scale" (|gamma|, the paper),
+            "l1" / "l2" (norm of the filter that creates the channel) or
+            "fpgm" (distance to the layer's other filters), or a name given to
+            `keras_slim.criteria.register_criterion`. Filter criteria need no
+            BN: models without BN, or with scale=False BN, are prunable.
+        normalize: how scores are made comparable across layers before the
+            global ranking: "mean" (each layer's scores over their mean),
+            "max", None (raw), or "auto" (None for "bn_scale", "mean" for
+            filter criteria).
         kept: instead of ratio/threshold, reproduce a saved plan: the kept
             output channels per layer (`Plan.kept`, e.g. from `Plan.from_json`).
         border_folds: a removed channel with gamma = 0 but beta != 0 emits a
@@ -99,6 +111,7 @@ def plan(
         ratio_check = ratio
     ratio, threshold = _check_args(ratio_check, threshold, min_channels, max_layer_ratio,
                                    round_to, group_reduction)
+    scores_by, normalize = criteria.check_criterion(criterion, normalize)
     if kept is not None:
         ratio = None
     exclude = frozenset(exclude if not isinstance(exclude, str) else [exclude])
@@ -120,10 +133,12 @@ def plan(
     graph = FlatGraph(_graph_model(model, input_shape, trace), resolver if trace else None)
     mac_shapes, input_shapes, dynamic_input = _mac_input(graph, input_shape)
     coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude,
-                                       border_folds=border_folds), resolver)
+                                       border_folds=border_folds, scores=scores_by), resolver)
+    if scores_by == "filters":
+        coupling.set_scores(criteria.filter_scores(coupling.filters, criterion, normalize))
     frozen, unsafe, scored = coupling.root_sets()
     if not scored:
-        raise ModelError(_no_scaling_factor_message(model, graph))
+        raise ModelError(_no_scaling_factor_message(model, graph, criterion))
     prunable = sorted(r for r in scored if r not in frozen and r not in unsafe)
     _warn_barriers(coupling, scored)
     scores = criteria.scores(prunable, *coupling.scale_factors(), group_reduction)
@@ -131,7 +146,7 @@ def plan(
         if not math.isfinite(s):
             bad = sorted({m.layer for m in coupling.members([r])[r]})
             raise ModelError(
-                f"non-finite BatchNormalization scaling factor (gamma) in {bad}; "
+                f"non-finite {'BatchNormalization scaling factor (gamma)' if scores_by == 'bn' else criterion + ' score'} in {bad}; "
                 "the model's weights are broken (diverged training?). Fix or retrain first."
             )
         scores[r] = s
@@ -175,6 +190,7 @@ def plan(
         options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
                      round_to=round_to, exclude=sorted(exclude),
                      channel_selection=channel_selection, group_reduction=group_reduction,
+                     criterion=criterion, normalize=normalize,
                      border_folds=border_folds,
                      input_shape=None if input_shape is None else [list(s) for s in input_shapes]),
         border_folds=accounting.border_folds(state),
@@ -221,7 +237,7 @@ def _graph_model(model, input_shape, trace: bool):
                         "as a Functional model, or fix what stops the trace.") from e
 
 
-def _no_scaling_factor_message(model, graph) -> str:
+def _no_scaling_factor_message(model, graph, criterion: str = criteria.BN_SCALE) -> str:
     """Why nothing can be ranked: no BN at all, or BNs hidden inside custom layers."""
     seen = {id(call.layer) for call in graph.calls}
     hidden: dict[str, list] = {}  # custom layer (as the graph sees it) -> its BN layers
@@ -236,11 +252,17 @@ def _no_scaling_factor_message(model, graph) -> str:
             why = graph.trace_failures.get(id(call.layer))
             if why and not reasons:
                 reasons.append(why)
+    if criterion != criteria.BN_SCALE:
+        return (f"model {model.name!r} has no Conv/Dense layer whose output channels "
+                f"criterion {criterion!r} could score (they are all model outputs, barriers "
+                "or inside custom layers keras_slim cannot see into)"
+                + (f". Tracing was tried: {reasons[0]}" if reasons else "."))
     if not hidden:
         return (f"model {model.name!r} has no BatchNormalization with a scaling factor "
                 "(scale=True) on the channel axis, so Network Slimming has nothing to rank. "
                 "Add BN after the convolutions you want to prune and train with "
-                "keras_slim.add_bn_l1.")
+                "keras_slim.add_bn_l1, or rank the filters instead: "
+                "plan(model, ratio, criterion='l1').")
     n_bn = sum(len(v) for v in hidden.values())
     n_channels = sum(int(_keras.weight(bn, "moving_mean").shape[-1])
                      for v in hidden.values() for bn in v)

@@ -33,27 +33,37 @@ def randomize_batchnorm(model, seed: int = 0) -> None:
         _keras.set_weights(layer, values)
 
 
-def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool = False) -> int:
+def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool = False,
+                  criterion: str = "bn_scale") -> int:
     """Zero gamma (and beta) of a random `fraction` of the removable channel classes.
 
     Every BN scaling factor of a chosen class is zeroed, so the class is dead
     everywhere it is coupled. With `keep_beta=True` only gamma is zeroed: the
     class then carries the constant act(beta), and is chosen among the classes
     whose readers can absorb that constant exactly (the others must stay).
+    With a filter `criterion` ("l1", ...) the class's filters are zeroed
+    instead (every layer creating the channel, and coupled depthwise taps),
+    and their biases too unless `keep_beta` (then the class carries act(bias)).
     Returns how many classes were killed.
     """
     from keras_slim.planning import plan
 
-    bns = [layer for layer in _keras.walk_layers(model) if _keras.is_batch_norm(layer)]
-    saved = {id(bn): [w for _, w in _keras.get_weights(bn)] for bn in bns}
-    if not keep_beta:  # which classes could go once dead: decide with every beta at 0
-        for bn in bns:
-            _set(bn, lambda name, w: np.zeros_like(w) if name == "beta" else w)
+    filters = criterion != "bn_scale"
+    shifted = [layer for layer in _keras.walk_layers(model)
+               if (_keras.is_batch_norm(layer) and not filters)
+               or (filters and any(_keras.weight_name(w) == "bias" for w in layer.weights))]
+    shift = "bias" if filters else "beta"
+    saved = {id(layer): [w for _, w in _keras.get_weights(layer)] for layer in shifted}
+    if not keep_beta:  # which classes could go once dead: decide with every shift at 0
+        for layer in shifted:
+            _set(layer, lambda name, w: np.zeros_like(w) if name == shift else w)
     try:
-        state = plan(model, 0.0, border_folds=not keep_beta)._state
+        # (under a filter criterion a zeroed channel is a constant after any BN: no border folds)
+        state = plan(model, 0.0, border_folds=not keep_beta and not filters,
+                     criterion=criterion)._state
     finally:
-        for bn in bns:
-            _keras.set_weights(bn, saved[id(bn)])
+        for layer in shifted:
+            _keras.set_weights(layer, saved[id(layer)])
     frozen, unsafe, scored = state.coupling.root_sets()
     roots = sorted(r for r in scored if r not in frozen and r not in unsafe)
     # A channel selection's copy needs its source: a source goes only with its copies.
@@ -63,6 +73,11 @@ def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool =
         for a, b in zip(root_of[dep].tolist(), root_of[need].tolist()):
             if a != b:
                 copies.setdefault(b, set()).add(a)
+    # A layer keeps at least one channel (min_channels): its only class cannot go.
+    for _, ids in state.coupling.produced:
+        only = np.unique(root_of[ids])
+        if len(only) == 1:
+            roots = [r for r in roots if r != only[0]]
     removable = set(roots)
     rng = np.random.default_rng(seed)
     chosen: set = set()
@@ -70,6 +85,9 @@ def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool =
         if rng.random() < fraction and copies.get(r, set()) <= removable:
             chosen |= {r} | copies.get(r, set())
     chosen = sorted(chosen)
+    if filters:
+        _zero_filters(model, state.coupling, set(chosen), keep_bias=keep_beta)
+        return len(chosen)
     members = state.coupling.members(chosen)
     by_layer: dict[str, list[int]] = {}
     for r in chosen:
@@ -86,6 +104,44 @@ def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool =
                 return w
             _set(layer, kill)
     return len(chosen)
+
+
+def _zero_filters(model, coupling, chosen: set, keep_bias: bool) -> None:
+    """Zero the filter rows (as `Handler.filters` lays them out) of the chosen classes."""
+    by_layer: dict[str, np.ndarray] = {}
+    for name, ids, _ in coupling.filters:
+        hit = np.isin(coupling.root_of[ids], list(chosen))
+        if hit.any():
+            by_layer[name] = np.nonzero(hit)[0]
+    for layer in _keras.walk_layers(model):
+        positions = by_layer.get(layer.name)
+        if positions is None:
+            continue
+        depthwise = any(_keras.weight_name(w) == "depthwise_kernel" for w in layer.weights) \
+            and not any(_keras.weight_name(w) == "pointwise_kernel" for w in layer.weights)
+        depthwise = depthwise or type(layer).__name__.startswith("DepthwiseConv") \
+            or getattr(layer, "groups", 1) > 1
+        transpose = "Transpose" in type(layer).__name__
+
+        def kill(name, w, positions=positions):
+            if name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+                if depthwise and name != "pointwise_kernel":  # taps of output c*m+k
+                    flat = w.reshape(w.shape[:-2] + (-1,)).copy()
+                    flat[..., positions] = 0.0
+                    return flat.reshape(w.shape)
+                if name == "depthwise_kernel":
+                    return w  # a separable conv's channels are its pointwise filters
+                w = w.copy()
+                if transpose:
+                    w[..., positions, :] = 0.0
+                else:
+                    w[..., positions] = 0.0
+                return w
+            if name == "bias" and not keep_bias:
+                w = w.copy()
+                w[positions] = 0.0
+            return w
+        _set(layer, kill)
 
 
 def _set(layer, fn) -> None:
@@ -312,7 +368,8 @@ def exactness(model, fraction: float = 0.4, seed: int = 0, constants: bool = Fal
     from keras_slim.pruning import plan, prune
 
     randomize_batchnorm(model, seed)
-    killed = kill_channels(model, fraction, seed, keep_beta=constants)
+    killed = kill_channels(model, fraction, seed, keep_beta=constants,
+                           criterion=plan_options.get("criterion", "bn_scale"))
     if constants:  # only exact folds, so the comparison holds at the borders too
         plan_options.setdefault("border_folds", False)
     p = plan(model, threshold=1e-12, **plan_options)

@@ -49,6 +49,14 @@ class Handler:
         """Return (config, weights in `layer.weights` order) for the smaller layer."""
         return layer.get_config(), [w for _, w in _keras.get_weights(layer)]
 
+    def under_filter_scores(self) -> "Handler":
+        """The handler to use when a filter criterion (l1, l2, fpgm) scores channels.
+
+        Itself, unless the layer's role depends on the criterion (a BN scores
+        its gammas under "bn_scale" but is only an affine map otherwise).
+        """
+        return self
+
     def weight_rules(self, layer, in_keep: Sequence, out_keep: Sequence) -> dict | None:
         """How the weights are sliced, `{name: [(axis, positions), ...]}` (see
         `slice_weights`), or None when `rebuild` computes them another way."""

@@ -84,9 +84,28 @@ class FlowContext:
         if info is not None:
             self._c.freeze(info.ids)
 
+    @property
+    def scores_filters(self) -> bool:
+        """True when the plan's criterion scores filters (l1, l2, fpgm), not BN gammas.
+
+        Then the removal hypothesis is "this class's filters are zero": a
+        layer that creates channels scores them with `score_filters` and
+        emits act(bias) (`filter_zeroed`); a BN only maps that affinely.
+        """
+        return self.options.scores == "filters"
+
     def score(self, info: ChannelInfo, gammas: np.ndarray) -> None:
         """Attach this layer's scaling factors to the channels of `info`."""
         self._c.scored.append((self.layer.name, info.ids, np.asarray(gammas, np.float64)))
+
+    def score_filters(self, info: ChannelInfo, filters: np.ndarray) -> None:
+        """Attach this layer's filters (one row per channel of `info`) for a filter criterion."""
+        self._c.filters.append((self.layer.name, info.ids, np.asarray(filters)))
+
+    def filter_zeroed(self, info: ChannelInfo, value: np.ndarray, i: int = 0) -> ChannelInfo:
+        """Output i, `info`, once its filters are zero: the constant `value` (act(bias))."""
+        self._c.emitted[(self.call.index, i)] = np.asarray(value, np.float64)
+        return ChannelInfo(info.ids, np.zeros(len(info), bool), np.ones(len(info), bool))
 
     def use(self, info: ChannelInfo | None) -> None:
         """This layer mixes the channels of `info`: each must be zero to be removable.

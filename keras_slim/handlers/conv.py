@@ -117,7 +117,12 @@ class DepthwiseHandler(Handler):
         m = self.multiplier(layer)
         keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
         zero = np.repeat(x.zero, m) & keeps_zero
-        return [ChannelInfo(np.repeat(x.ids, m), zero, np.repeat(x.const, m))]
+        out = ChannelInfo(np.repeat(x.ids, m), zero, np.repeat(x.const, m))
+        if ctx.scores_filters:  # each output's taps are a member of its input's class
+            kernel = _keras.weight(layer, "depthwise_kernel")
+            kernel = _keras.weight(layer, "kernel") if kernel is None else kernel
+            ctx.score_filters(out, kernel.reshape(-1, len(out)).T)
+        return [out]
 
     def multiplier(self, layer) -> int:
         """Outputs per input channel (output c*m+k reads input channel c)."""
@@ -171,6 +176,8 @@ _GROUPED_DEPTHWISE = GroupedDepthwiseHandler()
 
 class SeparableHandler(ConvHandler):
     """SeparableConv1D/2D: depthwise (input-coupled) then pointwise (new channels)."""
+
+    kernel_name = "pointwise_kernel"  # what creates the output channels
 
     def weight_rules(self, layer, in_keep, out_keep):
         m = int(layer.depth_multiplier)

@@ -1,7 +1,10 @@
 """Dense, and the shape every channel-creating layer shares."""
 from __future__ import annotations
 
+import numpy as np
+
 from keras_slim import _keras
+from keras_slim.handlers.activations import apply_activation
 from keras_slim.handlers.base import Handler, constant_delta, slice_weights, spatial
 
 
@@ -15,6 +18,7 @@ class DenseHandler(Handler):
     shares_channels = True
     absorbs_constants = True
     width_key = "units"
+    kernel_name = "kernel"
     in_axis, out_axis = 0, 1
 
     def barrier_reason(self, layer) -> str | None:
@@ -28,7 +32,21 @@ class DenseHandler(Handler):
         ctx.use(x)
         out = ctx.fresh(0)
         ctx.produce(out)
+        if ctx.scores_filters:
+            ctx.score_filters(out, self.filters(ctx.layer))
+            out = ctx.filter_zeroed(out, self.zeroed_value(ctx.layer, len(out)))
         return [out]
+
+    def filters(self, layer) -> np.ndarray:
+        """The kernel as one row per output channel (what a filter criterion scores)."""
+        kernel = _keras.weight(layer, self.kernel_name)
+        return np.moveaxis(kernel, self.out_axis, 0).reshape(kernel.shape[self.out_axis], -1)
+
+    def zeroed_value(self, layer, n: int) -> np.ndarray:
+        """What each output channel carries once its filter is zero: act(bias)."""
+        bias = _keras.weight(layer, "bias") if getattr(layer, "use_bias", False) else None
+        return apply_activation(getattr(layer, "activation", None),
+                                np.zeros(n) if bias is None else np.asarray(bias, np.float64))
 
     def weight_rules(self, layer, in_keep, out_keep):
         return {"kernel": [(self.in_axis, in_keep[0]), (self.out_axis, out_keep[0])],

@@ -22,6 +22,7 @@ class BatchNormHandler(Handler):
 
     shares_channels = True
     emits_constants = True
+    scores_gamma = True  # False under a filter criterion (AffineBatchNormHandler)
 
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
@@ -31,8 +32,8 @@ class BatchNormHandler(Handler):
             layer.axis[0] if len(layer.axis) == 1 else None)
         if x is None or axis is None or axis % rank != rank - 1:
             return ctx.barrier(ins, "BatchNormalization not on the last axis")
-        if not layer.scale:
-            # (x - mean) / std + beta: per-channel affine, nothing to score.
+        if not layer.scale or not self.scores_gamma:
+            # gamma * (x - mean) / std + beta: per-channel affine, nothing to score.
             return [x.not_zero()]
         if ctx.options.channel_selection and ctx.input_fanout(0) > 1:
             selected = ChannelInfo(ctx.new(len(x)), x.zero.copy(), x.const.copy())
@@ -51,19 +52,40 @@ class BatchNormHandler(Handler):
         n = len(consts[0])
         beta = _keras.weight(layer, "beta")
         beta = np.zeros(n) if beta is None else beta
-        if layer.scale:
+        if layer.scale and self.scores_gamma:
             # The value once this BN's gamma is 0, whatever its input: beta.
             return [beta.astype(np.float64)]
         w = dict(_keras.get_weights(layer))
-        # No scaling factor: a per-channel affine map of a constant input.
-        scale = 1.0 / np.sqrt(w["moving_variance"] + layer.epsilon)
+        # Not scored here: a per-channel affine map of a constant input.
+        scale = w.get("gamma", 1.0) / np.sqrt(w["moving_variance"] + layer.epsilon)
         return [scale * (consts[0] - w["moving_mean"]) + beta]
+
+    def under_filter_scores(self) -> Handler:
+        return _AFFINE
 
     def weight_rules(self, layer, in_keep, out_keep):
         return {n: [(0, out_keep[0])] for n in ("gamma", "beta", "moving_mean", "moving_variance")}
 
     def rebuild(self, layer, in_keep, out_keep):
         return layer.get_config(), slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
+
+
+class AffineBatchNormHandler(BatchNormHandler):
+    """BatchNormalization when a filter criterion (l1, l2, fpgm) scores channels.
+
+    The removal hypothesis is then "the producing filters are zero", so the
+    BN scores nothing and emits nothing of its own: it maps the constant its
+    input carries through gamma * (c - mean) / std + beta.
+    """
+
+    emits_constants = False
+    scores_gamma = False
+
+    def under_filter_scores(self) -> Handler:
+        return self
+
+
+_AFFINE = AffineBatchNormHandler()
 
 
 class GroupNormHandler(Handler):
