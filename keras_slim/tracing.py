@@ -33,15 +33,11 @@ from typing import Callable
 
 import numpy as np
 
-from keras_slim import _keras
+from keras_slim import _keras, trace_check
+from keras_slim.trace_check import first_line as _first_line, sample
 from keras_slim.errors import TraceError
 
 logger = logging.getLogger(__name__)
-
-# Unknown (None) dims the graph could not resolve get this size for the numeric check.
-CHECK_DIM = 16
-CHECK_BATCH = 1  # the check runs at the model's real spatial sizes: keep it to one sample
-CHECK_TOLERANCE = 1e-4  # relative, float32
 
 __all__ = ["Trace", "TraceError", "Tracer", "is_candidate", "trace_call", "trace_model"]
 
@@ -72,7 +68,7 @@ def is_candidate(layer) -> bool:
 def trace_call(layer, call: "_keras.Call", input_shapes: list | None = None) -> Trace:
     """Trace one call of `layer` and check it at `input_shapes` (default: the call's own)."""
     trace = _trace(layer, call)
-    why = _mismatch(trace, trace.model, sample(trace.inputs, input_shapes))
+    why = trace_check.mismatch(trace, trace.model, sample(trace.inputs, input_shapes))
     if why:
         raise TraceError(_reason(layer, why))
     return trace
@@ -137,9 +133,9 @@ class Tracer:
             return self._accept(trace)
         x = values()
         nested = any(isinstance(k, Trace) for k in trace.children.values())
-        if nested and _mismatch(trace, _composed(trace), x) is None:
+        if nested and trace_check.mismatch(trace, trace_check.composed(trace), x) is None:
             return self._accept(trace)
-        why = _mismatch(trace, trace.model, x)
+        why = trace_check.mismatch(trace, trace.model, x)
         if why:
             self._fail(trace.layer, trace.signature, why)
             return
@@ -148,7 +144,7 @@ class Tracer:
             if isinstance(child, TraceError):
                 self.results.setdefault(key, child)
             elif key not in self.results:
-                inner = _inner_values(trace, trace.child_calls[key], x)
+                inner = trace_check.inner_values(trace, trace.child_calls[key], x)
                 self._verify(child, lambda: inner if inner is not None else sample(child.inputs))
 
     def _accept(self, trace: Trace) -> None:
@@ -186,7 +182,7 @@ def trace_model(model, input_shape=None):
     traced = _lift_weights(model, _functional(model, inputs if not single else inputs[0], outputs))
     _check_no_captured_weights(model, traced)
     trace = Trace(traced, model, args, {}, inputs)
-    why = _mismatch(trace, traced, sample(inputs))
+    why = trace_check.mismatch(trace, traced, sample(inputs))
     if why:
         raise TraceError(_reason(model, why))
     return traced
@@ -318,95 +314,6 @@ def _check_no_captured_weights(layer, model) -> None:
                        "tensor and one weight is)")
 
 
-# ---------------------------------------------------------------- checking
-def sample(inputs: list, shapes: list | None = None) -> list:
-    """Random inputs at `shapes` (None entries/axes: the tensor's own, CHECK_DIM if unknown)."""
-    rng = np.random.default_rng(0)
-    out = []
-    for i, t in enumerate(inputs):
-        shape = shapes[i] if shapes is not None and shapes[i] is not None else tuple(t.shape)
-        dims = [CHECK_BATCH if j == 0 else (d if d is not None else CHECK_DIM)
-                for j, d in enumerate(shape)]
-        if "float" in str(t.dtype):
-            out.append(rng.normal(size=dims).astype(t.dtype))
-        else:  # ids, masks: zeros are valid for any vocabulary
-            out.append(np.zeros(dims, t.dtype))
-    return out
-
-
-def _mismatch(trace: Trace, model, values: list) -> str | None:
-    """None if `model` (a keras.Model, or values -> outputs) computes what the layer does."""
-    layer, inputs = trace.layer, trace.inputs
-    concrete = {id(t): v for t, v in zip(inputs, values)}
-    try:
-        c_args, c_kwargs = _keras.map_tensors((trace.args, trace.kwargs),
-                                              lambda t: concrete[id(t)])
-        want = _keras.flatten(layer(*c_args, **c_kwargs, **_inference(layer, c_kwargs)))
-        got = _keras.flatten(model(values) if callable(model) and not _keras.is_layer(model)
-                             else model(list(values) if len(values) > 1 else values[0],
-                                        training=False))
-    except Exception as e:  # a layer that needs other sizes: no proof, no trace
-        shapes = [tuple(np.shape(v)) for v in values]
-        return (f"its trace could not be checked on a random input of shape "
-                f"{shapes[0] if len(shapes) == 1 else shapes} ({type(e).__name__}: "
-                f"{_first_line(e)})")
-    for a, b in zip(want, got):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        scale = max(1.0, float(np.abs(a).max()) if a.size else 1.0)
-        if a.shape != b.shape or float(np.abs(a - b).max()) > CHECK_TOLERANCE * scale:
-            return ("the traced graph computes something else than the layer "
-                    "(a Python branch or state in call()?)")
-    return None
-
-
-def _composed(trace: Trace) -> Callable[[list], list]:
-    """Run the trace with every traced custom layer inside it replaced by its own trace.
-
-    Evaluated call by call (no new symbolic graph is built), in inference mode.
-    """
-    traces = {}
-
-    def collect(t):
-        for key, child in t.children.items():
-            if isinstance(child, Trace) and key not in traces:
-                traces[key] = child
-                collect(child)
-
-    collect(trace)
-
-    def run(model, values):
-        graph = _keras.read_model(model)
-        env = {id(t): v for t, v in zip(_keras.flatten(graph.inputs), values)}
-        for c in graph.calls:
-            args, kwargs = _keras.map_tensors((c.args, c.kwargs), lambda t: env[id(t)])
-            sub = traces.get(id(c.layer))
-            if sub is not None or _keras.is_graph_model(c.layer):
-                outs = run(sub.model if sub is not None else c.layer,
-                           [env[id(t)] for t in _keras.tensors_in((c.args, c.kwargs))])
-            else:
-                if kwargs.get("training") is None and _keras.call_accepts(c.layer, "training"):
-                    kwargs = dict(kwargs, training=False)
-                outs = _keras.flatten(c.layer(*args, **kwargs))
-            for t, v in zip(c.outputs, outs):
-                env[id(t)] = v
-        return [env[id(t)] for t in _keras.flatten(graph.outputs)]
-
-    return lambda values: run(trace.model, values)
-
-
-def _inner_values(trace: Trace, call, values: list) -> list | None:
-    """What an inner layer's call receives when the trace runs on `values` (None: not reachable)."""
-    import keras
-
-    tensors = _keras.tensors_in((call.args, call.kwargs))
-    try:
-        probe = keras.Model(trace.model.inputs, tensors)
-        got = probe(list(values) if len(values) > 1 else values[0], training=False)
-        return [np.asarray(v) for v in _keras.flatten(got)]
-    except Exception:  # inside a nested graph model: the caller samples instead
-        return None
-
-
 def _inner_calls(model) -> list:
     """The calls of a traced model, nested graph models' calls included."""
     out = []
@@ -430,12 +337,6 @@ def _signature(layer, call) -> tuple | None:
         return None
 
 
-def _inference(layer, kwargs) -> dict:
-    if "training" in kwargs or not _keras.call_accepts(layer, "training"):
-        return {}
-    return {"training": False}
-
-
 def _compatible(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
@@ -448,8 +349,3 @@ def _error(layer, why: str) -> TraceError:
 
 def _reason(layer, why: str) -> str:
     return f"{layer.name!r} ({type(layer).__name__}) was not traced: {why}"
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
