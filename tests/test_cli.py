@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_slim import cli, models, testing
+from keras_slim import cli, testing
+from keras_slim.training.cifar import models
 
 SMALL_GAMMA = [0, 1, 2]  # bn1 channels given |gamma| = 1e-4 (< 1e-3) in the saved model
 
@@ -401,3 +402,16 @@ def test_console_script_hides_tf_startup_logs(tmp_path):
     assert result.returncode == 0, result.stderr
     noise = [m for m in TF_LOG_MARKERS if m in result.stderr.lower()]
     assert not noise, result.stderr
+
+
+def test_prune_model_without_bn_with_filter_criterion(tmp_path, capsys):
+    x = inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="c1")(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="c2")(x)
+    out = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    path, small = str(tmp_path / "nobn.keras"), str(tmp_path / "small.keras")
+    keras.Model(inp, out).save(path)
+    assert cli.main(["prune", path, "--ratio", "0.5", "-o", small]) == 3  # no BN to rank
+    assert "--criterion l1" in capsys.readouterr().err
+    assert cli.main(["prune", path, "--ratio", "0.5", "--criterion", "l1", "-o", small]) == 0
+    assert keras.models.load_model(small).count_params() < keras.models.load_model(path).count_params()

@@ -7,7 +7,8 @@ import pytest
 from keras import layers
 
 import keras_slim
-from keras_slim import models, testing
+from keras_slim import testing
+from keras_slim.training.cifar import models
 
 
 def conv_bn(x, c, k=3, name=None, stride=1, act="relu"):

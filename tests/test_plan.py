@@ -9,7 +9,8 @@ import pytest
 from keras import layers
 
 import keras_slim
-from keras_slim import models, testing
+from keras_slim import testing
+from keras_slim.training.cifar import models
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 from keras import layers as L
 
 import keras_slim
-from keras_slim import models, testing
+from keras_slim import testing
+from keras_slim.training.cifar import models
 
 pytest.importorskip("tf_keras")
 qat = pytest.importorskip("keras_slim.qat")

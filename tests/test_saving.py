@@ -3,7 +3,8 @@ import keras
 import numpy as np
 
 import keras_slim
-from keras_slim import models, testing
+from keras_slim import testing
+from keras_slim.training.cifar import models
 
 
 def _preact():

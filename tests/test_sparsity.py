@@ -5,7 +5,7 @@ import pytest
 from keras import layers
 
 import keras_slim
-from keras_slim import models
+from keras_slim.training.cifar import models
 
 
 def _gamma_l1(model):

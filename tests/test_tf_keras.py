@@ -114,7 +114,7 @@ def test_keras_slim_does_not_import_tf_keras_by_itself():
     import sys
 
     code = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import sys, keras_slim; "
-            "from keras_slim import models; m = models.vgg(11, width=0.125); keras_slim.prune(m, 0.3); "
+            "from keras_slim.training.cifar import models; m = models.vgg(11, width=0.125); keras_slim.prune(m, 0.3); "
             "print('tf_keras' in sys.modules, os.environ.get('TF_USE_LEGACY_KERAS'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "False None", out.stderr[-2000:]

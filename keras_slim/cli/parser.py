@@ -225,7 +225,14 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                         "often faster on CPU for pre-activation ResNets; compare with "
                         "'keras-slim bench')")
     g.add_argument("--group-reduction", choices=["mean", "max", "sum"], default="mean",
-                   help="how coupled BNs' |gamma| combine into one score (default mean)")
+                   help="how coupled layers' scores combine into one (default mean)")
+    g.add_argument("--criterion", choices=["bn_scale", "l1", "l2", "fpgm"], default="bn_scale",
+                   help="what ranks channels: BN |gamma| (default, the paper), or the l1/l2 "
+                        "norm of the filter creating each channel, or fpgm (redundancy); filter "
+                        "criteria also prune models without BN")
+    g.add_argument("--normalize", choices=["auto", "mean", "max", "none"], default="auto",
+                   help="per-layer score normalisation before the global ranking (auto: none "
+                        "for bn_scale, mean for filter criteria)")
     g.add_argument("--input-shape", type=_shape, action="append", metavar="H,W,C",
                    help="input size MACs are counted at, without the batch axis, e.g. "
                         "224,224,3; repeat it once per input for multi-input models. It fills "

@@ -14,7 +14,13 @@ def plan_options(args: argparse.Namespace) -> dict:
                 round_to=args.round_to, exclude=tuple(args.exclude),
                 channel_selection=not args.no_channel_selection,
                 group_reduction=args.group_reduction,
+                criterion=getattr(args, "criterion", "bn_scale"),
+                normalize=_normalize(getattr(args, "normalize", "auto")),
                 input_shape=input_shape_option(args))
+
+
+def _normalize(text: str) -> str | None:
+    return None if text == "none" else text
 
 
 def input_shape_option(args: argparse.Namespace) -> Any:
@@ -43,10 +49,11 @@ def check_prunable(model: Any, args: argparse.Namespace) -> list:
     layers = list(_keras.walk_layers(model))
     bns = [layer for layer in layers if _keras.is_batch_norm(layer)
            and getattr(layer, "gamma", None) is not None]
-    if not bns:
+    if not bns and getattr(args, "criterion", "bn_scale") == "bn_scale":
         raise CliError(f"model {model.name!r} has no BatchNormalization layer with a scaling "
                        "factor (gamma), so Network Slimming has nothing to rank; add BN after "
-                       "the convolutions and sparsity-train with keras_slim.add_bn_l1",
+                       "the convolutions and sparsity-train with keras_slim.add_bn_l1, or rank "
+                       "filters instead with --criterion l1",
                        EXIT_UNSUPPORTED)
     names = {layer.name for layer in layers}
     unknown = [n for n in args.exclude if n not in names]

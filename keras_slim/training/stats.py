@@ -71,7 +71,7 @@ def gamma_statistics(
         bin_edges: histogram edges (increasing, starting at 0).
 
     Returns:
-        ``{"channels", "mean", "median", "max", "below": {t: share},
+        ``{"channels", "mean", "min", "median", "max", "below": {t: share},
         "threshold_at": {r: value}, "mass_below": {r: share}, "counts": [...]}``.
 
     Raises:
@@ -97,6 +97,7 @@ def gamma_statistics(
     return {
         "channels": int(n),
         "mean": float(values.mean()),
+        "min": float(values.min()),
         "median": float(np.median(values)),
         "max": float(values.max()),
         "below": {float(t): float(np.mean(values < t)) for t in thresholds},
