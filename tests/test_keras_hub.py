@@ -67,7 +67,50 @@ def test_mobilenet_v3_constant_channels():
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnetv2_50"])
 def test_resnet_backbones(arch):
-    _exact(resnet(arch))
+    r = _exact(resnet(arch))
+    # v2's stem pads with -inf before its max pool: exact, not a barrier
+    assert not r.plan.barriers, r.plan.barriers
+
+
+def retinanet_backbone():
+    """keras-hub's RetinaNet test config: its FeaturePyramid takes a dict {"P3", "P4"}."""
+    enc = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 64, 64],
+        stackwise_num_blocks=[2, 2, 2], stackwise_num_strides=[1, 2, 2],
+        block_type="bottleneck_block", use_pre_activation=False)
+    return keras_hub.models.RetinaNetBackbone(image_encoder=enc, min_level=3, max_level=4,
+                                              use_p5=False, use_fpn_batch_norm=True)
+
+
+def test_retinanet_feature_pyramid_is_traced_at_the_sizes_it_sees():
+    """P3 and P4 have different sizes: a check at one size for every None axis failed."""
+    m = retinanet_backbone()
+    r = _exact(m)
+    assert not r.plan.barriers, r.plan.barriers
+    assert any(row.name.startswith("fpn/") for row in r.plan.layers)
+
+
+def hgnetv2_tiny():
+    """keras-hub's D-FINE test encoder: learnable affine blocks, Identity(dtype=policy) layers."""
+    return keras_hub.models.HGNetV2Backbone(
+        stem_channels=[3, 8, 8], stackwise_stage_filters=[[8, 8, 16, 1, 1, 3], [16, 8, 32, 1, 1, 3]],
+        apply_downsample=[False, True], use_lightweight_conv_block=[False, False], depths=[1, 1],
+        hidden_sizes=[16, 32], embedding_size=8, use_learnable_affine_block=True,
+        hidden_act="relu", image_shape=(None, None, 3), out_features=["stage1", "stage2"],
+        data_format="channels_last")
+
+
+def test_hgnetv2_prunes_around_its_untraceable_affine_blocks():
+    m = hgnetv2_tiny()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+        small = keras_slim.prune(m, 0.3)  # Identity(dtype=policy) has no config: copied
+    reasons = [reason for name, reason in p.barriers if name.endswith("_lab")]
+    assert reasons and all("HGNetV2LearnableAffineBlock" in r and "self.scale * x" in r
+                           for r in reasons)
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
+    assert testing.max_difference(m, small, x) < 1e-5
 
 
 def test_image_classifier_task_model_saves_and_exports(tmp_path):
