@@ -59,6 +59,8 @@ class Plan:
     input_shapes: list | None = None
     dynamic_input: bool = False
     macs_uncounted: list = dataclasses.field(default_factory=list)
+    # plan(target_macs=/target_params=): what was asked, the absolute goals, what was reached
+    target: dict | None = None
     _state: PruneState | None = dataclasses.field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ derived
@@ -120,11 +122,20 @@ class Plan:
 
         return (
             f"channels: {self.removed_channels}/{self.prunable_channels} prunable removed "
-            f"({100 * self.ratio:.1f}%, threshold |gamma| score {self.threshold:.4g})\n"
+            f"({100 * self.ratio:.1f}%, threshold {self._score_name()} score {self.threshold:.4g})\n"
             f"params:   {self.params_before:,} -> {self.params_after:,} (-{pct(self.params_after, self.params_before)})\n"
             f"MACs:     {self.macs_before:,} -> {self.macs_after:,} (-{pct(self.macs_after, self.macs_before)}); "
             f"FLOPs = 2 x MACs"
-        ) + self._mac_input_line()
+        ) + self._target_line() + self._mac_input_line()
+
+    def _score_name(self) -> str:
+        criterion = self.options.get("criterion", "bn_scale")
+        return "|gamma|" if criterion == "bn_scale" else criterion
+
+    def _target_line(self) -> str:
+        if not self.target:
+            return ""
+        return f"\ntarget:   {self.target['text']}: met"
 
     def _mac_input_line(self) -> str:
         """Where the MACs were counted (nothing for plans saved without it)."""

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from keras_slim import _keras, accounting, criteria
+from keras_slim import _keras, accounting, criteria, plan_checks, targets
 from keras_slim.coupling import Coupling, Options
 from keras_slim.graph import FlatGraph, resolve_input_shapes
 from keras_slim.handlers.registry import HandlerResolver
@@ -41,6 +40,8 @@ def plan(
     input_shape: Sequence | None = None,
     criterion: str = "bn_scale",
     normalize: str | None = "auto",
+    target_macs: float | None = None,
+    target_params: float | None = None,
 ) -> Plan:
     """Work out what pruning `model` would remove, without building anything.
 
@@ -70,6 +71,11 @@ def plan(
             "fpgm" (distance to the layer's other filters), or a name given to
             `keras_slim.criteria.register_criterion`. Filter criteria need no
             BN: models without BN, or with scale=False BN, are prunable.
+        target_macs, target_params: instead of ratio/threshold, a budget: a
+            fraction of the model's own count (0.5 keeps at most half the
+            MACs) or an absolute number. The plan cuts the fewest channels of
+            the ranking that meet every target given (after the per-layer
+            constraints); `plan.target` says what was asked and reached.
         normalize: how scores are made comparable across layers before the
             global ranking: "mean" (each layer's scores over their mean),
             "max", None (raw), or "auto" (None for "bn_scale", "mean" for
@@ -103,16 +109,20 @@ def plan(
         params and MACs before/after; `print(plan)` shows the table.
     """
     _keras.check_model(model, "keras_slim.plan")
-    if kept is not None:
+    budget = targets.check_targets(target_macs, target_params)
+    if budget and (ratio is not None or threshold is not None or kept is not None):
+        raise ArgumentError("give target_macs/target_params, or ratio, threshold or kept=, "
+                            "not both")
+    if kept is not None or budget:
         if ratio is not None or threshold is not None:
             raise ArgumentError("give kept= (a saved plan) or ratio/threshold, not both")
         ratio_check = 0.0
     else:
         ratio_check = ratio
-    ratio, threshold = _check_args(ratio_check, threshold, min_channels, max_layer_ratio,
+    ratio, threshold = plan_checks.check_args(ratio_check, threshold, min_channels, max_layer_ratio,
                                    round_to, group_reduction)
     scores_by, normalize = criteria.check_criterion(criterion, normalize)
-    if kept is not None:
+    if kept is not None or budget:
         ratio = None
     exclude = frozenset(exclude if not isinstance(exclude, str) else [exclude])
     known = {layer.name for layer in _keras.walk_layers(model)}
@@ -138,9 +148,9 @@ def plan(
         coupling.set_scores(criteria.filter_scores(coupling.filters, criterion, normalize))
     frozen, unsafe, scored = coupling.root_sets()
     if not scored:
-        raise ModelError(_no_scaling_factor_message(model, graph, criterion))
+        raise ModelError(plan_checks.no_scaling_factor_message(model, graph, criterion))
     prunable = sorted(r for r in scored if r not in frozen and r not in unsafe)
-    _warn_barriers(coupling, scored)
+    plan_checks.warn_barriers(coupling, scored)
     scores = criteria.scores(prunable, *coupling.scale_factors(), group_reduction)
     for r, s in scores.items():
         if not math.isfinite(s):
@@ -155,25 +165,49 @@ def plan(
                        "outputs, barriers or excluded layers); the plan removes nothing.", model.name)
 
     order = sorted(prunable, key=lambda r: (scores[r], r))
+
+    def decide(removed: set):
+        removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio,
+                                     round_to)
+        state = PruneState(model, graph, coupling, _keep_positions(coupling, removed),
+                           mac_shapes=mac_shapes)
+        return removed, state, accounting.report(state)
+
+    target = None
     if kept is not None:
         removed = _removed_from_kept(coupling, kept, set(prunable))
     elif threshold is not None:
         removed = {r for r in order if scores[r] < threshold}
+    elif budget:
+        _, _, (_, _, params, macs) = decide(set())
+        budget = [t.resolve(macs[0] if t.kind == "macs" else params[0]) for t in budget]
+        seen: dict = {}
+
+        def counts_at(k: int) -> dict:
+            if k not in seen:
+                _, _, (_, _, p, m) = decide(set(order[:k]))
+                seen[k] = dict(params=p[1], macs=m[1])
+            return seen[k]
+
+        k = targets.search(len(order), counts_at, budget, model.name)
+        removed = set(order[:k])
+        totals = dict(macs=macs[0], params=params[0])
+        target = dict(requested={f"target_{t.kind}": t.requested for t in budget},
+                      goals={t.kind: t.goal for t in budget},
+                      reached=counts_at(k),
+                      text="; ".join(t.describe(totals[t.kind]) for t in budget))
     else:
         removed = set(order[: int(round(ratio * len(order)))])
     cut = max((scores[r] for r in removed), default=0.0)
 
-    removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to)
-    keep = _keep_positions(coupling, removed)
-    state = PruneState(model, graph, coupling, keep, mac_shapes=mac_shapes)
-    layers, kept_now, params, macs = accounting.report(state)
+    removed, state, (layers, kept_now, params, macs) = decide(removed)
     if kept is not None and {k: list(v) for k, v in kept.items()} != kept_now:
         differ = sorted(set(kept) ^ set(kept_now) | {k for k in kept if kept[k] != kept_now.get(k)})
         raise ModelError(f"the saved plan does not fit model {model.name!r}: layers {differ[:5]} "
                          "would keep other channels (was the plan made from another model, or "
                          "with other options?)")
     if kept is None:
-        _warn_bottlenecks(layers, cut)
+        plan_checks.warn_bottlenecks(layers, cut)
     return Plan(
         ratio_requested=ratio,
         threshold=float(cut if threshold is None else threshold),
@@ -197,6 +231,7 @@ def plan(
         input_shapes=input_shapes,
         dynamic_input=dynamic_input,
         macs_uncounted=state.macs_uncounted,
+        target=target,
         _state=state,
     )
 
@@ -237,46 +272,6 @@ def _graph_model(model, input_shape, trace: bool):
                         "as a Functional model, or fix what stops the trace.") from e
 
 
-def _no_scaling_factor_message(model, graph, criterion: str = criteria.BN_SCALE) -> str:
-    """Why nothing can be ranked: no BN at all, or BNs hidden inside custom layers."""
-    seen = {id(call.layer) for call in graph.calls}
-    hidden: dict[str, list] = {}  # custom layer (as the graph sees it) -> its BN layers
-    reasons: list = []  # why the first of them could not be traced
-    for call in graph.calls:
-        if not _keras.is_layer(call.layer):
-            continue
-        bns = [sub for sub in _keras.walk_layers(call.layer)
-               if _keras.is_batch_norm(sub) and id(sub) not in seen]
-        if bns:
-            hidden[f"{call.layer.name} ({type(call.layer).__name__})"] = bns
-            why = graph.trace_failures.get(id(call.layer))
-            if why and not reasons:
-                reasons.append(why)
-    if criterion != criteria.BN_SCALE:
-        return (f"model {model.name!r} has no Conv/Dense layer whose output channels "
-                f"criterion {criterion!r} could score (they are all model outputs, barriers "
-                "or inside custom layers keras_slim cannot see into)"
-                + (f". Tracing was tried: {reasons[0]}" if reasons else "."))
-    if not hidden:
-        return (f"model {model.name!r} has no BatchNormalization with a scaling factor "
-                "(scale=True) on the channel axis, so Network Slimming has nothing to rank. "
-                "Add BN after the convolutions you want to prune and train with "
-                "keras_slim.add_bn_l1, or rank the filters instead: "
-                "plan(model, ratio, criterion='l1').")
-    n_bn = sum(len(v) for v in hidden.values())
-    n_channels = sum(int(_keras.weight(bn, "moving_mean").shape[-1])
-                     for v in hidden.values() for bn in v)
-    classes = sorted({name.split(" (")[1].rstrip(")") for name in hidden})
-    names = list(hidden)
-    return (f"model {model.name!r}: all {n_bn} BatchNormalization layers ({n_channels:,} "
-            f"channels) sit inside custom layers that keras_slim cannot see into: "
-            f"{', '.join(names[:6])}{f' and {len(names) - 6} more' if len(names) > 6 else ''}. "
-            f"Register a handler for {', '.join(classes[:6])} (keras_slim.register_handler, or "
-            "plan(..., custom_handlers={Class: handler})) that describes how channels flow "
-            "through it, or build the model from stock Keras layers."
-            + (f" Tracing was tried: {reasons[0]}" if reasons else ""))
-
-
 def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
     """Class roots a saved plan removes: each named layer's channels not listed as kept."""
     graph = coupling.graph
@@ -298,71 +293,6 @@ def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
                                  "removed in this model (outputs, barriers or live channels)")
             removed.add(r)
     return removed
-
-
-# A layer cut to at most _BOTTLENECK_CHANNELS channels and below _BOTTLENECK_SHARE of
-# its width is reported: after real sparsity training that is the point, but on a
-# model trained without the penalty it means one layer's factors all sat under the
-# global threshold.
-_BOTTLENECK_CHANNELS = 4
-_BOTTLENECK_SHARE = 0.05
-
-
-def _warn_bottlenecks(layers: list, cut: float) -> None:
-    """Warn about weighted layers the global threshold reduces to a handful of channels."""
-    narrow = [f"{row.name!r} ({row.channels_after} of {row.channels_before})"
-              for row in layers
-              if row.macs_before > 0 and row.channels_before is not None
-              and row.channels_after <= _BOTTLENECK_CHANNELS
-              and row.channels_after < _BOTTLENECK_SHARE * row.channels_before]
-    if narrow:
-        warnings.warn(
-            f"keras_slim: the global threshold (score {cut:.3g}) leaves these layers "
-            "almost no output channels: " + ", ".join(narrow[:8])
-            + (f" and {len(narrow) - 8} more" if len(narrow) > 8 else "")
-            + ". Each becomes a bottleneck of the whole network. That is expected when "
-            "sparsity training drove their scaling factors to zero; if the model was not "
-            "sparsity-trained (keras_slim.add_bn_l1), bound the cut with max_layer_ratio "
-            "(e.g. 0.9) or min_channels.", stacklevel=3)
-
-
-def _warn_barriers(coupling, scored) -> None:
-    """Warn once about barriers that keep channels a BN could have scored."""
-    blocking = []
-    for name, reason, ids in coupling.barriers:
-        if any(r in scored for r in coupling.root_of[ids].tolist()):
-            blocking.append(f"{name!r} ({reason})")
-    if blocking:
-        warnings.warn(
-            "keras_slim: these layers are barriers, so the channels reaching them are kept: "
-            + ", ".join(blocking) + ". Register a handler (keras_slim.register_handler) "
-            "if they are channel-wise.", stacklevel=3)
-
-
-def _check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_reduction):
-    if (ratio is None) == (threshold is None):
-        raise ArgumentError("give exactly one of ratio (fraction of channels to remove, in [0, 1)) "
-                         f"or threshold (remove scores below it); got ratio={ratio!r}, threshold={threshold!r}")
-    if ratio is not None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) \
-                or not 0.0 <= float(ratio) < 1.0:
-            raise ArgumentError(f"ratio must be a number in [0, 1) (e.g. 0.5 removes half of the "
-                             f"prunable channels), got {ratio!r}")
-        ratio = float(ratio)
-    if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
-        raise ArgumentError(f"threshold must be a number >= 0, got {threshold!r}")
-    if not (isinstance(min_channels, (int, np.integer)) and min_channels >= 1):
-        raise ArgumentError(f"min_channels must be an integer >= 1 (no layer may become zero-width), "
-                         f"got {min_channels!r}")
-    if max_layer_ratio is not None and not (isinstance(max_layer_ratio, (int, float))
-                                            and 0.0 < max_layer_ratio <= 1.0):
-        raise ArgumentError(f"max_layer_ratio must be in (0, 1] or None, got {max_layer_ratio!r}")
-    if not (isinstance(round_to, (int, np.integer)) and round_to >= 1):
-        raise ArgumentError(f"round_to must be an integer >= 1 (e.g. 8 for mobile SIMD), got {round_to!r}")
-    if group_reduction not in criteria.reductions():
-        raise ArgumentError(f"group_reduction={group_reduction!r} is not known; use one of "
-                         f"{criteria.reductions()}")
-    return ratio, threshold
 
 
 def _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to):

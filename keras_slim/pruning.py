@@ -35,7 +35,8 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             channel where its readers can absorb it, so with folding on the
             result is exact for gamma = 0; False drops the constants instead
             (the paper's behaviour: the pruned model then differs by them).
-        **options: as for `keras_slim.plan` (threshold, min_channels,
+        **options: as for `keras_slim.plan` (threshold, target_macs,
+            target_params, criterion, normalize, min_channels,
             max_layer_ratio, round_to, exclude, channel_selection,
             group_reduction, border_folds, custom_handlers, input_shape). With a plan read
             from JSON only `custom_handlers` may be given (handlers are code,
@@ -63,9 +64,10 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             raise ArgumentError("prune: this Plan was made from a different model; call "
                              "keras_slim.plan(model, ...) on the model you are pruning")
     else:
-        if ratio_or_plan is None and options.get("threshold") is None:
+        if ratio_or_plan is None and all(options.get(k) is None for k in (
+                "threshold", "target_macs", "target_params")):
             raise ArgumentTypeError("prune: give a ratio in [0, 1) (e.g. prune(model, 0.5)), "
-                            "threshold=..., or a Plan")
+                                    "threshold=..., target_macs=/target_params=, or a Plan")
         the_plan = plan(model, ratio_or_plan, **options)
     new = rebuild(the_plan._state, folds(the_plan._state) if fold_constants else None)
     _copy_compile(model, new)

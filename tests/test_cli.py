@@ -415,3 +415,11 @@ def test_prune_model_without_bn_with_filter_criterion(tmp_path, capsys):
     assert "--criterion l1" in capsys.readouterr().err
     assert cli.main(["prune", path, "--ratio", "0.5", "--criterion", "l1", "-o", small]) == 0
     assert keras.models.load_model(small).count_params() < keras.models.load_model(path).count_params()
+
+
+def test_prune_to_a_macs_target(work, tmp_path, capsys):
+    out = str(tmp_path / "half.keras")
+    assert cli.main(["prune", str(work / "vgg.keras"), "--target-macs", "0.5", "-o", out]) == 0
+    text = capsys.readouterr().out
+    assert "target:   MACs <=" in text and ": met" in text
+    assert cli.main(["prune", str(work / "vgg.keras"), "--target-macs", "0", "-o", out]) == 2

@@ -38,6 +38,14 @@ def _layer_ratio(text: str) -> float:
     return value
 
 
+def _budget(text: str) -> float:
+    value = _float(text, "a budget")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1] or a count > 1, "
+                                         f"got {text!r}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     value = _float(text, "value")
     if value < 0:
@@ -139,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--threshold", type=_non_negative, metavar="T",
                      help="instead of --ratio: remove every channel whose |gamma| score is "
                           "below T")
+    how.add_argument("--target-macs", type=_budget, metavar="M",
+                     help="instead of --ratio: keep at most M MACs (a fraction in (0, 1] of "
+                          "the model's, e.g. 0.5, or an absolute count)")
+    how.add_argument("--target-params", type=_budget, metavar="P",
+                     help="instead of --ratio: keep at most P parameters (fraction or count)")
     p.add_argument("-o", "--output", required=True, metavar="PATH",
                    help="where to save the pruned model (.keras, or legacy .h5)")
     p.add_argument("--plan-json", metavar="PATH", help="also write the plan as JSON to PATH")

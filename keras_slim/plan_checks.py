@@ -1,0 +1,115 @@
+"""What plan() says about its input: argument checks, the warnings it gives
+(barriers, bottlenecks) and why a model has nothing to rank."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from keras_slim import _keras, criteria
+from keras_slim.errors import ArgumentError
+
+
+def no_scaling_factor_message(model, graph, criterion: str = criteria.BN_SCALE) -> str:
+    """Why nothing can be ranked: no BN at all, or BNs hidden inside custom layers."""
+    seen = {id(call.layer) for call in graph.calls}
+    hidden: dict[str, list] = {}  # custom layer (as the graph sees it) -> its BN layers
+    reasons: list = []  # why the first of them could not be traced
+    for call in graph.calls:
+        if not _keras.is_layer(call.layer):
+            continue
+        bns = [sub for sub in _keras.walk_layers(call.layer)
+               if _keras.is_batch_norm(sub) and id(sub) not in seen]
+        if bns:
+            hidden[f"{call.layer.name} ({type(call.layer).__name__})"] = bns
+            why = graph.trace_failures.get(id(call.layer))
+            if why and not reasons:
+                reasons.append(why)
+    if criterion != criteria.BN_SCALE:
+        return (f"model {model.name!r} has no Conv/Dense layer whose output channels "
+                f"criterion {criterion!r} could score (they are all model outputs, barriers "
+                "or inside custom layers keras_slim cannot see into)"
+                + (f". Tracing was tried: {reasons[0]}" if reasons else "."))
+    if not hidden:
+        return (f"model {model.name!r} has no BatchNormalization with a scaling factor "
+                "(scale=True) on the channel axis, so Network Slimming has nothing to rank. "
+                "Add BN after the convolutions you want to prune and train with "
+                "keras_slim.add_bn_l1, or rank the filters instead: "
+                "plan(model, ratio, criterion='l1').")
+    n_bn = sum(len(v) for v in hidden.values())
+    n_channels = sum(int(_keras.weight(bn, "moving_mean").shape[-1])
+                     for v in hidden.values() for bn in v)
+    classes = sorted({name.split(" (")[1].rstrip(")") for name in hidden})
+    names = list(hidden)
+    return (f"model {model.name!r}: all {n_bn} BatchNormalization layers ({n_channels:,} "
+            f"channels) sit inside custom layers that keras_slim cannot see into: "
+            f"{', '.join(names[:6])}{f' and {len(names) - 6} more' if len(names) > 6 else ''}. "
+            f"Register a handler for {', '.join(classes[:6])} (keras_slim.register_handler, or "
+            "plan(..., custom_handlers={Class: handler})) that describes how channels flow "
+            "through it, or build the model from stock Keras layers."
+            + (f" Tracing was tried: {reasons[0]}" if reasons else ""))
+
+
+# A layer cut to at most _BOTTLENECK_CHANNELS channels and below _BOTTLENECK_SHARE of
+# its width is reported: after real sparsity training that is the point, but on a
+# model trained without the penalty it means one layer's factors all sat under the
+# global threshold.
+_BOTTLENECK_CHANNELS = 4
+_BOTTLENECK_SHARE = 0.05
+
+
+def warn_bottlenecks(layers: list, cut: float) -> None:
+    """Warn about weighted layers the global threshold reduces to a handful of channels."""
+    narrow = [f"{row.name!r} ({row.channels_after} of {row.channels_before})"
+              for row in layers
+              if row.macs_before > 0 and row.channels_before is not None
+              and row.channels_after <= _BOTTLENECK_CHANNELS
+              and row.channels_after < _BOTTLENECK_SHARE * row.channels_before]
+    if narrow:
+        warnings.warn(
+            f"keras_slim: the global threshold (score {cut:.3g}) leaves these layers "
+            "almost no output channels: " + ", ".join(narrow[:8])
+            + (f" and {len(narrow) - 8} more" if len(narrow) > 8 else "")
+            + ". Each becomes a bottleneck of the whole network. That is expected when "
+            "sparsity training drove their scaling factors to zero; if the model was not "
+            "sparsity-trained (keras_slim.add_bn_l1), bound the cut with max_layer_ratio "
+            "(e.g. 0.9) or min_channels.", stacklevel=3)
+
+
+def warn_barriers(coupling, scored) -> None:
+    """Warn once about barriers that keep channels a BN could have scored."""
+    blocking = []
+    for name, reason, ids in coupling.barriers:
+        if any(r in scored for r in coupling.root_of[ids].tolist()):
+            blocking.append(f"{name!r} ({reason})")
+    if blocking:
+        warnings.warn(
+            "keras_slim: these layers are barriers, so the channels reaching them are kept: "
+            + ", ".join(blocking) + ". Register a handler (keras_slim.register_handler) "
+            "if they are channel-wise.", stacklevel=3)
+
+
+def check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_reduction):
+    if (ratio is None) == (threshold is None):
+        raise ArgumentError("give exactly one of ratio (fraction of channels to remove, in [0, 1)) "
+                         f"or threshold (remove scores below it); got ratio={ratio!r}, threshold={threshold!r}")
+    if ratio is not None:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) \
+                or not 0.0 <= float(ratio) < 1.0:
+            raise ArgumentError(f"ratio must be a number in [0, 1) (e.g. 0.5 removes half of the "
+                             f"prunable channels), got {ratio!r}")
+        ratio = float(ratio)
+    if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
+        raise ArgumentError(f"threshold must be a number >= 0, got {threshold!r}")
+    if not (isinstance(min_channels, (int, np.integer)) and min_channels >= 1):
+        raise ArgumentError(f"min_channels must be an integer >= 1 (no layer may become zero-width), "
+                         f"got {min_channels!r}")
+    if max_layer_ratio is not None and not (isinstance(max_layer_ratio, (int, float))
+                                            and 0.0 < max_layer_ratio <= 1.0):
+        raise ArgumentError(f"max_layer_ratio must be in (0, 1] or None, got {max_layer_ratio!r}")
+    if not (isinstance(round_to, (int, np.integer)) and round_to >= 1):
+        raise ArgumentError(f"round_to must be an integer >= 1 (e.g. 8 for mobile SIMD), got {round_to!r}")
+    if group_reduction not in criteria.reductions():
+        raise ArgumentError(f"group_reduction={group_reduction!r} is not known; use one of "
+                         f"{criteria.reductions()}")
+    return ratio, threshold

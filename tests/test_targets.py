@@ -1,0 +1,74 @@
+"""plan(target_macs=/target_params=): the fewest channels that meet a budget."""
+import keras
+import numpy as np
+import pytest
+
+import keras_slim
+from keras_slim import testing
+
+
+def _model():
+    x = inp = keras.Input((16, 16, 3))
+    for i, width in enumerate((16, 24, 32)):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"c{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(5, name="head")(x)
+    m = keras.Model(inp, out)
+    testing.randomize_batchnorm(m, seed=4)
+    return m
+
+
+@pytest.mark.parametrize("goal", [0.3, 0.5, 0.8])
+def test_macs_fraction_is_met_with_the_fewest_channels(goal):
+    m = _model()
+    p = keras_slim.plan(m, target_macs=goal)
+    assert p.macs_after <= goal * p.macs_before
+    assert p.target["goals"]["macs"] == int(goal * p.macs_before)
+    assert p.target["reached"]["macs"] == p.macs_after
+    # one channel fewer of the same ranking would miss the target
+    fewer = keras_slim.plan(m, (p.removed_channels - 1) / p.prunable_channels)
+    assert fewer.removed_channels == p.removed_channels - 1
+    assert fewer.macs_after > goal * p.macs_before
+    assert "target:   MACs <=" in p.summary()
+
+
+def test_absolute_params_and_both_targets():
+    m = _model()
+    before = keras_slim.plan(m, 0.0).params_before
+    p = keras_slim.plan(m, target_params=before // 3)
+    assert p.params_after <= before // 3
+    both = keras_slim.plan(m, target_params=0.6, target_macs=0.4, criterion="l1")
+    assert both.params_after <= 0.6 * before and both.macs_after <= 0.4 * both.macs_before
+    small = keras_slim.prune(m, target_macs=0.5)
+    assert small.count_params() < m.count_params()
+
+
+def test_target_plan_survives_json_and_reprunes_the_same():
+    m = _model()
+    p = keras_slim.plan(m, target_macs=0.5)
+    back = keras_slim.Plan.from_json(p.to_json())
+    assert back.target == p.target and back.kept == p.kept
+    x = testing.random_inputs(m)
+    assert testing.max_difference(keras_slim.prune(m, p), keras_slim.prune(m, back), x) == 0.0
+
+
+def test_unreachable_and_bad_targets():
+    m = _model()
+    with pytest.raises(keras_slim.ModelError, match="cannot be met"):
+        keras_slim.plan(m, target_macs=10, min_channels=8)
+    for bad in (0, -0.5, True, "half"):
+        with pytest.raises(keras_slim.ArgumentError, match="target_macs must be"):
+            keras_slim.plan(m, target_macs=bad)
+    with pytest.raises(keras_slim.ArgumentError, match="not both"):
+        keras_slim.plan(m, 0.5, target_macs=0.5)
+    with pytest.raises(keras_slim.ArgumentError, match="not both"):
+        keras_slim.plan(m, threshold=0.1, target_params=0.5)
+
+
+def test_target_one_keeps_the_model():
+    m = _model()
+    p = keras_slim.plan(m, target_macs=1.0)
+    assert p.removed_channels == 0 and p.macs_after == p.macs_before
+    assert np.isclose(p.ratio, 0.0)
