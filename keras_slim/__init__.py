@@ -28,12 +28,15 @@ from keras_slim.layers import ChannelSelection, WeightedOp  # noqa: E402
 from keras_slim.plan_data import LayerPlan, Plan  # noqa: E402
 from keras_slim.pruning import plan, prune  # noqa: E402
 from keras_slim.regularizers import BNL1, bn_l1  # noqa: E402
+from keras_slim.sensitivity import SensitivityResult, sensitivity  # noqa: E402
 from keras_slim.sparsity import add_bn_l1  # noqa: E402
 from keras_slim.version import __version__  # noqa: E402
 
 __all__ = [
     # the method: sparsity training, plan, prune
     "bn_l1", "BNL1", "add_bn_l1", "plan", "prune", "Plan", "LayerPlan",
+    # choosing per-group ratios
+    "sensitivity", "SensitivityResult",
     # extending it: handlers for your own layers
     "Handler", "ChannelInfo", "register_handler", "unregister_handler", "slice_weights",
     # layers a pruned model may contain, scoring criteria, equivalence checks

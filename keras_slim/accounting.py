@@ -86,8 +86,13 @@ def qualified_name(graph, call) -> str:
     return "/".join(names + [call.layer.name])
 
 
-def groups(coupling, removed, scores) -> list:
-    """Coupled groups: the layers whose channels are removed together."""
+def group_members(coupling, scores) -> list:
+    """Coupled groups: [{"layers": sorted names, "roots": class roots}] over the scored roots.
+
+    A group is what one layer's output width ties together: the classes a
+    layer produces (united through Add, depthwise, ...) and the layers that
+    score them. Removing channels from a group shrinks all its layers.
+    """
     root_of, graph = coupling.root_of, coupling.graph
     parent: dict[int, int] = {}
 
@@ -108,16 +113,20 @@ def groups(coupling, removed, scores) -> list:
         for r in np.unique(root_of[ids]).tolist():
             if r in scores:
                 layers_of.setdefault(find(r), set()).add(name)
-    groups: dict[int, dict] = {}
-    for r in scores:
-        g = groups.setdefault(find(r), {"channels": 0, "removed": 0})
-        g["channels"] += 1
-        g["removed"] += r in removed
-    names = {}
+    roots_of: dict[int, list] = {}
+    for r in sorted(scores):
+        roots_of.setdefault(find(r), []).append(r)
+    names: dict[int, set] = {}
     for base, layer_names in layers_of.items():
         names.setdefault(find(base), set()).update(layer_names)
-    return [dict(layers=sorted(names.get(b, ())), channels=g["channels"], removed=g["removed"])
-            for b, g in groups.items()]
+    return [dict(layers=sorted(names.get(b, ())), roots=roots) for b, roots in roots_of.items()]
+
+
+def groups(coupling, removed, scores) -> list:
+    """The plan's group table: layers, channels and how many of them go."""
+    return [dict(layers=g["layers"], channels=len(g["roots"]),
+                 removed=sum(r in removed for r in g["roots"]))
+            for g in group_members(coupling, scores)]
 
 
 def _len(shape) -> int | None:

@@ -113,3 +113,27 @@ def check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_
         raise ArgumentError(f"group_reduction={group_reduction!r} is not known; use one of "
                          f"{criteria.reductions()}")
     return ratio, threshold
+
+
+def group_ratios_option(group_ratios, sensitivity, max_metric_drop) -> dict | None:
+    """plan()'s per-group ratios: given directly, or chosen from a sensitivity result."""
+    if (sensitivity is None) != (max_metric_drop is None):
+        raise ArgumentError("give sensitivity= and max_metric_drop= together (the largest "
+                            "metric drop each group may cause), got only "
+                            + ("sensitivity" if sensitivity is not None else "max_metric_drop"))
+    if sensitivity is not None:
+        if group_ratios is not None:
+            raise ArgumentError("give group_ratios= or sensitivity=, not both")
+        if not hasattr(sensitivity, "group_ratios"):
+            raise ArgumentError(f"sensitivity must be the result of keras_slim.sensitivity, "
+                                f"got {type(sensitivity).__name__}")
+        group_ratios = sensitivity.group_ratios(max_metric_drop)
+    if group_ratios is None:
+        return None
+    if not isinstance(group_ratios, dict) or not all(isinstance(k, str) for k in group_ratios):
+        raise ArgumentError(f"group_ratios must map layer names to ratios, e.g. "
+                            f"{{'conv2': 0.5}}, got {group_ratios!r}")
+    for name, r in group_ratios.items():
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+            raise ArgumentError(f"group_ratios[{name!r}] must be a ratio in [0, 1), got {r!r}")
+    return {k: float(v) for k, v in group_ratios.items()}

@@ -42,6 +42,9 @@ def plan(
     normalize: str | None = "auto",
     target_macs: float | None = None,
     target_params: float | None = None,
+    group_ratios: Mapping[str, float] | None = None,
+    sensitivity=None,
+    max_metric_drop: float | None = None,
 ) -> Plan:
     """Work out what pruning `model` would remove, without building anything.
 
@@ -76,6 +79,13 @@ def plan(
             MACs) or an absolute number. The plan cuts the fewest channels of
             the ranking that meet every target given (after the per-layer
             constraints); `plan.target` says what was asked and reached.
+        group_ratios: instead of one global cut, a ratio per coupled group,
+            `{layer name: ratio}`: the group whose channels that layer
+            produces loses that fraction of its lowest-scored channels; groups
+            not named lose none.
+        sensitivity, max_metric_drop: a `keras_slim.sensitivity` result and
+            the largest metric drop any one group may cause: each group gets
+            the largest ratio it tolerated (`SensitivityResult.group_ratios`).
         normalize: how scores are made comparable across layers before the
             global ranking: "mean" (each layer's scores over their mean),
             "max", None (raw), or "auto" (None for "bn_scale", "mean" for
@@ -110,10 +120,13 @@ def plan(
     """
     _keras.check_model(model, "keras_slim.plan")
     budget = targets.check_targets(target_macs, target_params)
-    if budget and (ratio is not None or threshold is not None or kept is not None):
-        raise ArgumentError("give target_macs/target_params, or ratio, threshold or kept=, "
-                            "not both")
-    if kept is not None or budget:
+    group_ratios = plan_checks.group_ratios_option(group_ratios, sensitivity, max_metric_drop)
+    ways = [ratio is not None or threshold is not None, kept is not None, bool(budget),
+            group_ratios is not None]
+    if sum(ways) > 1:
+        raise ArgumentError("give one of ratio/threshold, kept= (a saved plan), "
+                            "target_macs/target_params, or group_ratios/sensitivity, not several")
+    if kept is not None or budget or group_ratios is not None:
         if ratio is not None or threshold is not None:
             raise ArgumentError("give kept= (a saved plan) or ratio/threshold, not both")
         ratio_check = 0.0
@@ -122,7 +135,7 @@ def plan(
     ratio, threshold = plan_checks.check_args(ratio_check, threshold, min_channels, max_layer_ratio,
                                    round_to, group_reduction)
     scores_by, normalize = criteria.check_criterion(criterion, normalize)
-    if kept is not None or budget:
+    if kept is not None or budget or group_ratios is not None:
         ratio = None
     exclude = frozenset(exclude if not isinstance(exclude, str) else [exclude])
     known = {layer.name for layer in _keras.walk_layers(model)}
@@ -196,6 +209,8 @@ def plan(
                       goals={t.kind: t.goal for t in budget},
                       reached=counts_at(k),
                       text="; ".join(t.describe(totals[t.kind]) for t in budget))
+    elif group_ratios is not None:
+        removed = _removed_by_group(coupling, scores, group_ratios, model.name)
     else:
         removed = set(order[: int(round(ratio * len(order)))])
     cut = max((scores[r] for r in removed), default=0.0)
@@ -332,6 +347,22 @@ def _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio,
             if b in removed and a not in removed:
                 removed.discard(b)
                 changed = True
+    return removed
+
+
+def _removed_by_group(coupling, scores, group_ratios: dict, model_name: str) -> set:
+    """The lowest-scored round(r * n) classes of each named group."""
+    groups = accounting.group_members(coupling, scores)
+    removed: set = set()
+    for name, r in group_ratios.items():
+        group = next((g for g in groups if name in g["layers"]), None)
+        if group is None:
+            raise ArgumentError(
+                f"group_ratios names {name!r}, which is in no prunable group of model "
+                f"{model_name!r}; name any layer of a group, e.g. "
+                f"{[g['layers'][0] for g in groups[:6]]} (see plan(model, 0).groups)")
+        ordered = sorted(group["roots"], key=lambda root: (scores[root], root))
+        removed.update(ordered[: int(round(r * len(ordered)))])
     return removed
 
 

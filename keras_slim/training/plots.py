@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 DPI = 100
 
-__all__ = ["plot_accuracy_vs_ratio", "plot_channels_per_layer", "plot_gamma_distribution"]
+__all__ = ["plot_accuracy_vs_ratio", "plot_channels_per_layer", "plot_gamma_distribution",
+           "plot_sensitivity"]
 
 
 def _figure(width: float, height: float):
@@ -332,6 +333,29 @@ def plot_accuracy_vs_ratio(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or "accuracy vs prune ratio", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_sensitivity(result, path: str | os.PathLike, *, top: int = 12,
+                     title: str | None = None) -> str:
+    """Metric against the ratio pruned, one line per group (a `keras_slim.sensitivity` result).
+
+    The `top` widest groups are drawn (the rest would be unreadable); the
+    baseline is the dotted line.
+    """
+    if not hasattr(result, "groups") or not hasattr(result, "ratios"):
+        raise ArgumentTypeError(f"plot_sensitivity: expected a keras_slim.SensitivityResult, "
+                                f"got {type(result).__name__}")
+    fig = _figure(6, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    for g in sorted(result.groups, key=lambda g: -g["channels"])[:top]:
+        ax.plot(result.ratios, g["metrics"], "o-", ms=3, label=f"{g['name']} ({g['channels']})")
+    ax.axhline(result.baseline, color="0.3", ls=":", label="unpruned")
+    ax.set_xlabel("fraction of the group's channels pruned (others untouched)")
+    ax.set_ylabel("metric")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title or "sensitivity per coupled group", fontsize=10)
     return _save(fig, path)
 
 

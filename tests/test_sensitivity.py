@@ -1,0 +1,98 @@
+"""sensitivity(): one group at a time; plan(sensitivity=..., max_metric_drop=...)."""
+import keras
+import numpy as np
+import pytest
+
+import keras_slim
+from keras_slim import testing
+
+
+def _model():
+    x = inp = keras.Input((10, 10, 3))
+    for i, width in enumerate((8, 12)):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"c{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"r{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(3, name="head")(x)
+    m = keras.Model(inp, out)
+    testing.randomize_batchnorm(m, seed=1)
+    # bn1's channels 0..5 are dead (gamma = beta = 0): its group tolerates up to half
+    bn = m.get_layer("bn1")
+    gamma, beta = bn.gamma.numpy(), bn.beta.numpy()
+    gamma[:6], beta[:6] = 0.0, 0.0
+    bn.gamma.assign(gamma)
+    bn.beta.assign(beta)
+    return m
+
+
+def _evaluate_against(m):
+    x = testing.random_inputs(m, batch=8)
+    reference = m(x)
+
+    def evaluate(model):  # higher is better: minus the output error
+        return -float(np.abs(np.asarray(model(x)) - np.asarray(reference)).max())
+    return evaluate
+
+
+def test_dead_channels_tolerated_live_ones_not():
+    m = _model()
+    result = keras_slim.sensitivity(m, _evaluate_against(m), ratios=(0.25, 0.5, 0.75), verbose=0)
+    by_name = {g["name"]: g for g in result.groups}
+    assert set(by_name) == {"bn0", "bn1"} or set(by_name) == {"c0", "c1"}
+    second = next(g for g in result.groups if "bn1" in g["layers"])
+    first = next(g for g in result.groups if "bn0" in g["layers"])
+    assert second["metrics"][:2] == pytest.approx([0.0, 0.0], abs=1e-5)  # 3 and 6 dead of 12
+    assert second["metrics"][2] < -1e-4  # 9 of 12: live channels go
+    assert first["metrics"][0] < -1e-4  # bn0 has no dead channel
+    ratios = result.group_ratios(1e-5)
+    assert ratios == {second["name"]: 0.5}
+    p = keras_slim.plan(m, sensitivity=result, max_metric_drop=1e-5)
+    assert p.removed_channels == 6
+    small = keras_slim.prune(m, p)
+    assert testing.max_difference(m, small, testing.random_inputs(m)) < 1e-5
+    assert "baseline" in result.table() and second["name"] in str(result)
+    again = keras_slim.SensitivityResult.from_dict(result.to_dict())
+    assert again.group_ratios(1e-5) == ratios
+
+
+def test_group_ratios_directly_and_errors():
+    m = _model()
+    p = keras_slim.plan(m, group_ratios={"c1": 0.5})
+    assert p.removed_channels == 6 and p.kept["c1"] == list(range(6, 12))
+    with pytest.raises(keras_slim.ArgumentError, match="in no prunable group"):
+        keras_slim.plan(m, group_ratios={"head": 0.5})
+    with pytest.raises(keras_slim.ArgumentError, match="must be a ratio"):
+        keras_slim.plan(m, group_ratios={"c1": 1.0})
+    with pytest.raises(keras_slim.ArgumentError, match="not several"):
+        keras_slim.plan(m, 0.5, group_ratios={"c1": 0.5})
+    with pytest.raises(keras_slim.ArgumentError, match="together"):
+        keras_slim.plan(m, max_metric_drop=0.1)
+    with pytest.raises(keras_slim.ArgumentError, match="ratios must be fractions"):
+        keras_slim.sensitivity(m, _evaluate_against(m), ratios=(0.5, 1.0), verbose=0)
+    with pytest.raises(keras_slim.ArgumentTypeError, match="one number"):
+        keras_slim.sensitivity(m, lambda model: [1, 2], ratios=(0.5,), verbose=0)
+    with pytest.raises(keras_slim.ArgumentError, match="max_metric_drop"):
+        keras_slim.SensitivityResult(0.0, [0.5], []).group_ratios(-1)
+
+
+def test_only_named_groups_and_a_loss_metric():
+    m = _model()
+    evaluate = _evaluate_against(m)
+    result = keras_slim.sensitivity(m, lambda model: -evaluate(model), ratios=(0.5,),
+                                    groups=["c1"], higher_is_better=False, verbose=0)
+    assert [g["name"] for g in result.groups] == [result.groups[0]["layers"][0]]
+    assert "c1" in result.groups[0]["layers"]
+    assert result.group_ratios(1e-5) == {result.groups[0]["name"]: 0.5}
+
+
+def test_plot_sensitivity(tmp_path):
+    pytest.importorskip("matplotlib")
+    from keras_slim.training import plots
+
+    result = keras_slim.SensitivityResult(
+        0.9, [0.25, 0.5], [dict(name="c0", layers=["c0"], channels=8, metrics=[0.89, 0.7])])
+    path = plots.plot_sensitivity(result, tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000 and path.endswith("s.png")
+    with pytest.raises(TypeError, match="SensitivityResult"):
+        plots.plot_sensitivity({"groups": []}, tmp_path / "t.png")
