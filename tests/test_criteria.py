@@ -126,3 +126,20 @@ def test_bad_criterion_arguments():
     criteria.register_criterion("bad_shape_for_test", lambda rows: rows.sum())
     with pytest.raises(keras_slim.ArgumentError, match="one per row"):
         keras_slim.plan(m, 0.5, criterion="bad_shape_for_test")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, build, size", [
+    ("VGG16 (no BN)", lambda: keras.applications.VGG16(
+        weights=None, input_shape=(64, 64, 3), include_top=False, pooling="avg"), 64),
+    ("InceptionV3 (BN scale=False)", lambda: keras.applications.InceptionV3(
+        weights=None, input_shape=(96, 96, 3), include_top=False, pooling="avg"), 96),
+])
+def test_applications_the_paper_criterion_cannot_prune(name, build, size):
+    m = build()
+    with pytest.raises(keras_slim.ModelError):
+        keras_slim.plan(m, 0.5)  # nothing for bn_scale to rank
+    r = testing.exactness(m, 0.3, 0, constants=True, criterion="l1", border_folds=False,
+                          input_size=size)
+    assert r.killed > 0 and r.plan.removed_channels >= r.killed, name
+    assert r.difference < 1e-4, name
