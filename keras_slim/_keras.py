@@ -8,6 +8,12 @@ Two flavours are supported: Keras 3 (`keras`) and Keras 2 (`tf_keras`, what
 TFMOT needs). keras_slim never imports tf_keras itself: a tf_keras model can
 only exist if the user imported it, so the flavour is read off the object's
 class and `sys.modules`.
+
+Why one module over 400 lines: its job is to be the single place a Keras
+upgrade has to be checked against (the test_layout check enforces it), so
+reading nodes, rebuilding, replaying, tracing inputs and the few private
+attributes export and the CLI need stay together on purpose; each section
+below is small and independent.
 """
 from __future__ import annotations
 
@@ -415,7 +421,7 @@ def copy_layer(layer):
     from keras.src.utils import tracking
 
     subtree = [layer] + list(layer._flatten_layers(include_self=False, recursive=True))
-    memo: dict = {}
+    memo: dict = {id(m): m for m in list(sys.modules.values())}  # modules (a SeedGenerator's backend) are shared
     for sub in subtree:
         for nodes in ("_inbound_nodes", "_outbound_nodes"):
             if hasattr(sub, nodes):

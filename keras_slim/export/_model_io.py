@@ -3,6 +3,12 @@
 Exports name every input and output after the Keras model (dict keys, else
 the Input / output layer names) so the exported signature is stable and
 multi-input models are fed by name, never by position.
+
+Why one module over 400 lines: every exporter (TFLite, ONNX, QAT) checks the
+converted file against Keras through the same interface object, so reading
+the interface, normalising user data to it and comparing outputs (incl. the
+second-size check of dynamic inputs) share its helpers; splitting them would
+put one dataclass's logic in three files.
 """
 from __future__ import annotations
 
