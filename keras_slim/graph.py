@@ -164,13 +164,17 @@ class FlatGraph:
 
     def _inline(self, graph: _keras.ModelGraph, scope: tuple) -> None:
         self.scope_graph[scope] = graph
+        seen: dict[int, set] = {}  # id(layer) -> the input shapes it is called at here
+        for call in graph.calls:
+            seen.setdefault(id(call.layer), set()).add(_input_shapes(call))
+        multi = {k for k, v in seen.items() if len(v) > 1}
         for ci, call in enumerate(graph.calls):
             in_tensors = _keras.tensors_in((call.args, call.kwargs))
             in_keys = [self.key(scope, t) for t in in_tensors]
             if _keras.is_graph_model(call.layer):
                 self._inline_submodel(call, in_keys, scope + (ci,), scope)
                 continue
-            traced = self._trace(call, in_keys)
+            traced = self._trace(call, in_keys, multi)
             if traced is not None:
                 self.traced[(scope, ci)] = traced
                 self._inline_submodel(call, in_keys, scope + (ci,), scope, traced)
@@ -186,11 +190,15 @@ class FlatGraph:
             self.calls.append(flat)
             self.by_site[(scope, ci)] = flat
 
-    def _trace(self, call, in_keys):
+    def _trace(self, call, in_keys, multi: set):
         """The Functional model a handler-less custom layer traces into, else None."""
         layer = call.layer
         if self._tracer is None or not self._tracer.wants(layer):
             return None  # not custom, or a registered handler says how channels flow
+        if id(layer) in multi:  # one trace cannot serve both: keep every call whole
+            self.trace_failures[id(layer)] = (f"{layer.name!r} is called at several input "
+                                              "shapes; a traced layer must be called at one")
+            return None
         # one trace per layer object (checked where it is first called), reused by its other calls
         done = self._tracer.trace(layer, call, lambda: self._check_shapes(in_keys))
         if isinstance(done, tracing.TraceError):
@@ -221,6 +229,10 @@ class FlatGraph:
         self.submodel_calls.setdefault(id(model), []).append(
             SubmodelCall(model, inner_scope, list(in_keys), inner_outputs)
         )
+
+
+def _input_shapes(call) -> tuple:
+    return tuple(tuple(t.shape) for t in _keras.tensors_in((call.args, call.kwargs)))
 
 
 def _same_inputs(trace, call) -> bool:

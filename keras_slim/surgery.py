@@ -58,7 +58,13 @@ class _Rebuilder:
             names = [_keras.weight_name(w) for w in flat.layer.weights]
             with _keras.initial_values(layer, names, weights) as created:
                 outputs = layer(*args, **kwargs)  # builds it, with these weights
-            self._set_weights(flat.layer, layer, names, weights, created)
+            try:
+                self._set_weights(flat.layer, layer, names, weights, created)
+            except PruneError as e:  # from_config built another layer (other weights)
+                if not self._copyable(flat, handler):
+                    raise
+                layer = self.layers[id(flat.layer)] = self._copy(flat, handler, e)
+                outputs = layer(*args, **kwargs)
             return layer, outputs
 
         inputs, outputs, new_layers = _keras.replay(mg, run, new_input)
@@ -87,37 +93,53 @@ class _Rebuilder:
                 new = _keras.new_layer(old, config)
                 self.pending_weights[id(old)] = weights
             except Exception as e:  # a config that does not round-trip
-                new = self._copy(flat, handler, fold is not None, in_keep + out_keep, e)
+                new = self._copy(flat, handler, e)
         self.layers[id(old)] = new
         return new, args
 
-    def _copy(self, flat, handler, folded: bool, keeps: list, error: Exception):
-        """A layer kept as it is whose config does not round-trip: a copy with its own weights.
-
-        Only where the rebuild would not change it (its handler keeps config and
-        weights, and its channels stay, or it is a weightless stock layer such as
-        keras-hub's `Identity(dtype=policy)`); anything else is a clear error.
-        """
-        from keras_slim.errors import PruneError
+    def _copyable(self, flat, handler) -> bool:
+        """The rebuild would not change the layer: its handler keeps config and weights
+        (nothing folded), and its channels stay or it is a weightless stock layer."""
         from keras_slim.handlers.base import Handler
 
         old = flat.layer
+        in_keep, out_keep = self.state.keeps(flat)
         widths = [self.graph.shapes[k][-1] for k in flat.inputs + flat.outputs]
-        unchanged = all(kp is None or len(kp) == w for kp, w in zip(keeps, widths))
+        unchanged = all(kp is None or len(kp) == w for kp, w in zip(in_keep + out_keep, widths))
         stock = type(old).__module__.startswith("keras.") and not old.weights
-        as_is = type(handler).rebuild is Handler.rebuild and not folded
-        if as_is and (unchanged or stock) and not _keras.is_tf_keras(old):
-            return _keras.copy_layer(old)
-        why = ("a constant of removed channels is folded into its bias" if folded else
-               "its channels change" if not unchanged else "its handler edits its config")
+        as_is = type(handler).rebuild is Handler.rebuild and flat.index not in self.fold
+        return as_is and (unchanged or stock) and not _keras.is_tf_keras(old)
+
+    def _copy(self, flat, handler, error: Exception):
+        """A layer kept as it is that its config does not re-create: a copy with its own
+        weights (never the input model's object). Anything else is a clear error."""
+        old = flat.layer
         cls = f"{type(old).__module__}.{type(old).__name__}"
+        why = f"{type(error).__name__}: {_first_line(error)}"
+        if self._copyable(flat, handler):
+            try:
+                return _keras.copy_layer(old)
+            except Exception as e:
+                raise PruneError(
+                    f"keras_slim.prune: layer {old.name!r} ({cls}) is kept as it is, but its "
+                    f"config does not re-create it ({why}) and it cannot be copied either "
+                    f"({type(e).__name__}: {_first_line(e)}). Give {type(old).__name__} a "
+                    "get_config() returning its __init__ arguments (from_config for objects "
+                    "among them).") from error
+        from keras_slim.handlers.base import Handler
+
+        if flat.index in self.fold:
+            reason = "a constant of removed channels is folded into its bias"
+        elif type(handler).rebuild is not Handler.rebuild:
+            reason = f"{type(handler).__name__} rebuilds it with a new config"
+        else:
+            reason = "its channels change"
         raise PruneError(
-            f"keras_slim.prune: layer {old.name!r} ({cls}) must be rebuilt ({why}), but it "
-            f"cannot be re-created from its config ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}). Give "
-            f"{type(old).__name__} a get_config() returning its __init__ arguments (plain "
-            "values; from_config for the rest), or keep its channels: plan(model, ..., "
-            f"exclude=[...]) naming the layers that feed it.") from error
+            f"keras_slim.prune: layer {old.name!r} ({cls}) must be rebuilt ({reason}), but it "
+            f"cannot be re-created from its config ({why}). Give {type(old).__name__} a "
+            "get_config() returning its __init__ arguments (plain values; from_config for the "
+            "rest), or keep its channels: plan(model, ..., exclude=[...]) naming the layers "
+            "that feed it.") from error
 
     def _select(self, flat, args, in_keep, out_keep):
         positions = np.searchsorted(in_keep, out_keep)
@@ -148,3 +170,8 @@ def rebuild(state: PruneState, fold: dict | None = None):
     """Build the smaller model described by a plan's state."""
     rebuilder = _Rebuilder(state, fold)
     return rebuilder.model(state.graph.graph(state.graph.model), ())
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else ""

@@ -94,3 +94,37 @@ def test_a_layer_that_must_change_but_cannot_be_recreated_is_a_clear_error():
     text = str(e.value)
     assert "'biased'" in text and "PolicyBias" in text and "channels change" in text
     assert "get_config" in text
+
+
+class Forgetful(layers.Layer):
+    """Its get_config forgets `extra`: from_config builds a layer with one weight more."""
+
+    def __init__(self, extra=1, **kwargs):
+        super().__init__(**kwargs)
+        self.extra = extra
+
+    def build(self, shape):
+        self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
+        for i in range(self.extra):
+            self.add_weight(shape=(), initializer="zeros", name=f"extra{i}")
+
+    def call(self, x):
+        return self.scale * x  # untraceable (TensorFlow's multiply): a barrier
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable}
+
+
+def test_a_barrier_that_from_config_rebuilds_differently_is_copied():
+    inp = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp)))
+    x = layers.BatchNormalization()(layers.Conv2D(6, 1)(x))
+    x = Forgetful(extra=0, name="forgetful")(x)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(layers.Conv2D(4, 1)(x))))
+    m.get_layer("forgetful").scale.assign(np.linspace(0.5, 2.0, 6).astype("float32"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = testing.exactness(m, 0.5, seed=0)
+    assert r.difference < 1e-5 and r.plan.removed_channels > 0
+    copy = r.model.get_layer("forgetful")
+    assert len(copy.weights) == 1 and copy.scale is not m.get_layer("forgetful").scale

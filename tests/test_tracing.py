@@ -553,3 +553,27 @@ def test_neg_inf_pad_read_otherwise_is_a_barrier(pad, reader):
         warnings.simplefilter("ignore")
         p = keras_slim.plan(m, 0.3)
     assert any("-inf" in reason for _, reason in p.barriers), p.barriers
+
+
+class Halve(layers.Layer):
+    def call(self, x):
+        return x * 0.5
+
+
+def test_custom_layer_called_at_two_shapes_stays_whole_and_prunes():
+    """Regression (keras-hub SegFormer's DropPath): one call traced, the other kept whole,
+    gave two layers of one name in the rebuilt model."""
+    halve = Halve(name="halve")
+    inp = keras.Input((12, 12, 3))
+    a = ConvBNAct(8, name="a")(inp)
+    b = layers.MaxPooling2D(2)(ConvBNAct(8, name="b")(a))
+    c = ConvBNAct(6, name="c")(b)  # prunable: read by the head only
+    x = layers.Concatenate()([layers.GlobalAveragePooling2D()(halve(a)),
+                              layers.GlobalAveragePooling2D()(halve(b)),
+                              layers.GlobalAveragePooling2D()(c)])
+    m = keras.Model(inp, layers.Dense(2)(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    assert "several input shapes" in dict(p.barriers)["halve"]
+    _check(m, min_share=0.0)

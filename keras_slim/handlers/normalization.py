@@ -117,7 +117,7 @@ class GroupNormHandler(Handler):
         ctx.union(x.take(starts), x)  # a group is one removable unit
         dead = x.zero.reshape(-1, size).all(1).repeat(size)
         beta = _keras.weight(layer, "beta")
-        zero = dead & (np.zeros(len(x)) == (0 if beta is None else beta))
+        zero = dead & (True if beta is None else beta == 0)  # a dead group emits beta
         return [ChannelInfo(x.ids, zero, dead)]
 
     def constant(self, layer, consts, in_shapes, out_shapes):

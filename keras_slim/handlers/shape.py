@@ -147,6 +147,7 @@ class PadHandler(ZeroPaddingHandler):
         if _is_neg_inf(value) and all(_max_pool_covers(r, widths) for r in ctx.output_readers()):
             self._max_pooled.add(ctx.layer)
             return [x]
+        self._max_pooled.discard(ctx.layer)
         return ctx.barrier(ins, f"pad with {value!r} (only 0, or -inf read by max pooling, "
                                 "keeps removed channels exact)")
 
