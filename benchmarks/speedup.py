@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
 from keras_slim import _keras, testing  # noqa: E402
+from keras_slim.export import _litert  # noqa: E402
 from keras_slim.training.cifar import models  # noqa: E402
 from _results import save_results  # noqa: E402
 
@@ -101,30 +102,9 @@ def conv_widths(model) -> list[int]:
 
 
 def xnnpack_partitions(path: str) -> tuple[int | None, list[str]]:
-    """(XNNPACK partitions, op types run outside XNNPACK) of a .tflite file in LiteRT.
-
-    Reads the node list after delegation (LiteRT's private `_get_ops_details`):
-    each DELEGATE node is one XNNPACK partition; an op runs outside XNNPACK when
-    its output feeds a partition (or is a model output) without being produced
-    by one. Returns (None, []) if this LiteRT version lacks the method.
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interp = Interpreter(model_path=path, num_threads=1,
-                         experimental_op_resolver_type=OpResolverType.AUTO)
-    interp.allocate_tensors()
-    try:
-        ops = interp._get_ops_details()
-    except AttributeError:
-        return None, []
-    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
-    made_inside = {int(t) for d in delegates for t in d["outputs"]}
-    fed_in = {int(t) for d in delegates for t in d["inputs"]}
-    fed_in |= {int(d["index"]) for d in interp.get_output_details()}
-    outside = sorted({op["op_name"] for op in ops if op["op_name"] != "DELEGATE"
-                      and any(int(t) in fed_in and int(t) not in made_inside
-                              for t in op["outputs"])})
-    return len(delegates), outside
+    """(XNNPACK partitions, op types LiteRT runs outside XNNPACK) of a .tflite file."""
+    info = _litert.xnnpack_partitions(path)
+    return info["partitions"], sorted(info["cpu_ops"])
 
 
 def depthwise_macs_share(the_plan) -> float:
@@ -136,8 +116,8 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int) -> dict:
     """Build, sparsify, prune and export one architecture; sizes and MACs per case.
 
     Cases are every (round_to, ratio) pair with channel selection on (the
-    library default). If that inserts ChannelSelection layers (TFLite GATHER),
-    the same pairs are repeated with channel_selection=False for comparison.
+    library default). If that inserts ChannelSelection layers, the same pairs
+    are repeated with channel_selection=False for comparison.
     """
     model = ARCHS[arch]()
     sparsity_like_gammas(model, seed)
@@ -152,18 +132,20 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int) -> dict:
             for ratio in ratios:
                 p = keras_slim.plan(model, ratio, round_to=round_to, channel_selection=selection)
                 small = keras_slim.prune(model, p)
-                gathers = sum(isinstance(layer, keras_slim.ChannelSelection)
-                              for layer in _keras.walk_layers(small))
+                selections = sum(isinstance(layer, keras_slim.ChannelSelection)
+                                 for layer in _keras.walk_layers(small))
                 path = os.path.join(workdir, f"{slug}_r{int(ratio * 100)}_q{round_to}"
                                              f"_cs{int(selection)}.tflite")
                 log(f"{arch}: ratio {ratio} round_to {round_to} channel_selection {selection}: "
                     f"MACs {p.macs_after / p.macs_before:.3f} of the original; exporting")
                 report = keras_slim.export_tflite(small, path)
                 partitions, outside = xnnpack_partitions(path)
+                gathers = report.op_histogram.get("GATHER", 0)
                 widths = conv_widths(small)
                 out.append(dict(
                     ratio=ratio, round_to=round_to, channel_selection=selection,
-                    gathers=gathers, path=path, removed_channels=p.removed_channels,
+                    selections=selections, gathers=gathers,
+                    channel_order=report.details.get("channel_order", ""), path=path, removed_channels=p.removed_channels,
                     prunable_channels=p.prunable_channels, params=p.params_after,
                     macs=p.macs_after, size_bytes=report.size_bytes,
                     max_rel_error=report.max_rel_error,
@@ -175,7 +157,7 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int) -> dict:
         return out
 
     cases = build(True)
-    if any(c["gathers"] for c in cases):
+    if any(c["selections"] for c in cases):
         cases += build(False)
     partitions, outside = xnnpack_partitions(base_path)
     return dict(arch=arch, path=base_path, params=zero.params_before, macs=zero.macs_before,
@@ -256,8 +238,7 @@ def markdown(result: dict) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     for e in result["models"]:
         for c in e["cases"]:
-            selection = (f"on ({c['gathers']} GATHER)" if c["gathers"] else "on (none needed)"
-                         ) if c["channel_selection"] else "off"
+            selection = _selection_text(c)
             row = [e["arch"], str(c["round_to"]), selection, f"{c['ratio']:.1f}",
                    f"{c['macs'] / e['macs']:.3f}", f"{c['params'] / e['params']:.3f}",
                    f"{c['size_bytes'] / e['size_bytes']:.3f}"]
@@ -280,6 +261,24 @@ def markdown(result: dict) -> str:
     if notes:
         lines += ["", "Checks on this run's data:", ""] + [f"* {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _paired(on: dict, off: dict, t: str, key) -> str:
+    ratios = [b / a for a, b in zip(on["latency_rounds_ms"][t], off["latency_rounds_ms"][t])]
+    low, high = np.percentile(ratios, 25), np.percentile(ratios, 75)
+    return (f"round_to {key[0]} ratio {key[1]}: {statistics.median(ratios):.2f} "
+            f"(IQR {low:.2f}-{high:.2f}; efficiency {on['efficiency'][t]:.2f} vs "
+            f"{off['efficiency'][t]:.2f})")
+
+
+def _selection_text(case: dict) -> str:
+    """'on (18 sel.: 0 GATHER)'; older JSON counted selections as GATHERs."""
+    if not case["channel_selection"]:
+        return "off"
+    selections = case.get("selections", case["gathers"])
+    if not selections:
+        return "on (none needed)"
+    return f"on ({selections} sel.: {case['gathers']} GATHER)"
 
 
 def _fastest_efficiency(entry: dict, case: dict, t: str) -> float:
@@ -316,6 +315,15 @@ def observations(result: dict) -> list[str]:
             f"{max(c['efficiency']['1'] for c in gather):.2f}"
             f" (worst: ratio {worst['ratio']}, round_to {worst['round_to']}); the same cases "
             "with channel_selection=False are listed for comparison.")
+    for e in result["models"]:
+        on = {(c["round_to"], c["ratio"]): c for c in e["cases"] if c.get("selections")}
+        pairs = [(key, c, off) for off in e["cases"] if not off["channel_selection"]
+                 for key, c in on.items() if key == (off["round_to"], off["ratio"])]
+        for t in threads:
+            if pairs:
+                notes.append(f"{e['arch']}, {t} thread(s): with / without channel selection, "
+                             "same-round latency ratio t(off) / t(on) (> 1: selection faster): "
+                             + "; ".join(_paired(c, off, t, key) for key, c, off in pairs) + ".")
     if "1" in threads:
         noisy = sorted({e["arch"] for e in result["models"] for c in e["cases"]
                         if abs(c["efficiency"]["1"] - _fastest_efficiency(e, c, "1")) > 0.1})

@@ -8,14 +8,72 @@ from keras import ops
 from keras_slim.errors import ArgumentError
 
 
+# Selection as slices + concatenation (ops the XNNPACK delegate runs) instead of
+# one GATHER (which it does not: the graph splits around it), where the runs are
+# long enough. Measured with LiteRT 2.3, 1 thread (benchmarks/results/selection_cutoff.md):
+# a slice costs ~20 ns per pixel per run whatever its width, a gather ~4.5 ns per
+# pixel per selected channel plus the partition split, so slices win while the
+# mean run is >= ~4 channels.
+MIN_MEAN_RUN = 4
+# The XNNPACK delegate of LiteRT 2.3 takes CONCATENATION with 2-5 inputs (older
+# TFLite: 2-4); wider ones are built as a tree of 4-input concatenations.
+CONCAT_FAN_IN = 4
+
+
+def channel_runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal [start, stop) runs of consecutive increasing indices, in order.
+
+    `[4, 5, 6, 0, 1, 9]` -> `[(4, 7), (0, 2), (9, 10)]`.
+    """
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        i = int(i)
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def uses_slices(indices: Sequence[int], min_mean_run: float = MIN_MEAN_RUN) -> bool:
+    """Whether `ChannelSelection(indices)` is expressed as slices (True) or a gather."""
+    runs = channel_runs(indices)
+    return len(runs) == 1 or len(indices) >= min_mean_run * len(runs)
+
+
+def select_channels(x, indices: Sequence[int], take, slice_last, concat):
+    """`x[..., indices]` as slices + concatenation where `uses_slices`, else one gather.
+
+    The three callables are the flavour's ops (Keras 3 or TF), so the Keras 3
+    layer and its tf_keras twin build the same graph: `take(x, indices)`,
+    `slice_last(x, start, stop)`, `concat(list_of_tensors)` on the last axis.
+    """
+    if not uses_slices(indices):
+        return take(x, list(indices))
+    parts = [slice_last(x, a, b) for a, b in channel_runs(indices)]
+    while len(parts) > 1:  # a tree, so every CONCATENATION stays delegable
+        parts = [group[0] if len(group) == 1 else concat(group)
+                 for group in (parts[i:i + CONCAT_FAN_IN]
+                               for i in range(0, len(parts), CONCAT_FAN_IN))]
+    return parts[0]
+
+
 @keras.saving.register_keras_serializable(package="keras_slim", name="ChannelSelection")
 class ChannelSelection(keras.layers.Layer):
-    """Gather channels `indices` from the last axis (the paper's `channel_selection`).
+    """Select channels `indices` of the last axis (the paper's `channel_selection`).
 
     keras_slim inserts it in front of a BatchNormalization whose input is
     shared with other layers (pre-activation ResNet, DenseNet): the BN and
     what follows keep only the selected channels while the shared tensor
-    keeps all of them. It converts to a single TFLite GATHER.
+    keeps all of them. Output channel p is input channel `indices[p]`.
+
+    The selection is computed as slices of the runs of consecutive indices
+    joined by one concatenation (TFLite STRIDED_SLICE + CONCATENATION, which
+    XNNPACK runs) when the runs average at least `MIN_MEAN_RUN` channels, and
+    as one gather (TFLite GATHER, run outside XNNPACK) otherwise. Both give
+    the same values; the config is only `indices` either way, so files saved
+    before this choice existed load unchanged. `export_tflite` reorders the
+    shared channels first so that the runs are long (`order_channels`).
     """
 
     def __init__(self, indices: Sequence[int], **kwargs):
@@ -35,8 +93,22 @@ class ChannelSelection(keras.layers.Layer):
             )
         self.built = True
 
+    @property
+    def runs(self) -> list[tuple[int, int]]:
+        """[start, stop) runs of consecutive indices (one slice each when sliced)."""
+        return channel_runs(self.indices)
+
+    @property
+    def as_slices(self) -> bool:
+        """True if `call` builds slices + concatenation, False for one gather."""
+        return uses_slices(self.indices)
+
     def call(self, inputs):
-        return ops.take(inputs, ops.convert_to_tensor(self.indices, dtype="int32"), axis=-1)
+        return select_channels(
+            inputs, self.indices,
+            take=lambda x, idx: ops.take(x, ops.convert_to_tensor(idx, dtype="int32"), axis=-1),
+            slice_last=lambda x, a, b: x[..., a:b],
+            concat=lambda parts: ops.concatenate(parts, axis=-1))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (len(self.indices),)

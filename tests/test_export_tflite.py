@@ -232,3 +232,59 @@ def test_benchmark_tflite_and_compare(models, tmp_path):
         benchmark_tflite(path, threads=0)
     with pytest.raises(FileNotFoundError):
         benchmark_tflite(tmp_path / "missing.tflite")
+
+
+# ---------------------------------------------------------------- XNNPACK partitioning
+@pytest.fixture(scope="module")
+def pruned_preact():
+    import keras_slim
+    from keras_slim import testing
+    from keras_slim.training.cifar import models as cifar_models
+
+    m = cifar_models.preact_resnet(20, width=0.5)
+    testing.randomize_batchnorm(m)
+    testing.kill_channels(m, 0.4)
+    return keras_slim.prune(m, threshold=1e-12)
+
+
+def test_selection_exports_as_slices_in_one_xnnpack_partition(pruned_preact, tmp_path):
+    r = export_tflite(pruned_preact, tmp_path / "ordered.tflite")
+    assert r.verified and r.max_rel_error < 1e-4
+    assert "GATHER" not in r.op_histogram and r.op_histogram["STRIDED_SLICE"] > 0
+    assert r.xnnpack == {"partitions": 1, "delegated_nodes": sum(r.op_histogram.values()),
+                         "cpu_ops": {}, "source": "interpreter"}
+    assert "as slices, 0 as GATHER" in r.details["channel_order"]
+    text = str(r)
+    assert "XNNPACK      1 partition," in text and "selections" in text
+    assert json.dumps(r.to_dict())
+
+
+def test_gathers_are_reported_on_the_cpu(pruned_preact, tmp_path):
+    r = export_tflite(pruned_preact, tmp_path / "gather.tflite", order_channels=False)
+    assert r.op_histogram.get("GATHER", 0) > 0
+    assert r.xnnpack["cpu_ops"] == {"GATHER": r.op_histogram["GATHER"]}
+    assert r.xnnpack["partitions"] > 1
+    assert f"on the CPU: GATHERx{r.op_histogram['GATHER']}" in str(r)
+
+
+def test_partitioning_falls_back_to_the_op_histogram(pruned_preact, tmp_path, monkeypatch):
+    from keras_slim.export import _litert
+
+    path = tmp_path / "gather.tflite"
+    export_tflite(pruned_preact, path, order_channels=False)
+
+    def missing(self):
+        raise AttributeError("_get_ops_details")
+
+    monkeypatch.setattr(Interpreter, "_get_ops_details", missing)
+    info = _litert.xnnpack_partitions(str(path))
+    assert info["source"] == "op histogram" and info["partitions"] is None
+    assert set(info["cpu_ops"]) == {"GATHER"}
+    from keras_slim.export.report import xnnpack_text
+    assert xnnpack_text(info).startswith("partitioning not readable")
+
+
+def test_plain_model_reports_one_partition(models, tmp_path):
+    r = export_tflite(models["resnet_add"], tmp_path / "r.tflite")
+    assert r.xnnpack["partitions"] == 1 and r.xnnpack["cpu_ops"] == {}
+    assert "channel_order" not in r.details

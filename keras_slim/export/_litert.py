@@ -73,3 +73,62 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     if scale == 0.0 or not np.issubdtype(y.dtype, np.integer):
         return np.asarray(y)
     return (y.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+# Ops the XNNPACK delegate of LiteRT 2.x takes in float32 models (its
+# xnnpack_delegate.cc). Only for the estimate when the node list cannot be read.
+XNNPACK_FLOAT_OPS = frozenset(
+    "ABS ADD AVERAGE_POOL_2D BATCH_MATMUL CEIL CONCATENATION CONV_2D DEPTH_TO_SPACE "
+    "DEPTHWISE_CONV_2D DEQUANTIZE DIV ELU EXP FLOOR FULLY_CONNECTED GELU HARD_SWISH LEAKY_RELU "
+    "LOGISTIC MAX_POOL_2D MAXIMUM MEAN MINIMUM MUL NEG PAD PRELU QUANTIZE RELU RELU6 "
+    "RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR ROUND RSQRT SLICE SOFTMAX SPACE_TO_DEPTH SPLIT SQRT "
+    "SQUARE SQUARED_DIFFERENCE STRIDED_SLICE SUB TANH TRANSPOSE TRANSPOSE_CONV".split())
+
+
+def xnnpack_partitions(path: str, histogram: dict[str, int] | None = None) -> dict:
+    """How LiteRT's XNNPACK delegate splits a .tflite file (float32 CPU path).
+
+    Applies the delegate the way `benchmark_tflite` does (1 thread) and reads
+    the node list: LiteRT keeps the original nodes and appends one DELEGATE
+    node per partition, whose outputs are computed from its inputs by the
+    original nodes it replaced. An original node no partition covers runs on
+    LiteRT's builtin CPU kernels. Returns `{"partitions", "delegated_nodes",
+    "cpu_ops" ({op: count}), "source": "interpreter"}`. The node list is read
+    with `Interpreter._get_ops_details`, which LiteRT does not document; where
+    it is missing, returns `source: "op histogram"` with `partitions: None` and
+    `cpu_ops` the ops that the delegate is not known to take (an estimate).
+    """
+    Interpreter, OpResolverType = _deps.litert_interpreter_cls()
+    interp = Interpreter(model_path=path, num_threads=1,
+                         experimental_op_resolver_type=OpResolverType.AUTO)
+    try:
+        interp.allocate_tensors()
+        nodes = interp._get_ops_details()
+    except (AttributeError, RuntimeError, ValueError):
+        if histogram is None:
+            from keras_slim.export._flatbuffer import tflite_op_histogram
+            with open(path, "rb") as f:
+                histogram = tflite_op_histogram(f.read())
+        cpu = {op: n for op, n in histogram.items() if op not in XNNPACK_FLOAT_OPS}
+        return {"partitions": None, "delegated_nodes": None, "cpu_ops": cpu,
+                "source": "op histogram"}
+    delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    originals = [n for n in nodes if n["op_name"] != "DELEGATE"]
+    producer = {int(t): i for i, n in enumerate(originals) for t in n["outputs"]}
+    covered: set[int] = set()
+    for d in delegates:  # walk back from each partition's outputs to its inputs
+        stop = {int(t) for t in d["inputs"]}
+        stack = [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            i = producer.get(t)
+            if t in stop or i is None or i in covered:
+                continue
+            covered.add(i)
+            stack.extend(int(u) for u in originals[i]["inputs"] if int(u) >= 0)
+    cpu: dict[str, int] = {}
+    for i, n in enumerate(originals):
+        if i not in covered:
+            cpu[n["op_name"]] = cpu.get(n["op_name"], 0) + 1
+    return {"partitions": len(delegates), "delegated_nodes": len(covered),
+            "cpu_ops": dict(sorted(cpu.items())), "source": "interpreter"}

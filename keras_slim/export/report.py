@@ -37,6 +37,14 @@ class ExportReport:
     `resize_tensor_input`) or "fixed" (None axes set by `input_shape=`).
     `verified_shapes` lists, per check, the input shapes (without the batch
     axis) the file ran at: a dynamic file is checked at two sizes.
+
+    `xnnpack` (TFLite only) says how LiteRT's XNNPACK delegate, its default CPU
+    path, splits the file: `partitions` (1 is best: every op in one delegated
+    graph), `delegated_nodes`, `cpu_ops` ({op: count} left to LiteRT's builtin
+    kernels, e.g. GATHER) and `source`: "interpreter" when read from LiteRT's
+    node list after delegation, "op histogram" when that list could not be
+    read (then `partitions` is None and `cpu_ops` lists the ops the delegate is
+    not known to take). None when the file could not be loaded.
     """
 
     path: str
@@ -57,6 +65,7 @@ class ExportReport:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
     input_size: str = "static"
     verified_shapes: list = dataclasses.field(default_factory=list)
+    xnnpack: dict | None = None
 
     def record_verification(self, checked) -> None:
         """Fill the verification fields from a `verify_sizes` result (every exporter)."""
@@ -83,6 +92,10 @@ class ExportReport:
         ]
         if self.folded_batchnorms:
             rows.append(("folded BN", str(self.folded_batchnorms)))
+        if self.details.get("channel_order"):
+            rows.append(("selections", self.details["channel_order"]))
+        if self.xnnpack is not None:
+            rows.append(("XNNPACK", xnnpack_text(self.xnnpack)))
         rows.append(("input size", _input_size_text(self.input_size)))
         if self.verified:
             rows.append(("verified on", _verified_text(self.num_verify_samples,
@@ -157,6 +170,17 @@ _INPUT_SIZES = {
     "dynamic": "dynamic (the model's None axes kept; resize the input at run time)",
     "fixed": "fixed by input_shape= (the model's None axes set)",
 }
+
+
+def xnnpack_text(info: dict) -> str:
+    """'1 partition, 212 nodes delegated' / '7 partitions; on the CPU: GATHERx6'."""
+    cpu = ", ".join(f"{k}x{v}" for k, v in sorted(info.get("cpu_ops", {}).items()))
+    if info.get("partitions") is None:
+        return ("partitioning not readable from LiteRT; ops the delegate does not take: "
+                + (cpu or "none"))
+    n = info["partitions"]
+    text = f"{n} partition{'s' if n != 1 else ''}, {info['delegated_nodes']} nodes delegated"
+    return text + (f"; on the CPU: {cpu}" if cpu else "")
 
 
 def _input_size_text(mode: str) -> str:

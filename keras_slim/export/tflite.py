@@ -17,13 +17,14 @@ from keras_slim.errors import ArgumentError
 from keras_slim.export import _deps
 from keras_slim.export._atomic import check_output_path
 from keras_slim.export._flatbuffer import tflite_op_histogram, non_builtin_ops
-from keras_slim.export._litert import SignatureRunner, representative_dataset
+from keras_slim.export._litert import SignatureRunner, representative_dataset, xnnpack_partitions
 from keras_slim.export._model_io import (
     ModelInterface, calibration_and_samples, describe_model, fix_input_shapes, reference_shapes,
 )
 from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
 from keras_slim.export.fold import maybe_fold
+from keras_slim.export.order import order_channels as _order_channels
 from keras_slim.export.report import ExportError, ExportReport
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def export_tflite(
     labelled_data: Any = None,
     *,
     fold_bn: bool = True,
+    order_channels: bool = True,
     batch_size: int | None = 1,
     tolerance: float | None = None,
     num_calibration_samples: int = 100,
@@ -80,6 +82,12 @@ def export_tflite(
         labelled_data: (x, y) to report top-1 agreement between Keras and TFLite
             and both accuracies on output `label_output` (default: the first).
         fold_bn: fold BatchNormalization into the preceding conv/dense first.
+        order_channels: reorder the channels of the tensors ChannelSelection
+            layers read so that each selection is a few slices + one
+            concatenation (XNNPACK runs them) instead of a GATHER (it does
+            not). The file computes the same function (up to float rounding;
+            verified like any other); `report.details["channel_order"]`
+            says what changed. See `keras_slim.export.order`.
         batch_size: static batch size of the file (mobile runtimes want static
             shapes); None keeps it dynamic.
         input_shape: for a model with None axes (e.g. keras.Input((None, None,
@@ -94,7 +102,8 @@ def export_tflite(
             float instead of failing (the file is then not fully integer).
 
     Returns:
-        ExportReport with size, op histogram, I/O specs and measured errors.
+        ExportReport with size, op histogram, XNNPACK partitioning, I/O specs
+        and measured errors.
 
     Raises:
         TypeError / ValueError: bad arguments (the message says what is allowed).
@@ -112,6 +121,9 @@ def export_tflite(
                                                    num_calibration_samples, num_verify_samples)
 
     export_model, n_folded = maybe_fold(model, fold_bn)
+    order = None
+    if order_channels:
+        export_model, order = _order_channels(export_model)
     serve, specs = serving_function(export_model, iface, batch_size)
     with tempfile.TemporaryDirectory(prefix="keras_slim_tflite_") as saved_model_dir:
         write_saved_model(export_model, serve, specs, saved_model_dir)
@@ -132,6 +144,8 @@ def export_tflite(
                           size_bytes=len(buf), op_histogram=histogram, inputs=[], outputs=[],
                           folded_batchnorms=n_folded, input_size=input_size,
                           details={"batch_size": batch_size, "io_type": io_type or "float32"})
+    if order is not None and order.selections:
+        report.details["channel_order"] = str(order)
     limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
     check = Tolerance(limit, "the .tflite output differs from Keras", f" ({quantize or 'float32'})",
                       ". Pass a larger `tolerance` if this error is acceptable for your use, or "
@@ -139,8 +153,18 @@ def export_tflite(
     write_verified(buf, target, report, lambda tmp: SignatureRunner(tmp, iface), iface,
                    batch_size=batch_size, samples=samples, tolerance=check if verify else None,
                    labelled_data=labelled_data, label_output=label_output)
+    report.xnnpack = _partitioning(os.fspath(target), histogram)
     logger.info("Exported %s (%d bytes, %s).", target, len(buf), quantize or "float32")
     return report
+
+
+def _partitioning(path: str, histogram: dict[str, int]) -> dict | None:
+    """`xnnpack_partitions` of the written file; None (logged) if LiteRT cannot load it."""
+    try:
+        return xnnpack_partitions(path, histogram)
+    except Exception as err:  # the file is verified already: never fail the export here
+        logger.warning("Could not read the XNNPACK partitioning of %s: %s", path, err)
+        return None
 
 
 def _check_args(quantize, representative_data, int8_io, batch_size, tolerance,

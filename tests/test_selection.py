@@ -1,0 +1,122 @@
+"""ChannelSelection as slices + concatenation, and the channel order that makes its runs long."""
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_slim
+from keras_slim import testing
+from keras_slim.export.order import order_channels, selection_runs
+from keras_slim.layers import CONCAT_FAN_IN, ChannelSelection, channel_runs, uses_slices
+from keras_slim.training.cifar import models
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def test_runs_and_the_choice_between_slices_and_gather():
+    assert channel_runs([4, 5, 6, 0, 1, 9]) == [(4, 7), (0, 2), (9, 10)]
+    assert channel_runs([3, 3]) == [(3, 4), (3, 4)]  # a repeated index is its own run
+    assert uses_slices([7])  # one run is always a slice
+    assert uses_slices(list(range(0, 8)) + list(range(12, 20)))  # 2 runs of 8
+    assert not uses_slices([0, 2, 4, 6, 8, 10])  # runs of 1: a gather
+
+
+@pytest.mark.parametrize("indices", [
+    [5], list(range(3, 11)), list(range(0, 40, 2)),  # one run, one long run, a gather
+    [i for a in range(0, 48, 8) for i in range(a, a + 5)],  # 6 runs: a tree of concatenations
+    [9, 10, 11, 12, 0, 1, 2, 3, 20, 21, 22, 23, 5, 5, 5, 5],  # unsorted and repeated
+])
+def test_selection_equals_take_either_way(indices):
+    x = np.random.default_rng(0).normal(size=(2, 3, 3, 48)).astype("float32")
+    layer = ChannelSelection(indices)
+    y = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_array_equal(y, np.take(x, indices, axis=-1))  # bit-exact: only copies
+    assert layer.as_slices == uses_slices(indices)
+
+
+def test_wide_concatenations_are_a_tree_of_delegable_ones():
+    import tensorflow as tf
+
+    indices = [i for a in range(0, 120, 5) for i in range(a, a + 4)]  # 24 runs of 4
+    layer = ChannelSelection(indices)
+    assert layer.as_slices and len(layer.runs) == 24
+    graph = tf.function(layer).get_concrete_function(
+        tf.TensorSpec((1, 2, 2, 120))).graph
+    widths = [len(op.inputs) - 1 for op in graph.get_operations() if op.type == "ConcatV2"]
+    assert widths and max(widths) <= CONCAT_FAN_IN
+
+
+def test_config_round_trip_and_errors():
+    layer = ChannelSelection([3, 1, 2], name="sel")
+    clone = ChannelSelection.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    assert set(layer.get_config()) - set(keras.layers.Layer().get_config()) == {"indices"}
+    with pytest.raises(ValueError, match="at least one"):
+        ChannelSelection([])
+    with pytest.raises(ValueError, match=">= 0"):
+        ChannelSelection([0, -1])
+    with pytest.raises(ValueError, match="out of range"):
+        ChannelSelection([0, 8])(keras.Input((4, 4, 8)))
+
+
+def test_file_saved_before_slices_loads_and_gives_the_same_outputs():
+    """tests/data/channel_selection_v1.keras was saved by the gather-only layer."""
+    model = keras.models.load_model(os.path.join(DATA, "channel_selection_v1.keras"))
+    ref = np.load(os.path.join(DATA, "channel_selection_v1.npz"))
+    sel = {layer.name: layer for layer in model.layers if isinstance(layer, ChannelSelection)}
+    assert sel["sel_runs"].as_slices and not sel["sel_scattered"].as_slices
+    np.testing.assert_allclose(model.predict(ref["x"], verbose=0), ref["y"], rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    m = models.preact_resnet(20, width=0.5)
+    testing.randomize_batchnorm(m)
+    testing.kill_channels(m, 0.4)
+    return m, keras_slim.prune(m, threshold=1e-12)
+
+
+def test_order_channels_makes_runs_few_and_keeps_the_outputs(pruned):
+    original, small = pruned
+    before = [w.copy() for w in small.get_weights()]
+    ordered, report = order_channels(small)
+    assert ordered is not small
+    assert report.selections == len(selection_runs(small)) > 0
+    assert report.runs_after < report.runs_before
+    assert sum(selection_runs(ordered)) == report.runs_after
+    assert report.sliced == report.selections  # every selection became slices
+    x = testing.random_inputs(original)
+    assert testing.max_difference(small, ordered, x) < 1e-5
+    assert testing.max_difference(original, ordered, x) < 1e-5
+    assert all(np.array_equal(a, b) for a, b in zip(before, small.get_weights()))  # untouched
+
+
+def test_ordered_model_saves_and_reloads(pruned, tmp_path):
+    original, small = pruned
+    ordered, _ = order_channels(small)
+    path = str(tmp_path / "ordered.keras")
+    ordered.save(path)
+    loaded = keras.models.load_model(path)
+    x = testing.random_inputs(original)
+    assert testing.max_difference(ordered, loaded, x) == 0.0
+
+
+def test_model_without_selection_is_returned_as_is():
+    m = models.vgg(11, width=0.125)
+    same, report = order_channels(m)
+    assert same is m and report.selections == 0 and str(report) == "no ChannelSelection"
+
+
+def test_stream_read_by_an_unknown_layer_keeps_its_order():
+    """A Reshape reads the shared stream: no reordering there, still exact."""
+    inp = keras.Input((4, 4, 8))
+    x = keras.layers.Conv2D(8, 1)(inp)
+    a = ChannelSelection([0, 2, 4, 6])(x)
+    b = keras.layers.Reshape((16, 8))(x)
+    out = keras.layers.Concatenate()([keras.layers.Flatten()(a), keras.layers.Flatten()(b)])
+    m = keras.Model(inp, out)
+    ordered, report = order_channels(m)
+    assert report.streams == 0 and report.runs_after == report.runs_before == 4
+    x0 = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype("float32")
+    np.testing.assert_array_equal(ordered.predict(x0, verbose=0), m.predict(x0, verbose=0))
