@@ -394,7 +394,8 @@ def test_console_script_sets_tf_log_level_only_without_verbose(work, tmp_path):
                                tmp_path=tmp_path)
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
     assert "PROBE 3" in quiet.stdout
-    assert "PROBE None" in loud.stdout
+    # keras-slim leaves it alone with -v (TF may still import JAX, whose import sets "1")
+    assert "PROBE" in loud.stdout and "PROBE 3" not in loud.stdout
 
 
 def test_console_script_hides_tf_startup_logs(tmp_path):

@@ -61,9 +61,9 @@ def test_unreachable_and_bad_targets():
     for bad in (0, -0.5, True, "half"):
         with pytest.raises(keras_slim.ArgumentError, match="target_macs must be"):
             keras_slim.plan(m, target_macs=bad)
-    with pytest.raises(keras_slim.ArgumentError, match="not both"):
+    with pytest.raises(keras_slim.ArgumentError, match="not several"):
         keras_slim.plan(m, 0.5, target_macs=0.5)
-    with pytest.raises(keras_slim.ArgumentError, match="not both"):
+    with pytest.raises(keras_slim.ArgumentError, match="not several"):
         keras_slim.plan(m, threshold=0.1, target_params=0.5)
 
 
