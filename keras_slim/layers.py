@@ -35,20 +35,25 @@ def channel_runs(indices: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def uses_slices(indices: Sequence[int], min_mean_run: float = MIN_MEAN_RUN) -> bool:
-    """Whether `ChannelSelection(indices)` is expressed as slices (True) or a gather."""
+def uses_slices(indices: Sequence[int], min_mean_run: float | None = None) -> bool:
+    """Whether `ChannelSelection(indices)` is expressed as slices (True) or a gather.
+
+    `min_mean_run` (default `MIN_MEAN_RUN`): the mean run length slices need.
+    """
     runs = channel_runs(indices)
-    return len(runs) == 1 or len(indices) >= min_mean_run * len(runs)
+    cut = MIN_MEAN_RUN if min_mean_run is None else min_mean_run
+    return len(runs) == 1 or len(indices) >= cut * len(runs)
 
 
-def select_channels(x, indices: Sequence[int], take, slice_last, concat):
+def select_channels(x, indices: Sequence[int], take, slice_last, concat,
+                    min_mean_run: float | None = None):
     """`x[..., indices]` as slices + concatenation where `uses_slices`, else one gather.
 
     The three callables are the flavour's ops (Keras 3 or TF), so the Keras 3
     layer and its tf_keras twin build the same graph: `take(x, indices)`,
     `slice_last(x, start, stop)`, `concat(list_of_tensors)` on the last axis.
     """
-    if not uses_slices(indices):
+    if not uses_slices(indices, min_mean_run):
         return take(x, list(indices))
     parts = [slice_last(x, a, b) for a, b in channel_runs(indices)]
     while len(parts) > 1:  # a tree, so every CONCATENATION stays delegable

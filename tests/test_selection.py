@@ -20,6 +20,8 @@ def test_runs_and_the_choice_between_slices_and_gather():
     assert uses_slices([7])  # one run is always a slice
     assert uses_slices(list(range(0, 8)) + list(range(12, 20)))  # 2 runs of 8
     assert not uses_slices([0, 2, 4, 6, 8, 10])  # runs of 1: a gather
+    assert uses_slices([0, 2, 4, 6, 8, 10], min_mean_run=1)
+    assert not uses_slices(list(range(0, 8)) + list(range(12, 20)), min_mean_run=9)
 
 
 @pytest.mark.parametrize("indices", [
@@ -120,3 +122,39 @@ def test_stream_read_by_an_unknown_layer_keeps_its_order():
     assert report.streams == 0 and report.runs_after == report.runs_before == 4
     x0 = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype("float32")
     np.testing.assert_array_equal(ordered.predict(x0, verbose=0), m.predict(x0, verbose=0))
+
+
+def _block(selected, spatial=32, width=64, scale=True):
+    """shared stream -> selection -> BN -> ReLU -> 1x1 conv (+ the stream read again)."""
+    inp = keras.Input((spatial, spatial, width))
+    x = keras.layers.Conv2D(width, 1, name="writer")(inp)
+    y = ChannelSelection(selected, name="sel")(x)
+    y = keras.layers.BatchNormalization(scale=scale, name="bn")(y)
+    y = keras.layers.Conv2D(16, 1, name="reader")(keras.layers.ReLU()(y))
+    m = keras.Model(inp, keras.layers.Concatenate()([keras.layers.Flatten()(y),
+                                                     keras.layers.Flatten()(x)]))
+    testing.randomize_batchnorm(m)
+    return m
+
+
+def test_absorbed_selection_is_exact_and_removes_the_layer():
+    from keras_slim.export.absorb import absorb_selections
+
+    m = _block(list(range(0, 60)))  # most channels of a large map: absorbing is cheaper
+    absorbed, n = absorb_selections(m)
+    assert n == 1
+    assert not any(isinstance(layer, ChannelSelection) for layer in absorbed.layers)
+    assert absorbed.get_layer("reader").kernel.shape[2] == 64
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 64)).astype("float32")
+    np.testing.assert_allclose(absorbed.predict(x, verbose=0), m.predict(x, verbose=0),
+                               rtol=0, atol=1e-5)
+    assert m.get_layer("reader").kernel.shape[2] == 60  # the input model is left as it was
+
+
+def test_selection_is_kept_where_absorbing_costs_more_or_is_not_exact():
+    from keras_slim.export.absorb import absorb_selections
+
+    few_on_small_map = _block(list(range(0, 8)), spatial=2)
+    assert absorb_selections(few_on_small_map) == (few_on_small_map, 0)
+    no_gamma = _block(list(range(0, 60)), scale=False)  # a dropped channel would not be 0
+    assert absorb_selections(no_gamma) == (no_gamma, 0)

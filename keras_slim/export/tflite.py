@@ -24,6 +24,7 @@ from keras_slim.export._model_io import (
 from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
 from keras_slim.export.fold import maybe_fold
+from keras_slim.export.absorb import absorb_selections
 from keras_slim.export.order import order_channels as _order_channels
 from keras_slim.export.report import ExportError, ExportReport
 
@@ -85,9 +86,11 @@ def export_tflite(
         order_channels: reorder the channels of the tensors ChannelSelection
             layers read so that each selection is a few slices + one
             concatenation (XNNPACK runs them) instead of a GATHER (it does
-            not). The file computes the same function (up to float rounding;
-            verified like any other); `report.details["channel_order"]`
-            says what changed. See `keras_slim.export.order`.
+            not), and absorb a selection into the BN and convs after it
+            where a cost model says its copy costs more than the dropped
+            channels would (`keras_slim.export.absorb`). The file computes
+            the same function (up to float rounding; verified like any
+            other); `report.details["channel_order"]` says what changed.
         batch_size: static batch size of the file (mobile runtimes want static
             shapes); None keeps it dynamic.
         input_shape: for a model with None axes (e.g. keras.Input((None, None,
@@ -121,9 +124,10 @@ def export_tflite(
                                                    num_calibration_samples, num_verify_samples)
 
     export_model, n_folded = maybe_fold(model, fold_bn)
-    order = None
+    order, absorbed = None, 0
     if order_channels:
         export_model, order = _order_channels(export_model)
+        export_model, absorbed = absorb_selections(export_model)
     serve, specs = serving_function(export_model, iface, batch_size)
     with tempfile.TemporaryDirectory(prefix="keras_slim_tflite_") as saved_model_dir:
         write_saved_model(export_model, serve, specs, saved_model_dir)
@@ -145,7 +149,8 @@ def export_tflite(
                           folded_batchnorms=n_folded, input_size=input_size,
                           details={"batch_size": batch_size, "io_type": io_type or "float32"})
     if order is not None and order.selections:
-        report.details["channel_order"] = str(order)
+        report.details["channel_order"] = str(order) + (
+            f"; {absorbed} absorbed into the layers after them" if absorbed else "")
     limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
     check = Tolerance(limit, "the .tflite output differs from Keras", f" ({quantize or 'float32'})",
                       ". Pass a larger `tolerance` if this error is acceptable for your use, or "
