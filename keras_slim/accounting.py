@@ -94,47 +94,32 @@ def group_members(coupling, scores) -> list:
     score them. Removing channels from a group shrinks all its layers.
     """
     root_of, graph = coupling.root_of, coupling.graph
-    produced = [(index, np.unique(root_of[ids])) for index, ids in coupling.produced]
-    known = np.unique(np.concatenate([r for _, r in produced] + [
-        np.asarray(sorted(scores), np.int64)]))
-    label = _components(known, [r for _, r in produced])  # group label per known root
-    base_of = dict(zip(known.tolist(), label.tolist()))
-    names: dict[int, set] = {}
-    for index, roots in produced:
+    parent: dict[int, int] = {}
+
+    def find(r):
+        while parent.setdefault(r, r) != r:
+            r = parent[r]
+        return r
+
+    layers_of: dict[int, set] = {}
+    for index, ids in coupling.produced:
+        roots = np.unique(root_of[ids]).tolist()
+        base = find(roots[0])
+        for r in roots[1:]:
+            parent[find(r)] = base
         name = qualified_name(graph, graph.calls[index])
-        names.setdefault(base_of[int(roots[0])], set()).add(name)
+        layers_of.setdefault(base, set()).add(name)
     for name, ids, _ in coupling.scored:
         for r in np.unique(root_of[ids]).tolist():
             if r in scores:
-                names.setdefault(base_of[r], set()).add(name)
+                layers_of.setdefault(find(r), set()).add(name)
     roots_of: dict[int, list] = {}
     for r in sorted(scores):
-        roots_of.setdefault(base_of[r], []).append(r)
+        roots_of.setdefault(find(r), []).append(r)
+    names: dict[int, set] = {}
+    for base, layer_names in layers_of.items():
+        names.setdefault(find(base), set()).update(layer_names)
     return [dict(layers=sorted(names.get(b, ())), roots=roots) for b, roots in roots_of.items()]
-
-
-def _components(nodes: np.ndarray, sets: list) -> np.ndarray:
-    """Connected components of `nodes` where every array in `sets` joins its members.
-
-    Min-label propagation in NumPy (each node gets the smallest node of its
-    component): a Python union-find over every channel of DenseNet121 costs
-    most of a second, this a few milliseconds.
-    """
-    label = nodes.copy()
-    if not sets:
-        return label
-    members = np.searchsorted(nodes, np.concatenate(sets))
-    owner = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
-    while True:
-        set_label = np.full(len(sets), np.iinfo(np.int64).max)
-        np.minimum.at(set_label, owner, label[members])
-        new = label.copy()
-        np.minimum.at(new, members, set_label[owner])
-        # also jump through labels (pointer doubling) so long chains converge fast
-        new = np.minimum(new, new[np.searchsorted(nodes, new)])
-        if np.array_equal(new, label):
-            return label
-        label = new
 
 
 def groups(coupling, removed, scores) -> list:
