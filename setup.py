@@ -9,9 +9,16 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "keras_slim" / "version.py").read_text()
 ).group(1)
 
-EXPORT = ["ai-edge-litert>=1.2", "tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"]
+# TensorFlow is an extra, not a requirement: the core (bn_l1, plan, prune, sensitivity,
+# training aids) runs on any Keras 3 backend and never imports it. What needs it pulls it:
+# export (the TFLite converter and tf2onnx read a TF SavedModel), qat (tf_keras and TFMOT
+# are TF), examples (the quickstart runs on the default backend, TensorFlow).
+TENSORFLOW = ["tensorflow>=2.16"]
+JAX = ["jax>=0.4.28"]  # the accelerator build is the user's choice: jax[cuda12], jax[tpu]
+EXPORT = TENSORFLOW + ["ai-edge-litert>=1.2", "tf2onnx>=1.16", "onnx>=1.16",
+                       "onnxruntime>=1.18"]
 PLOTS = ["matplotlib>=3.7"]
-QAT = ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"]
+QAT = TENSORFLOW + ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"]
 DATA = ["pillow>=9"]
 EXAMPLES = ["scikit-learn>=1.3"]
 KERAS_HUB_IMPORTS = ["regex", "kagglehub", "tokenizers", "sentencepiece"]
@@ -29,17 +36,20 @@ setup(
     packages=find_packages(include=["keras_slim", "keras_slim.*"]),
     package_data={"keras_slim": ["py.typed"]},  # PEP 561: ship the inline type hints
     python_requires=">=3.10",
-    install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy>=1.24"],
+    install_requires=["keras>=3.3", "numpy>=1.24"],
     extras_require={
+        "tensorflow": TENSORFLOW,
+        "jax": JAX,
         "export": EXPORT,
         "plots": PLOTS,
         "qat": QAT,
         "data": DATA,
-        "examples": EXAMPLES + DATA,
-        "all": EXPORT + PLOTS + QAT + DATA + EXAMPLES,
-        # keras-hub itself is installed with --no-deps by .ci/run (see there)
-        "test": EXPORT + PLOTS + QAT + DATA + EXAMPLES + KERAS_HUB_IMPORTS
-        + ["pytest>=7", "hypothesis>=6"],
+        "examples": TENSORFLOW + EXAMPLES + DATA,
+        "all": sorted(set(EXPORT + PLOTS + QAT + DATA + EXAMPLES)),
+        # keras-hub itself is installed with --no-deps by .ci/run (see there); jax[cpu]
+        # for the suite's second pass on KERAS_BACKEND=jax (.ci/run, tests/test_backends.py)
+        "test": sorted(set(EXPORT + PLOTS + QAT + DATA + EXAMPLES + KERAS_HUB_IMPORTS))
+        + ["jax[cpu]>=0.4.28", "pytest>=7", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["keras-slim=keras_slim.cli:main"]},
     classifiers=[

@@ -15,6 +15,36 @@ if _sys.argv and _os.path.basename(_sys.argv[0]).startswith("keras-slim"):
 
     _silence_tf_logs(_sys.argv[1:])
 
+
+def _require_backend() -> None:
+    """Import Keras, or say which backend package is missing and how to get one.
+
+    TensorFlow is an extra (`keras-slim[tensorflow]`), so a fresh install may
+    have no backend for the one Keras is set to (TensorFlow unless KERAS_BACKEND
+    or ~/.keras/keras.json says otherwise); Keras' own error is a bare
+    "No module named 'tensorflow'" from deep inside its import.
+    """
+    try:
+        import keras  # noqa: F401
+    except ModuleNotFoundError as err:
+        root = (err.name or "").split(".")[0]
+        if root not in ("tensorflow", "jax", "jaxlib", "torch"):
+            raise
+        from keras_slim.errors import MissingDependencyError
+
+        chosen = _os.environ.get("KERAS_BACKEND", "")
+        where = (f"KERAS_BACKEND={chosen}" if chosen
+                 else "the default, or ~/.keras/keras.json")
+        raise MissingDependencyError(
+            f"keras_slim needs a Keras 3 backend: Keras is set to use {root!r} ({where}), "
+            f"but the {root!r} package is not installed ({err}). Install it "
+            f"(pip install 'keras-slim[tensorflow]' for TensorFlow, "
+            f"'keras-slim[jax]' for JAX), or set KERAS_BACKEND to a backend you have "
+            f"(tensorflow, jax or torch)") from err
+
+
+_require_backend()
+
 from keras_slim import criteria, testing  # noqa: E402
 from keras_slim.errors import (  # noqa: E402
     ArgumentError, ArgumentTypeError, CliError, ExportError, MissingDependencyError,

@@ -154,7 +154,11 @@ def max_difference(a, b, inputs) -> float:
     yb = _keras.flatten(b(inputs, training=False))
     if len(ya) != len(yb):
         raise AssertionError(f"models have {len(ya)} and {len(yb)} outputs")
-    return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(ya, yb))
+    # convert_to_numpy, not np.asarray: a torch output that requires grad refuses __array__
+    import keras
+
+    as_np = keras.ops.convert_to_numpy
+    return max(float(np.max(np.abs(as_np(u) - as_np(v)))) for u, v in zip(ya, yb))
 
 
 def random_inputs(model, batch: int = 2, seed: int = 0, size: int = 8):

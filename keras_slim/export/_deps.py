@@ -1,8 +1,9 @@
 """Lazy imports of the optional export dependencies.
 
-TensorFlow is a hard dependency of keras_slim; LiteRT, tf2onnx, onnx and
-onnxruntime are the `export` extra, so they are imported only when an export
-function runs and a missing one gives an actionable message.
+TensorFlow, LiteRT, tf2onnx, onnx and onnxruntime are the `export` extra
+(TensorFlow is no requirement of the core, which runs on any Keras 3 backend),
+so they are imported only when an export function runs, and a missing one
+gives an actionable message (MissingDependencyError).
 """
 from __future__ import annotations
 
