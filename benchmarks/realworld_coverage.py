@@ -10,9 +10,10 @@ run, side by side:
 * BN layers / BN channels: every BatchNormalization reached by
   `model._flatten_layers(recursive=True)` (inside keras-hub's custom layers too).
 * found vs possible: `plan(model, 0.5).prunable_channels` against all BN channels
-  less those that can never go: BN channels that reach a model output unchanged
-  (through stock layers), and BN layers the model never calls (built, unused).
-  An upper bound: an output that comes out of a custom layer is not walked.
+  less those that reach a model output unchanged through stock layers (they can
+  never go). An upper bound: an output that comes out of a custom layer is not
+  walked, and a BN a custom layer builds but never calls (RetinaNet FPN's output
+  norms above the backbone's levels) still counts; "keras_slim scores only" names those.
 * barriers: `plan.barriers` (layer, reason) and the warnings `plan` emits.
 * exactness: `keras_slim.testing.exactness(model, 0.5, seed=0, input_size=S)` with
   dead channels (gamma = beta = 0) and with constant ones (`constants=True`,
@@ -400,16 +401,6 @@ def output_bound_bn_channels(model) -> int:
     return sum(bound.values())
 
 
-def unused_bn_channels(model) -> int:
-    """BN channels of BatchNormalization layers that are never called (built, unused).
-
-    keras-hub's FeaturePyramid builds output norms for levels above the backbone's
-    that its call never applies. A layer called anywhere in the model's graph (also
-    inside a custom layer's call) has an inbound node.
-    """
-    return sum(int(b.moving_mean.shape[0]) for b in bn_layers(model) if not b._inbound_nodes)
-
-
 def found_bn_channels(p):
     """(BN channels in the plan's prunable classes, BN channels keras_slim scored, scored names).
 
@@ -448,9 +439,7 @@ def measure(row, build, size, repeats, tflite=True):
     row["params"] = int(model.count_params())
     row["bn_layers"], row["bn_channels"] = bn_census(model)
     row["output_bound_bn_channels"] = output_bound_bn_channels(model)
-    row["unused_bn_channels"] = unused_bn_channels(model)
-    row["possible"] = (row["bn_channels"] - row["output_bound_bn_channels"]
-                       - row["unused_bn_channels"])
+    row["possible"] = row["bn_channels"] - row["output_bound_bn_channels"]
 
     # plan on the model as built (keras-hub's init: gamma 1, beta 0): warnings and
     # keras_slim log records captured
@@ -652,8 +641,8 @@ def markdown(meta, rows, total_s):
         "keras-hub's custom layers too. **possible** = BN ch minus the BN channels that reach a "
         "model output through channel-preserving stock layers (activations, pooling, adds, "
         "concatenations, BN; nested models walked, custom layers not: an upper bound where an "
-        "output comes out of a custom layer), minus the channels of BN layers that are never "
-        "called (built but unused). **found** = BN channels in the classes "
+        "output comes out of a custom layer, and BN layers a custom layer builds but never calls "
+        "still count). **found** = BN channels in the classes "
         "`plan(model, 0.5)` can remove, on the model as built (gamma 1, beta 0); **classes** = "
         "`plan.prunable_channels` (coupled channels count once); **found, beta!=0** = found after "
         "`testing.randomize_batchnorm` (what a trained net has: a channel whose constant act(beta) "
@@ -768,7 +757,7 @@ def main(argv=None):
                 machine=f"{platform.machine()}, {os.cpu_count()} cores", keras=keras.__version__,
                 keras_hub=keras_hub.__version__, tensorflow=tf.__version__, ratio=RATIO,
                 repeats=args.repeats, exact_tolerance=EXACT_TOL, coverage_goal=COVERAGE_GOAL, slow_prune=SLOW_PRUNE,
-                possible="BN channels, less those reaching an output through stock layers and those never called (upper bound)", total_s=round(total, 1),
+                possible="BN channels, less those reaching an output through stock layers (upper bound)", total_s=round(total, 1),
                 not_built=NOT_BUILT)
     save_results(args.out, args.stem, dict(meta=meta, rows=rows), markdown(meta, rows, total),
                  default=str)
