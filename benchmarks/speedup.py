@@ -112,12 +112,15 @@ def depthwise_macs_share(the_plan) -> float:
     return dw / the_plan.macs_after if the_plan.macs_after else 0.0
 
 
-def prepare(arch: str, ratios, round_tos, workdir: str, seed: int) -> dict:
+def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
+            unordered: bool = False) -> dict:
     """Build, sparsify, prune and export one architecture; sizes and MACs per case.
 
     Cases are every (round_to, ratio) pair with channel selection on (the
     library default). If that inserts ChannelSelection layers, the same pairs
-    are repeated with channel_selection=False for comparison.
+    are repeated with channel_selection=False for comparison, and with
+    `unordered` also exported with `order_channels=False` (GATHERs, the file
+    as it was before export reordered channels).
     """
     model = ARCHS[arch]()
     sparsity_like_gammas(model, seed)
@@ -126,7 +129,7 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int) -> dict:
     log(f"{arch}: exporting the original")
     base_report = keras_slim.export_tflite(model, base_path)
     zero = keras_slim.plan(model, 0.0)
-    def build(selection: bool) -> list[dict]:
+    def build(selection: bool, order: bool = True) -> list[dict]:
         out = []
         for round_to in round_tos:
             for ratio in ratios:
@@ -135,16 +138,16 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int) -> dict:
                 selections = sum(isinstance(layer, keras_slim.ChannelSelection)
                                  for layer in _keras.walk_layers(small))
                 path = os.path.join(workdir, f"{slug}_r{int(ratio * 100)}_q{round_to}"
-                                             f"_cs{int(selection)}.tflite")
+                                             f"_cs{int(selection)}_o{int(order)}.tflite")
                 log(f"{arch}: ratio {ratio} round_to {round_to} channel_selection {selection}: "
                     f"MACs {p.macs_after / p.macs_before:.3f} of the original; exporting")
-                report = keras_slim.export_tflite(small, path)
+                report = keras_slim.export_tflite(small, path, order_channels=order)
                 partitions, outside = xnnpack_partitions(path)
                 gathers = report.op_histogram.get("GATHER", 0)
                 widths = conv_widths(small)
                 out.append(dict(
                     ratio=ratio, round_to=round_to, channel_selection=selection,
-                    selections=selections, gathers=gathers,
+                    selections=selections, gathers=gathers, order_channels=order,
                     channel_order=report.details.get("channel_order", ""), path=path, removed_channels=p.removed_channels,
                     prunable_channels=p.prunable_channels, params=p.params_after,
                     macs=p.macs_after, size_bytes=report.size_bytes,
@@ -159,6 +162,8 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int) -> dict:
     cases = build(True)
     if any(c["selections"] for c in cases):
         cases += build(False)
+        if unordered:  # the file as before export reordered channels: GATHERs
+            cases += build(True, order=False)
     partitions, outside = xnnpack_partitions(base_path)
     return dict(arch=arch, path=base_path, params=zero.params_before, macs=zero.macs_before,
                 xnnpack_partitions=partitions, ops_outside_xnnpack=outside,
@@ -275,6 +280,8 @@ def _selection_text(case: dict) -> str:
     """'on (18 sel.: 0 GATHER)'; older JSON counted selections as GATHERs."""
     if not case["channel_selection"]:
         return "off"
+    if not case.get("order_channels", True):
+        return f"on, not reordered ({case['gathers']} GATHER)"
     selections = case.get("selections", case["gathers"])
     if not selections:
         return "on (none needed)"
@@ -316,14 +323,20 @@ def observations(result: dict) -> list[str]:
             f" (worst: ratio {worst['ratio']}, round_to {worst['round_to']}); the same cases "
             "with channel_selection=False are listed for comparison.")
     for e in result["models"]:
-        on = {(c["round_to"], c["ratio"]): c for c in e["cases"] if c.get("selections")}
-        pairs = [(key, c, off) for off in e["cases"] if not off["channel_selection"]
-                 for key, c in on.items() if key == (off["round_to"], off["ratio"])]
-        for t in threads:
-            if pairs:
-                notes.append(f"{e['arch']}, {t} thread(s): with / without channel selection, "
-                             "same-round latency ratio t(off) / t(on) (> 1: selection faster): "
-                             + "; ".join(_paired(c, off, t, key) for key, c, off in pairs) + ".")
+        on = {(c["round_to"], c["ratio"]): c for c in e["cases"]
+              if c.get("selections") and c.get("order_channels", True)}
+        for label, other in (("without channel selection, t(off) / t(on)",
+                              lambda c: not c["channel_selection"]),
+                             ("not reordered (GATHER), t(not reordered) / t(on)",
+                              lambda c: c["channel_selection"] and not c.get("order_channels", True))):
+            pairs = [(key, c, o) for o in e["cases"] if other(o)
+                     for key, c in on.items() if key == (o["round_to"], o["ratio"])]
+            for t in threads:
+                if pairs:
+                    notes.append(f"{e['arch']}, {t} thread(s): selection (reordered) vs {label}, "
+                                 "same-round latency ratio (> 1: the reordered selection is "
+                                 "faster): " + "; ".join(_paired(c, o, t, key)
+                                                        for key, c, o in pairs) + ".")
     if "1" in threads:
         noisy = sorted({e["arch"] for e in result["models"] for c in e["cases"]
                         if abs(c["efficiency"]["1"] - _fastest_efficiency(e, c, "1")) > 0.1})
@@ -353,6 +366,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results"))
+    ap.add_argument("--unordered", action="store_true",
+                    help="also time the selection cases exported with order_channels=False")
     ap.add_argument("--render", metavar="JSON",
                     help="only rewrite speedup.md from an existing speedup.json (no measuring)")
     args = ap.parse_args(argv)
@@ -374,7 +389,8 @@ def main(argv=None) -> int:
         for key in args.archs:
             arch = ARCH_KEYS[key]
             keras.backend.clear_session()
-            entry = prepare(arch, args.ratios, args.round_tos, workdir, args.seed)
+            entry = prepare(arch, args.ratios, args.round_tos, workdir, args.seed,
+                            args.unordered)
             for t in args.threads:
                 measure(entry, t, args.rounds, args.runs, args.warmup)
             for c in entry["cases"]:
