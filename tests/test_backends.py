@@ -175,3 +175,50 @@ def test_no_backend_installed_says_what_to_install():
     assert out.stdout.startswith("MissingDependencyError"), out.stdout + out.stderr
     for part in ("KERAS_BACKEND=tensorflow", "keras-slim[tensorflow]", "keras-slim[jax]"):
         assert part in out.stdout, out.stdout
+
+
+_EXPORT_CHILD = r"""
+import json, os, sys, tempfile, warnings
+import keras, keras_slim
+from keras import layers
+from keras_slim.export import export_onnx
+
+inp = keras.Input((8, 8, 3))
+x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inp)))
+model = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+keras_slim.testing.randomize_batchnorm(model, 0)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    small = keras_slim.prune(model, 0.5)
+out, folder = {}, tempfile.mkdtemp()
+for name, fn in (("tflite", keras_slim.export_tflite), ("onnx", export_onnx)):
+    try:
+        report = fn(small, os.path.join(folder, "m." + name))
+        out[name] = "ok: max error %g" % report.max_abs_error
+    except keras_slim.MissingDependencyError as err:
+        out[name] = "MissingDependencyError: " + str(err)
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_export_on_other_backends_works_or_says_which_backend(backend):
+    """TFLite export works on JAX (Keras' ExportArchive goes through jax2tf); where a
+    converter has no route (ONNX on JAX, anything on torch) the error says what to run."""
+    _need(backend)
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("tf2onnx")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", _EXPORT_CHILD], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT, env=env)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert out.returncode == 0 and lines, out.stdout[-2000:] + out.stderr[-4000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    if backend == "jax":
+        assert result["tflite"].startswith("ok"), result
+    unsupported = ["onnx"] if backend == "jax" else ["tflite", "onnx"]
+    for fmt in unsupported:
+        msg = result[fmt]
+        assert msg.startswith("MissingDependencyError"), result
+        assert f"'{backend}' backend" in msg and "KERAS_BACKEND=tensorflow" in msg, msg

@@ -31,6 +31,26 @@ def tensorflow() -> ModuleType:
     return require("tensorflow", "Exporting a model", "tensorflow")
 
 
+def keras_backend(purpose: str, supported: tuple[str, ...]) -> None:
+    """Raise MissingDependencyError unless Keras runs on one of the `supported` backends.
+
+    The converters read a TensorFlow graph: Keras builds one from the TensorFlow
+    backend, and from JAX through jax2tf (what ExportArchive does there); torch
+    models and tf2onnx on JAX have no such route.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend in supported:
+        return
+    raise MissingDependencyError(
+        f"{purpose} needs Keras on the {' or '.join(supported)} backend; this process runs "
+        f"the {backend!r} backend (KERAS_BACKEND; Keras picks it once, at import). Save the "
+        f"model (model.save('model.keras')) and export it from a process started with "
+        f"KERAS_BACKEND=tensorflow, e.g. `KERAS_BACKEND=tensorflow keras-slim export "
+        f"model.keras ...` ({_EXTRA_HINT}).")
+
+
 def litert_interpreter_cls():
     """The LiteRT `Interpreter` class (the runtime that ships on Android)."""
     mod = require("ai_edge_litert.interpreter", "Running a .tflite file", "ai-edge-litert")

@@ -40,6 +40,8 @@ def write_saved_model(model: Any, serve: Callable, specs: list, directory: str) 
     """A SavedModel with one `serving_default` signature (Keras 3's ExportArchive)."""
     import keras
 
+    _deps.keras_backend("Writing a TensorFlow SavedModel (TFLite export)", ("tensorflow", "jax"))
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(ENDPOINT, serve, input_signature=specs)

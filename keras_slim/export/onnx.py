@@ -80,6 +80,8 @@ def export_onnx(
         TypeError / ValueError: bad arguments. ExportError: conversion or
         verification failed (no file written).
     """
+    _deps.keras_backend("ONNX export (tf2onnx traces the model as a TensorFlow function)",
+                        ("tensorflow",))
     tf2onnx = _deps.tf2onnx()
     onnx = _deps.onnx()
     max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
