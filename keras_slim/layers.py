@@ -11,9 +11,9 @@ from keras_slim.errors import ArgumentError
 # Selection as slices + concatenation (ops the XNNPACK delegate runs) instead of
 # one GATHER (which it does not: the graph splits around it), where the runs are
 # long enough. Measured with LiteRT 2.3, 1 thread (benchmarks/results/selection_cutoff.md):
-# a slice costs ~20 ns per pixel per run whatever its width, a gather ~4.5 ns per
-# pixel per selected channel plus the partition split, so slices win while the
-# mean run is >= ~4 channels.
+# a slice costs ~20 ns per pixel per run whatever its width, a gather ~4.5-7 ns per
+# pixel per selected channel plus the partition split; slices were 0.65-0.71x the
+# gather's cost at a mean run of 4.8 channels and 1.15-1.43x at 2.4, so the cut-off is 4.
 MIN_MEAN_RUN = 4
 # The XNNPACK delegate of LiteRT 2.3 takes CONCATENATION with 2-5 inputs (older
 # TFLite: 2-4); wider ones are built as a tree of 4-input concatenations.
