@@ -11,6 +11,8 @@ from keras_slim.training import (
     DEFAULT_BIN_EDGES, SparsityMonitor, collect_gammas, gamma_statistics,
 )
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 # 10 known scaling factors (signs must not matter: the monitor looks at |gamma|)
 GAMMAS = np.array([1e-5, -5e-4, 2e-3, -8e-3, 0.03, 0.05, -0.2, 0.5, 1.0, -2.0], "float32")
 
@@ -134,8 +136,8 @@ def test_monitor_writes_plot(tmp_path):
 
 
 def test_monitor_needs_batchnorm():
-    inp = keras.Input((4,))
-    model = keras.Model(inp, layers.Dense(2)(inp))
+    inp = keras.Input((6, 6, 3))  # the data's shape: JAX's fit checks it before any callback
+    model = keras.Model(inp, layers.Dense(2)(layers.Flatten()(inp)))
     with pytest.raises(ValueError, match="no BatchNormalization"):
         _frozen_fit(model, [SparsityMonitor()], epochs=1)
 

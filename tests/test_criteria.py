@@ -6,6 +6,8 @@ import pytest
 import keras_slim
 from keras_slim import criteria, testing
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 
 @pytest.fixture(autouse=True)
 def _criteria_registry():

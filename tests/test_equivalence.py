@@ -10,6 +10,8 @@ import keras_slim
 from keras_slim import testing
 from keras_slim.training.cifar import models
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 
 def conv_bn(x, c, k=3, name=None, stride=1, act="relu"):
     x = layers.Conv2D(c, k, strides=stride, padding="same", use_bias=False,

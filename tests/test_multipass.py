@@ -9,6 +9,8 @@ from keras import layers
 
 from keras_slim.training import MultiPassResult, slim_multipass
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 WIDTH = 8  # two conv+BN layers of 8 channels: 16 prunable channels
 
 

@@ -12,6 +12,8 @@ import keras_slim
 from keras_slim import testing
 from keras_slim.training.cifar import models
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 
 @pytest.fixture
 def vgg():

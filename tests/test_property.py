@@ -2,10 +2,13 @@
 import os
 import warnings
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_slim import testing
+
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
 
 EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))
 

@@ -14,6 +14,8 @@ import keras_slim
 from keras_slim import testing
 from keras_slim.errors import PruneError
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 
 class PolicyScale(layers.Layer):
     """No get_config, built from a DTypePolicy object: its config cannot be made.

@@ -7,6 +7,8 @@ from keras import layers
 import keras_slim
 from keras_slim.training.cifar import models
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 
 def _gamma_l1(model):
     return sum(float(np.abs(l.gamma.numpy()).sum()) for l in model._flatten_layers()

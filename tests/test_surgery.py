@@ -6,9 +6,12 @@ its weights are set afterwards. Both paths must give the original weights.
 """
 import keras
 import numpy as np
+import pytest
 
 import keras_slim
 from keras_slim import _keras, testing
+
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
 
 
 class OverwritesInBuild(keras.layers.Layer):

@@ -6,6 +6,8 @@ import pytest
 import keras_slim
 from keras_slim import testing
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 
 def _model():
     x = inp = keras.Input((16, 16, 3))
