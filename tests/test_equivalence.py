@@ -202,7 +202,7 @@ def _check(build, fraction=0.4):
     assert p.params_after < p.params_before
     assert small.count_params() == p.params_after  # beta = 0: nothing folded
     diff = testing.max_difference(model, small, x)
-    scale = max(float(np.max(np.abs(np.asarray(y)))) for y in keras.tree.flatten(model(x)))
+    scale = max(float(np.max(np.abs(keras.ops.convert_to_numpy(y)))) for y in keras.tree.flatten(model(x)))
     assert diff <= 1e-5 * max(1.0, scale), f"outputs differ by {diff}"
     after = _snapshot(model)
     assert all(np.array_equal(a, b) for a, b in zip(before[0], after[0])), "input model's weights changed"
