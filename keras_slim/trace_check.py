@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Callable
 
+import keras
 import numpy as np
 
 from keras_slim import _keras
@@ -54,7 +55,7 @@ def mismatch(trace: Trace, model, values: list) -> str | None:
                 f"{shapes[0] if len(shapes) == 1 else shapes} ({type(e).__name__}: "
                 f"{first_line(e)})")
     for a, b in zip(want, got):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        a, b = (np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in (a, b))  # torch: no np.asarray
         scale = max(1.0, float(np.abs(a).max()) if a.size else 1.0)
         if a.shape != b.shape or float(np.abs(a - b).max()) > CHECK_TOLERANCE * scale:
             return ("the traced graph computes something else than the layer "
@@ -105,7 +106,7 @@ def inner_values(trace: Trace, call, values: list) -> list | None:
     try:
         probe = keras.Model(trace.model.inputs, tensors)
         got = probe(list(values) if len(values) > 1 else values[0], training=False)
-        return [np.asarray(v) for v in _keras.flatten(got)]
+        return [keras.ops.convert_to_numpy(v) for v in _keras.flatten(got)]
     except Exception:  # inside a nested graph model: the caller samples instead
         return None
 

@@ -52,3 +52,28 @@ def _handler_registry():
     yield
     registry._USER.clear()
     registry._USER.update(user)
+
+
+# Heavy tests marked slow in one place, so that `python -m pytest -m "not slow"`
+# stays a quick loop for core work; `.ci/run` still runs everything. They start
+# a fresh Python that imports TensorFlow (console script, other backends,
+# reloading without the user's classes), train (QAT, fit), or convert and run
+# exported files (TFLite, ONNX).
+_SLOW_MODULES = ("test_backends.py", "test_qat.py", "test_tf_keras.py", "test_export_tflite.py",
+                 "test_export_onnx.py", "test_suite_policy.py")
+_SLOW_TESTS = (
+    "test_cli.py::test_console_script", "test_cli.py::test_installed_console_script",
+    "test_cli.py::test_export", "test_cli.py::test_bench", "test_cli.py::test_calibration",
+    "test_tracing.py::test_traced_model_saves_and_loads_without_the_user_classes",
+    "test_registry.py::test_user_handler_for_builtin_class_wins_even_before_builtins_load",
+    "test_saving.py::test_compile_config_is_copied_and_fine_tuning_runs",
+    "test_sparsity.py::test_penalty_shrinks_gammas_during_fit",
+    "test_dynamic_shapes.py::test_export",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        where = item.nodeid.split("tests/")[-1]
+        if where.split("::")[0] in _SLOW_MODULES or where.startswith(_SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
