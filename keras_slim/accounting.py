@@ -104,18 +104,24 @@ def group_members(coupling, scores) -> list:
     layers_of: dict[int, set] = {}
     for index, ids in coupling.produced:
         roots = np.unique(root_of[ids]).tolist()
-        base = find(roots[0])
-        for r in roots[1:]:
-            parent[find(r)] = base
+        seen = [r for r in roots if r in parent]  # most roots are new: no find() for them
+        base = find(seen[0]) if seen else roots[0]
+        parent.setdefault(base, base)
+        for r in seen:
+            rb = find(r)
+            if rb != base:
+                parent[rb] = base
+        for r in roots:
+            parent.setdefault(r, base)
         name = qualified_name(graph, graph.calls[index])
         layers_of.setdefault(base, set()).add(name)
+    base_of = {r: find(r) for r in scores}
     for name, ids, _ in coupling.scored:
-        for r in np.unique(root_of[ids]).tolist():
-            if r in scores:
-                layers_of.setdefault(find(r), set()).add(name)
+        for base in {base_of[r] for r in np.unique(root_of[ids]).tolist() if r in base_of}:
+            layers_of.setdefault(base, set()).add(name)
     roots_of: dict[int, list] = {}
     for r in sorted(scores):
-        roots_of.setdefault(find(r), []).append(r)
+        roots_of.setdefault(base_of[r], []).append(r)
     names: dict[int, set] = {}
     for base, layer_names in layers_of.items():
         names.setdefault(find(base), set()).update(layer_names)
