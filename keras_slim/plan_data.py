@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from keras_slim import _jsonio
 from keras_slim.errors import ArgumentError
 from keras_slim.state import PruneState
 
@@ -85,11 +86,7 @@ class Plan:
         return d
 
     def to_json(self, path: str | None = None, indent: int = 1) -> str:
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text)
-        return text
+        return _jsonio.to_json(self.to_dict(), path, indent)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":

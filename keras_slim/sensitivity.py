@@ -13,11 +13,11 @@ len(groups) x len(ratios) times.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Callable, Sequence
 
 import numpy as np
 
+from keras_slim import _jsonio
 from keras_slim.errors import ArgumentError, ArgumentTypeError
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -77,11 +77,7 @@ class SensitivityResult:
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text)
-        return text
+        return _jsonio.to_json(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SensitivityResult":

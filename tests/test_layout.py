@@ -58,7 +58,7 @@ def test_handlers_never_import_the_coupling_or_planner():
 def test_core_never_imports_extensions():
     graph = _module_imports()
     core = ("graph", "coupling", "criteria", "planning", "plan_data", "plan_checks", "accounting", "targets", "sensitivity", "surgery",
-            "fold_constants", "tracing", "errors", "_images",
+            "fold_constants", "tracing", "errors", "_images", "_jsonio",
             "_keras", "layers", "pruning", "handlers", "regularizers", "sparsity", "state")
     extensions = ("export", "qat", "cli", "training", "models")
     for m, deps in graph.items():
