@@ -134,3 +134,23 @@ def test_benchmark_onnx(models, tmp_path):
     assert table.reports[0].runtime == "onnxruntime" and "b.onnx" in str(table)
     with pytest.raises(ValueError, match="tflite or .onnx"):
         compare_latency([tmp_path / "m.pb"])
+
+
+def test_selection_exports_as_slices_not_gather(tmp_path):
+    """export_onnx orders channels like export_tflite: no Gather, same function."""
+    import keras_slim
+    from keras_slim import testing
+    from keras_slim.training.cifar import models as cifar_models
+
+    m = cifar_models.preact_resnet(20, width=0.5)
+    testing.randomize_batchnorm(m)
+    testing.kill_channels(m, 0.4)
+    pruned = keras_slim.prune(m, threshold=1e-12)
+    assert any(type(l).__name__ == "ChannelSelection" for l in pruned.layers)
+    ordered = export_onnx(pruned, tmp_path / "ordered.onnx")
+    assert ordered.verified and ordered.max_rel_error < 1e-4
+    assert "Gather" not in ordered.op_histogram and ordered.op_histogram.get("Slice", 0) > 0
+    assert "as slices, 0 as GATHER" in ordered.details["channel_order"]
+    plain = export_onnx(pruned, tmp_path / "gather.onnx", order_channels=False)
+    assert plain.verified and plain.op_histogram.get("Gather", 0) > 0
+    assert "channel_order" not in plain.details

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.export.order import order_channels
 from keras_slim.layers import ChannelSelection, channel_runs, uses_slices
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,22 @@ ELEMENT_NS = 0.5  # one more channel-pixel through BN's MUL + ADD
 
 _ZERO_KEEPING = {"relu", "relu6", "linear", "tanh", "elu", "selu", "gelu", "swish", "silu",
                  "leaky_relu", "hard_swish", "hard_silu", "mish"}
+
+
+def selections_for_export(model, enabled: bool = True) -> tuple[object, str | None]:
+    """The export step every exporter shares: order channels, then absorb selections.
+
+    Returns the model to convert and the line for `report.details["channel_order"]`
+    (None when the model has no ChannelSelection or `enabled` is False).
+    """
+    if not enabled:
+        return model, None
+    model, order = order_channels(model)
+    model, absorbed = absorb_selections(model)
+    if not order.selections:
+        return model, None
+    return model, str(order) + (f"; {absorbed} absorbed into the layers after them"
+                                if absorbed else "")
 
 
 def absorb_selections(model) -> tuple[object, int]:

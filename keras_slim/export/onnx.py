@@ -22,6 +22,7 @@ from keras_slim.export._model_io import (
 )
 from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import serving_function
+from keras_slim.export.absorb import selections_for_export
 from keras_slim.export.fold import maybe_fold
 from keras_slim.export.report import ExportError, ExportReport, TensorInfo
 
@@ -41,6 +42,7 @@ def export_onnx(
     labelled_data: Any = None,
     *,
     fold_bn: bool = True,
+    order_channels: bool = True,
     batch_size: int | None = 1,
     tolerance: float = FLOAT32_TOLERANCE,
     num_verify_samples: int = 8,
@@ -66,6 +68,12 @@ def export_onnx(
         labelled_data: (x, y) to report top-1 agreement and both accuracies on
             output `label_output` (default: the first).
         fold_bn: fold BatchNormalization into the preceding conv/dense first.
+        order_channels: as in `export_tflite`: reorder the channels ChannelSelection
+            layers read so each selection is a few slices + one concatenation
+            instead of a Gather, and absorb selections into the layers after
+            them where that is cheaper. ncnn and MNN files, built from this
+            ONNX file, inherit it. `report.details["channel_order"]` says what
+            changed.
         batch_size: static batch size; None keeps a dynamic batch axis.
 
     The model's None axes (e.g. keras.Input((None, None, 3))) stay dynamic in
@@ -101,6 +109,7 @@ def export_onnx(
                else random_inputs(iface, num_verify_samples))
 
     export_model, n_folded = maybe_fold(model, fold_bn)
+    export_model, channel_order = selections_for_export(export_model, order_channels)
     proto = _convert(export_model, iface, batch_size, nchw_input, opset)
     buf = proto.SerializeToString()
     histogram = dict(sorted(collections.Counter(
@@ -114,6 +123,8 @@ def export_onnx(
                           input_size="dynamic" if iface.dynamic else "static",
                           details={"opset": opset, "nchw_input": nchw_input,
                                    "batch_size": batch_size})
+    if channel_order:
+        report.details["channel_order"] = channel_order
     check = Tolerance(tolerance, "the .onnx output differs from Keras",
                       tail="; pass verify=False to write it anyway.")
     # the runner is opened even without verification: it proves onnxruntime loads the file

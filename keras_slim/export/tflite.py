@@ -24,8 +24,7 @@ from keras_slim.export._model_io import (
 from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
 from keras_slim.export.fold import maybe_fold
-from keras_slim.export.absorb import absorb_selections
-from keras_slim.export.order import order_channels as _order_channels
+from keras_slim.export.absorb import selections_for_export
 from keras_slim.export.report import ExportError, ExportReport
 
 logger = logging.getLogger(__name__)
@@ -124,10 +123,7 @@ def export_tflite(
                                                    num_calibration_samples, num_verify_samples)
 
     export_model, n_folded = maybe_fold(model, fold_bn)
-    order, absorbed = None, 0
-    if order_channels:
-        export_model, order = _order_channels(export_model)
-        export_model, absorbed = absorb_selections(export_model)
+    export_model, channel_order = selections_for_export(export_model, order_channels)
     serve, specs = serving_function(export_model, iface, batch_size)
     with tempfile.TemporaryDirectory(prefix="keras_slim_tflite_") as saved_model_dir:
         write_saved_model(export_model, serve, specs, saved_model_dir)
@@ -148,9 +144,8 @@ def export_tflite(
                           size_bytes=len(buf), op_histogram=histogram, inputs=[], outputs=[],
                           folded_batchnorms=n_folded, input_size=input_size,
                           details={"batch_size": batch_size, "io_type": io_type or "float32"})
-    if order is not None and order.selections:
-        report.details["channel_order"] = str(order) + (
-            f"; {absorbed} absorbed into the layers after them" if absorbed else "")
+    if channel_order:
+        report.details["channel_order"] = channel_order
     limit = tolerance if tolerance is not None else (FLOAT32_TOLERANCE if quantize is None else None)
     check = Tolerance(limit, "the .tflite output differs from Keras", f" ({quantize or 'float32'})",
                       ". Pass a larger `tolerance` if this error is acceptable for your use, or "
