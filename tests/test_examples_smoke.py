@@ -54,7 +54,10 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
     assert names[0] == "baseline" and names[1].startswith("sparsity-trained")
     assert "pruned 70% + fine-tuned" in names and "pruned 50% + fine-tuned" in names
     assert any(n.startswith("multi-pass") for n in names)
-    assert results["data"]["train_images"] == 120 and results["data"]["test_images"] == 30
+    # 64 of the 120 training images are held out: multi-pass and the sweep choose on them
+    assert results["data"]["train_images"] == 56 and results["data"]["test_images"] == 30
+    assert results["data"]["val_images"] == 64 and results["data"]["choices_on"] == "validation"
+    assert results["sweep"]["on"] == "validation"
     rows = {r["name"]: r for r in results["rows"]}
     base = rows["baseline"]
     for ratio in (70, 50):
@@ -68,6 +71,7 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
     assert saved["rows"] == json.loads(json.dumps(results["rows"]))
     md = (out / "results.md").read_text()
     assert "| baseline |" in md and "6.34% -> 6.20%" in md
+    assert "64 validation (held out of the training images" in md
     for f in ("models/baseline.keras", "models/sparse.keras", "models/finetune_70.keras",
               "models/multipass_best.keras", "plans/plan_70.json", "history/sparse.csv",
               "history/sparse_gamma.json"):
@@ -183,3 +187,25 @@ def test_examples_are_thin_scripts_on_the_public_api():
                 else:  # only the standard library and third-party packages, no sibling modules
                     assert not (EXAMPLES / f"{name.split('.')[0]}.py").exists(), \
                         f"{path.name} imports the sibling module {name}"
+
+
+def test_split_validation_holds_out_disjoint_seeded_images():
+    x = np.arange(100, dtype=np.float32).reshape(100, 1)
+    y = np.arange(100)
+    (xt, yt), (xv, yv) = cifar.split_validation((x, y), 20, seed=3)
+    assert len(xt) == 80 and len(xv) == 20
+    assert set(yt.tolist()).isdisjoint(yv.tolist()) and len(set(yt) | set(yv)) == 100
+    assert np.array_equal(xv[:, 0], yv)  # images and labels stay paired
+    (_, _), (_, yv2) = cifar.split_validation((x, y), 20, seed=3)
+    assert np.array_equal(yv, yv2)
+    assert cifar.split_validation((x, y), 0) == ((x, y), None)
+    with pytest.raises(ValueError, match="val_images=100 would leave no training image"):
+        cifar.split_validation((x, y), 100)
+
+
+def test_val_images_flag():
+    args = cifar.parse_args("vgg", ["--scale", "smoke", "--val-images", "0"])
+    assert cifar.config_from_args("vgg", args).val_images == 0
+    assert cifar.make_config("resnet", "cpu").val_images == 5000
+    with pytest.raises(SystemExit):
+        cifar.parse_args("vgg", ["--val-images", "-1"])

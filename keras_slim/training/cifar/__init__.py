@@ -23,7 +23,9 @@ from keras_slim.training.cifar.data import (
     CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, default_cache_dir, load_cifar10,
 )
 from keras_slim.training.cifar.pipeline import cifar_augment, make_dataset, normalize
-from keras_slim.training.cifar.recipe import export_and_time, limit_data, main, run_pipeline
+from keras_slim.training.cifar.recipe import (
+    export_and_time, limit_data, main, run_pipeline, split_validation,
+)
 from keras_slim.training.cifar.report import results_markdown
 from keras_slim.training.cifar.stages import Run, build_model, compile_model, step_schedule
 
@@ -32,5 +34,5 @@ __all__ = [
     "Run", "build_model", "cifar_augment", "compile_model", "config_from_args",
     "default_cache_dir", "export_and_time", "json_default", "limit_data", "load_cifar10", "main",
     "make_config", "make_dataset", "models", "normalize", "parse_args", "results_markdown",
-    "run_pipeline", "step_schedule",
+    "run_pipeline", "split_validation", "step_schedule",
 ]

@@ -57,6 +57,11 @@ class Config:
     max_layer_ratio: float | None = None  # single-pass cap per layer (None: the paper's pure
     # global threshold, which can cut a layer whose factors are all small to 1 channel)
     train_limit: int | None = None  # use only this many training images (smoke)
+    # held out of the training images (seeded): multi-pass stopping and the
+    # accuracy-vs-ratio sweep are decided/measured on it, so the test set is used once
+    # per reported model; 0 = none (those choices then fall back to the test set, and
+    # results.md says so)
+    val_images: int = 5000
     test_limit: int | None = None
     multipass: bool = True
     multipass_passes: int = 2
@@ -102,7 +107,7 @@ def make_config(arch: str, scale: str) -> Config:
     return Config(arch, scale, model, sparsity * 10, ratios, epochs=1, finetune_epochs=1,
                   batch_size=32, lr=0.05, train_limit=320, test_limit=100,
                   multipass_passes=2, multipass_epochs=1, multipass_max_drop=None,
-                  sweep=(0.3, 0.6), latency_runs=5)
+                  sweep=(0.3, 0.6), latency_runs=5, val_images=64)
 
 
 
@@ -141,6 +146,11 @@ def parse_args(arch: str, argv: list[str] | None = None, *,
     ap.add_argument("--max-layer-ratio", type=float,
                     help="single-pass pruning removes at most this fraction of any layer "
                          "(default: no cap, the paper's global threshold)")
+    ap.add_argument("--val-images", type=int,
+                    help="training images held out for validation: multi-pass stopping and the "
+                         "accuracy-vs-ratio sweep use them, the test set is evaluated once per "
+                         "reported model; 0 = no split (then those choices use the test set) "
+                         "(default: 5000; smoke: 64)")
     ap.add_argument("--no-multipass", action="store_true", help="skip multi-pass slimming")
     ap.add_argument("--no-export", action="store_true", help="skip TFLite export and latency")
     ap.add_argument("--no-sweep", action="store_true",
@@ -155,6 +165,8 @@ def parse_args(arch: str, argv: list[str] | None = None, *,
         v = getattr(args, name)
         if v is not None and v < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.val_images is not None and args.val_images < 0:
+        ap.error(f"--val-images must be >= 0, got {args.val_images}")
     if args.ratios and not all(0 < r < 1 for r in args.ratios):
         ap.error(f"--ratios must be in (0, 1), got {args.ratios}")
     if args.max_layer_ratio is not None and not 0 < args.max_layer_ratio <= 1:
@@ -169,7 +181,7 @@ def config_from_args(arch: str, args: argparse.Namespace) -> Config:
                  "multipass_epochs": args.multipass_epochs,
                  "max_layer_ratio": args.max_layer_ratio,
                  "batch_size": args.batch_size, "lr": args.lr, "sparsity": args.sparsity,
-                 "finetune_lr": args.finetune_lr,
+                 "finetune_lr": args.finetune_lr, "val_images": args.val_images,
                  "ratios": tuple(args.ratios) if args.ratios else None}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     return dataclasses.replace(cfg, multipass=cfg.multipass and not args.no_multipass,

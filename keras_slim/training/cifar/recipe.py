@@ -33,6 +33,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from keras_slim.errors import ArgumentError
 from keras_slim.pruning import plan as make_plan, prune
 from keras_slim.sparsity import add_bn_l1
 from keras_slim.training import plots
@@ -45,7 +46,7 @@ from keras_slim.training.multipass import slim_multipass
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_and_time", "limit_data", "main", "run_pipeline"]
+__all__ = ["export_and_time", "limit_data", "main", "run_pipeline", "split_validation"]
 
 
 def _count(model: keras.Model) -> tuple[int, int]:
@@ -93,7 +94,12 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
     os.makedirs(out, exist_ok=True)
     data = load_cifar10(data_source, cache_dir=cache_dir)
     data = limit_data(data, cfg)
-    run = Run(cfg, out, data, verbose)
+    train, val = split_validation(data[0], cfg.val_images, cfg.seed)
+    run = Run(cfg, out, (train, data[1]), verbose, val=val)
+    chooser = "validation" if run.val_ds is not None else "test"
+    if run.val_ds is None:
+        logger.warning("no validation split (val_images=0): multi-pass stopping and the sweep "
+                       "use the test set, so the reported test accuracy is not held out")
     rows: list[dict] = []
     timings: dict[str, float] = {}
 
@@ -160,7 +166,7 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
         result = slim_multipass(
             sparse, per_pass_ratio=cfg.multipass_per_pass,
             max_layer_ratio=cfg.multipass_max_layer_ratio, max_passes=cfg.multipass_passes,
-            fine_tune=fine_tune, evaluate=run.evaluate, compile_fn=compile_fn,
+            fine_tune=fine_tune, evaluate=run.validate, compile_fn=compile_fn,
             max_accuracy_drop=cfg.multipass_max_drop, sparsity=cfg.sparsity)
         timings["multipass"] = time.time() - t
         result.to_json(run.path("multipass.json"))
@@ -169,8 +175,9 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
         multipass = result.to_dict(include_plans=False)
         if result.best_pass is not None:
             row(f"multi-pass ({len([p for p in result.passes if p.accepted])} passes, "
-                f"{result.cumulative_ratio:.0%} pruned)", best, result.accuracy,
-                stage="multipass_best", ratio=result.cumulative_ratio)
+                f"{result.cumulative_ratio:.0%} pruned)", best, run.evaluate(best),
+                stage="multipass_best", ratio=result.cumulative_ratio,
+                **{f"{chooser}_accuracy": result.accuracy})
             finals["multipass_best"] = best
 
     # 5. TFLite
@@ -186,7 +193,7 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
 
     # 6. accuracy vs ratio without fine-tuning, plots
     t = time.time()
-    sweep = {"ratios": list(cfg.sweep),
+    sweep = {"ratios": list(cfg.sweep), "on": chooser,
              "sparse": [_pruned_accuracy(run, sparse, r) for r in cfg.sweep],
              "baseline": [_pruned_accuracy(run, baseline, r) for r in cfg.sweep]}
     timings["sweep"] = time.time() - t
@@ -207,7 +214,9 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
         "scale": cfg.scale,
         "config": dataclasses.asdict(cfg),
         "data": {"source": str(data_source) if data_source else "keras",
-                 "train_images": int(len(run.x_train)), "test_images": int(len(run.x_test))},
+                 "train_images": int(len(run.x_train)), "test_images": int(len(run.x_test)),
+                 "val_images": 0 if run.x_val is None else int(len(run.x_val)),
+                 "choices_on": chooser},
         "rows": rows,
         "multipass": multipass,
         "sweep": sweep,
@@ -228,7 +237,7 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
 
 def _pruned_accuracy(run: Run, model: keras.Model, ratio: float) -> float | None:
     try:
-        return run.evaluate(prune(model, ratio))
+        return run.validate(prune(model, ratio))
     except Exception as e:  # a ratio the model cannot take: record, keep going
         logger.warning("sweep: pruning %s at %.0f%% failed: %s", model.name, 100 * ratio, e)
         return None
@@ -239,6 +248,23 @@ def _plot(fn: Callable[[], Any]) -> None:
         fn()
     except ImportError as e:  # matplotlib is an optional extra
         logger.warning("%s; skipping the plot", e)
+
+
+def split_validation(train: tuple, n: int, seed: int = 0) -> tuple:
+    """Hold `n` random images (seeded) out of `train` = (x, y).
+
+    Returns ``((x_train, y_train), (x_val, y_val))``, or ``(train, None)`` when
+    `n` is 0. Raises ArgumentError when `n` leaves no training image.
+    """
+    if not n:
+        return train, None
+    x, y = train
+    if n >= len(x):
+        raise ArgumentError(f"val_images={n} would leave no training image (there are "
+                            f"{len(x)}); pass a smaller --val-images, or 0 for no split.")
+    idx = np.random.default_rng(seed + 1).permutation(len(x))
+    tr, va = idx[n:], idx[:n]
+    return (x[tr], y[tr]), (x[va], y[va])
 
 
 def limit_data(data: tuple, cfg: Config) -> tuple:

@@ -8,11 +8,16 @@ def results_markdown(results: dict) -> str:
     """The results table (markdown) with the reference numbers quoted below it."""
     rows = results["rows"]
     base = rows[0]
+    data = results["data"]
+    val = data.get("val_images", 0)
+    held = (f"{val:,} validation (held out of the training images; multi-pass stopping and "
+            f"the sweep below are measured on them, the test set once per model) / "
+            if val else "")
     lines = [
         f"# CIFAR-10 {results['arch']} ({results['scale']} scale)",
         "",
-        f"Data: {results['data']['train_images']:,} training / {results['data']['test_images']:,} "
-        f"test images from {results['data']['source']}. Total time "
+        f"Data: {data['train_images']:,} training / {held}{data['test_images']:,} "
+        f"test images from {data['source']}. Total time "
         f"{results['total_seconds'] / 60:.1f} min.",
         "",
         "| model | test acc. | error | params | MACs | params vs baseline | FLOPs vs baseline "
@@ -28,7 +33,9 @@ def results_markdown(results: dict) -> str:
             f"| {_delta(r['macs'], base['macs'])} | {size} | {lat} |")
     mp = results.get("multipass")
     if mp:
-        lines += ["", f"Multi-pass: stopped because {mp['stop_reason']}; per pass:", "",
+        on = data.get("choices_on", "test")
+        lines += ["", f"Multi-pass: stopped because {mp['stop_reason']}; per pass ({on} "
+                  "accuracy):", "",
                   "| pass | pruned (pass) | pruned (total) | params | MACs | acc. pruned "
                   "| acc. fine-tuned | kept |", "|---:|---:|---:|---:|---:|---:|---:|:---:|"]
         for p in mp["passes"]:
@@ -38,7 +45,8 @@ def results_markdown(results: dict) -> str:
                          f"| {'yes' if p['accepted'] else 'no'} |")
     sw = results.get("sweep")
     if sw and sw["ratios"]:
-        lines += ["", "Accuracy right after pruning (no fine-tuning):", "",
+        lines += ["", f"Accuracy right after pruning (no fine-tuning; {sw.get('on', 'test')} "
+                  "images):", "",
                   "| ratio | " + " | ".join(f"{r:.0%}" for r in sw["ratios"]) + " |",
                   "|---|" + "---:|" * len(sw["ratios"]),
                   "| sparsity-trained | " + " | ".join(_pct(a) for a in sw["sparse"]) + " |",

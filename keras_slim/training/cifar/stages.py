@@ -88,12 +88,17 @@ class Run:
         data: ``(x_train, y_train), (x_test, y_test)`` as `load_cifar10`
             returns them.
         verbose: Keras ``fit`` verbosity.
+        val: ``(x_val, y_val)`` held out of the training images
+            (`split_validation`), or None: `validate` then falls back to the
+            test set.
     """
 
-    def __init__(self, cfg: Config, out: str, data: tuple, verbose: int):
+    def __init__(self, cfg: Config, out: str, data: tuple, verbose: int,
+                 val: tuple | None = None):
         self.cfg = cfg
         self.out = out
         (self.x_train, self.y_train), (self.x_test, self.y_test) = data
+        self.x_val, self.y_val = val if val is not None else (None, None)
         self.verbose = verbose
         self.steps = int(np.ceil(len(self.x_train) / cfg.batch_size))
         for sub in ("checkpoints", "models", "history", "plots", "plans", "tflite"):
@@ -101,16 +106,25 @@ class Run:
         self.train_ds = make_dataset(self.x_train, self.y_train, cfg.batch_size, True,
                                      seed=cfg.seed)
         self.test_ds = make_dataset(self.x_test, self.y_test, 256, False)
+        self.val_ds = (make_dataset(self.x_val, self.y_val, 256, False)
+                       if self.x_val is not None and len(self.x_val) else None)
 
     def path(self, *parts: str) -> str:
         """A path under the run's folder."""
         return os.path.join(self.out, *parts)
 
     def evaluate(self, model: keras.Model) -> float:
-        """Top-1 test accuracy."""
+        """Top-1 test accuracy (the reported number: once per reported model)."""
+        return self._accuracy(model, self.test_ds)
+
+    def validate(self, model: keras.Model) -> float:
+        """Top-1 accuracy on the held-out validation images, for choices (test set if none)."""
+        return self._accuracy(model, self.val_ds if self.val_ds is not None else self.test_ds)
+
+    def _accuracy(self, model: keras.Model, data) -> float:
         if not model.compiled:
             compile_model(model, self.cfg)
-        return float(model.evaluate(self.test_ds, verbose=0, return_dict=True)["accuracy"])
+        return float(model.evaluate(data, verbose=0, return_dict=True)["accuracy"])
 
     def fit_stage(self, name: str, make: Callable[[], keras.Model], epochs: int,
                   sparsity: float, monitor: bool = True, callbacks=(),
