@@ -17,6 +17,12 @@ TENSORFLOW = ["tensorflow>=2.16"]
 JAX = ["jax>=0.4.28"]  # the accelerator build is the user's choice: jax[cuda12], jax[tpu]
 EXPORT = TENSORFLOW + ["ai-edge-litert>=1.2", "tf2onnx>=1.16", "onnx>=1.16",
                        "onnxruntime>=1.18"]
+# ncnn and MNN read the ONNX file export_onnx writes, so they add to `export`. The ONNX ->
+# ncnn converter, pnnx, is no requirement: its wheel declares torch (several GB with CUDA),
+# which converting ONNX never uses; install it with `pip install --no-deps pnnx` (.ci/run
+# does). Minimums are the versions tested.
+NCNN = ["ncnn>=1.0.20261020"]
+MNN = ["MNN>=3.6"]
 PLOTS = ["matplotlib>=3.7"]
 QAT = TENSORFLOW + ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"]
 DATA = ["pillow>=9"]
@@ -41,14 +47,17 @@ setup(
         "tensorflow": TENSORFLOW,
         "jax": JAX,
         "export": EXPORT,
+        "ncnn": EXPORT + NCNN,
+        "mnn": EXPORT + MNN,
         "plots": PLOTS,
         "qat": QAT,
         "data": DATA,
         "examples": TENSORFLOW + EXAMPLES + DATA,
-        "all": sorted(set(EXPORT + PLOTS + QAT + DATA + EXAMPLES)),
-        # keras-hub itself is installed with --no-deps by .ci/run (see there); jax[cpu]
+        "all": sorted(set(EXPORT + NCNN + MNN + PLOTS + QAT + DATA + EXAMPLES)),
+        # keras-hub and pnnx are installed with --no-deps by .ci/run (see there); jax[cpu]
         # for the suite's second pass on KERAS_BACKEND=jax (.ci/run, tests/test_backends.py)
-        "test": sorted(set(EXPORT + PLOTS + QAT + DATA + EXAMPLES + KERAS_HUB_IMPORTS))
+        "test": sorted(set(EXPORT + NCNN + MNN + PLOTS + QAT + DATA + EXAMPLES
+                           + KERAS_HUB_IMPORTS))
         + ["jax[cpu]>=0.4.28", "pytest>=7", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["keras-slim=keras_slim.cli:main"]},

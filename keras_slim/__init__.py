@@ -50,7 +50,9 @@ from keras_slim.errors import (  # noqa: E402
     ArgumentError, ArgumentTypeError, CliError, ExportError, MissingDependencyError,
     ModelError, PruneError, SlimError, TraceError, TranslationError,
 )
-from keras_slim.export import export_tflite  # noqa: E402  (step 4, deliver: the common case)
+from keras_slim.export import (  # noqa: E402  (step 4, deliver: the common cases)
+    export_mnn, export_ncnn, export_tflite,
+)
 from keras_slim.handlers.base import Handler, slice_weights  # noqa: E402
 from keras_slim.handlers.context import ChannelInfo  # noqa: E402
 from keras_slim.handlers.registry import register_handler, unregister_handler  # noqa: E402
@@ -72,7 +74,7 @@ __all__ = [
     # layers a pruned model may contain, scoring criteria, equivalence checks
     "ChannelSelection", "WeightedOp", "criteria", "testing",
     # deliver (the rest of deployment is keras_slim.export)
-    "export_tflite",
+    "export_tflite", "export_ncnn", "export_mnn",
     # errors
     "SlimError", "ArgumentError", "ArgumentTypeError", "ModelError", "TraceError", "PruneError",
     "MissingDependencyError", "ExportError", "TranslationError", "CliError",

@@ -1,8 +1,12 @@
-"""Batch-1 latency of exported files in LiteRT (XNNPACK) and onnxruntime.
+"""Batch-1 latency of exported files in LiteRT (XNNPACK), onnxruntime, ncnn and MNN.
 
 Only `invoke()` / `run()` is timed: inputs are allocated and filled once, the
 warm-up runs are discarded, and the thread count is always set explicitly
-(LiteRT's Python Interpreter would otherwise pick its own default).
+(LiteRT's Python Interpreter would otherwise pick its own default). ncnn and
+MNN run in a child process (`_runtime_child.py`, as in verification) and time
+themselves there, so the timings hold no inter-process traffic: one ncnn run
+is an extractor's input + extract of every output, one MNN run a Module
+`forward` and the read of its outputs.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from keras_slim.errors import ArgumentError
-from keras_slim.export import _deps
+from keras_slim.export import _deps, _mobile
 from keras_slim.export.report import LatencyReport, LatencyTable
 
 logger = logging.getLogger(__name__)
@@ -83,27 +87,126 @@ def benchmark_onnx(
     return _report(path, "onnxruntime", threads, batch, runs, warmup, times, optimize)
 
 
+def benchmark_ncnn(
+    path: str | os.PathLike,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 10,
+    fp16: bool = True,
+    input_shapes: Sequence[Sequence[int]] | None = None,
+) -> LatencyReport:
+    """Median/p90 latency (ms) of one ncnn inference of an `.ncnn.param` file (+ its `.bin`).
+
+    `fp16=True` keeps ncnn's default options (fp16 storage, and fp16
+    arithmetic on CPUs that have it: what an app gets unless it turns them
+    off); False turns them off (the float32 numbers verification uses).
+    Input shapes (c, h, w per input, no batch axis) are read from the .param
+    file, which `export_ncnn` writes them into; a model with dynamic sizes
+    needs `input_shapes`.
+    """
+    path = _check(path, threads, runs, warmup)
+    weights = path[:-len(".param")] + ".bin" if path.endswith(".param") else path + ".bin"
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"No ncnn weights at {weights!r} beside {path!r}.")
+    _mobile.require_runtime("ncnn")
+    process = _mobile.RuntimeProcess({"runtime": "ncnn", "param": path, "bin": weights,
+                                      "fp16": fp16, "threads": threads}, "ncnn")
+    try:
+        if process.info["unknown_layers"]:
+            raise ArgumentError(f"ncnn cannot load {path!r}: no layer "
+                                f"{process.info['unknown_layers']}.")
+        shapes = _shapes(input_shapes, process.info["inputs"], _param_input_shapes(path), path,
+                         "(c, h, w) per input, no batch axis")
+        times = np.asarray(process.request("bench", {"runs": runs, "warmup": warmup,
+                                                     "shapes": shapes}))
+    finally:
+        process.close()
+    return _report(path, "ncnn", threads, 1, runs, warmup, times, fp16)
+
+
+def benchmark_mnn(
+    path: str | os.PathLike,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 10,
+    precision: str = "normal",
+    input_shapes: Sequence[Sequence[int]] | None = None,
+) -> LatencyReport:
+    """Median/p90 latency (ms) of one MNN Module `forward` of an .mnn file (CPU backend).
+
+    `precision` is MNN's: "normal" (its default), "high" (float32, as
+    verification runs) or "low" (fp16 arithmetic on CPUs that have it).
+    Input shapes come from the file; dynamic ones need `input_shapes` (full
+    shapes with the batch axis, NCHW as exported).
+    """
+    path = _check(path, threads, runs, warmup)
+    if precision not in ("low", "normal", "high"):
+        raise ArgumentError(f"precision must be 'low', 'normal' or 'high', got {precision!r}.")
+    _mobile.require_runtime("mnn")
+    process = _mobile.RuntimeProcess({"runtime": "mnn", "path": path, "precision": precision,
+                                      "threads": threads}, "MNN")
+    try:
+        shapes = _shapes(input_shapes, process.info["inputs"], process.info["shapes"], path,
+                         "full NCHW shapes with the batch axis")
+        times = np.asarray(process.request("bench", {"runs": runs, "warmup": warmup,
+                                                     "shapes": shapes}))
+    finally:
+        process.close()
+    batch = _batch_of(shapes[0]) if shapes else 1
+    return _report(path, "mnn", threads, batch, runs, warmup, times, precision != "high")
+
+
 def compare_latency(
     paths: Sequence[str | os.PathLike],
     threads: Iterable[int] = (1, 2),
     runs: int = 50,
     warmup: int = 10,
 ) -> LatencyTable:
-    """Benchmark .tflite and .onnx files at each thread count; print the result."""
+    """Benchmark .tflite, .onnx, .ncnn.param (ncnn) and .mnn files at each thread count.
+
+    Every runtime at its defaults: LiteRT with XNNPACK, onnxruntime with all
+    graph optimisations, ncnn with its fp16 options, MNN at "normal" precision.
+    """
+    benches: dict[str, Callable[..., LatencyReport]] = {
+        "tflite": benchmark_tflite, "onnx": benchmark_onnx, "param": benchmark_ncnn,
+        "mnn": benchmark_mnn}
     reports = []
     for p in paths:
         suffix = os.fspath(p).lower().rsplit(".", 1)[-1]
-        bench: Callable[..., LatencyReport]
-        if suffix == "tflite":
-            bench = benchmark_tflite
-        elif suffix == "onnx":
-            bench = benchmark_onnx
-        else:
-            raise ArgumentError(f"Cannot benchmark {os.fspath(p)!r}: expected a .tflite or .onnx "
-                                "file.")
+        if suffix not in benches:
+            raise ArgumentError(f"Cannot benchmark {os.fspath(p)!r}: expected a .tflite, .onnx, "
+                                ".param (ncnn, with its .bin beside it) or .mnn file.")
         for t in threads:
-            reports.append(bench(p, threads=t, runs=runs, warmup=warmup))
+            reports.append(benches[suffix](p, threads=t, runs=runs, warmup=warmup))
     return LatencyTable(reports)
+
+
+def _param_input_shapes(path: str) -> list[list[int] | None]:
+    """(c, h, w) of each Input layer of an ncnn .param file, None where it gives none."""
+    keys = ("2", "11", "1", "0")  # c, d, h, w
+    shapes = []
+    with open(path) as f:
+        for line in f.read().splitlines()[2:]:
+            fields = line.split()
+            if not fields or fields[0] != "Input":
+                continue
+            params = dict(p.split("=", 1) for p in fields[5:] if "=" in p)
+            dims = [int(params[k]) for k in keys if k in params]
+            shapes.append(dims if dims and "0" in params else None)
+    return shapes
+
+
+def _shapes(given, names: list[str], found: list, path: str, form: str) -> list[list[int]]:
+    if given is not None:
+        shapes = [[int(d) for d in s] for s in given]
+        if len(shapes) != len(names):
+            raise ArgumentError(f"input_shapes has {len(shapes)} shape(s); {path!r} has "
+                                f"{len(names)} input(s) {names}.")
+        return shapes
+    if len(found) != len(names) or any(s is None or any(d <= 0 for d in s) for s in found):
+        raise ArgumentError(f"{path!r} does not give static shapes for its inputs {names} "
+                            f"(found {found}); pass input_shapes=[...], {form}.")
+    return [list(s) for s in found]
 
 
 def _check(path, threads: int, runs: int, warmup: int) -> str:
