@@ -424,3 +424,44 @@ def test_prune_to_a_macs_target(work, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "target:   MACs <=" in text and ": met" in text
     assert cli.main(["prune", str(work / "vgg.keras"), "--target-macs", "0", "-o", out]) == 2
+
+
+def test_export_ncnn_and_mnn(pruned, tmp_path):
+    pytest.importorskip("ncnn")
+    pytest.importorskip("MNN")
+    from keras_slim import MissingDependencyError
+    from keras_slim.export import _mobile
+
+    try:
+        _mobile.pnnx_executable()
+    except MissingDependencyError:
+        pytest.importorskip("pnnx", reason="pip install --no-deps pnnx")
+    code = cli.main(["export", str(pruned[2]), "--ncnn", str(tmp_path / "ncnn"), "--mnn",
+                     str(tmp_path / "small.mnn"), "--json", str(tmp_path / "r.json"), "-q"])
+    assert code == 0
+    assert sorted(os.listdir(tmp_path / "ncnn")) == ["small.ncnn.bin", "small.ncnn.param"]
+    ncnn_report, mnn_report = json.loads((tmp_path / "r.json").read_text())
+    assert (ncnn_report["format"], mnn_report["format"]) == ("ncnn", "mnn")
+    for report in (ncnn_report, mnn_report):
+        assert report["verified"] and report["max_rel_error"] < 1e-4
+    assert ncnn_report["inputs"][0]["shape"] == [3, 32, 32]
+    assert mnn_report["inputs"][0]["shape"] == [1, 3, 32, 32]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ncnn", "{tmp}/d", "--quantize", "int8"], "--ncnn supports --quantize float16 only"),
+    (["--ncnn", "{tmp}/f.txt"], "is a file; give a folder"),
+    (["--ncnn", "{tmp}/no/such/d"], "does not exist"),
+    (["--mnn", "{tmp}/m.txt"], "must end in .mnn"),
+    (["--mnn", "{tmp}/m.mnn", "--quantize", "int8"], "--mnn supports --quantize float16 or "
+                                                     "dynamic"),
+    (["--onnx", "{tmp}/m.onnx", "--quantize", "float16"], "--quantize applies to TFLite, ncnn "
+                                                          "and MNN"),
+])
+def test_ncnn_and_mnn_flag_errors_are_usage_errors(tmp_path, capsys, argv, message):
+    (tmp_path / "f.txt").write_text("x")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code = cli.main(["export", str(tmp_path / "m.keras")] + argv)
+    errors = _err_lines(capsys.readouterr().err)
+    assert code == 2 and len(errors) == 1 and message in errors[0]
+    assert sorted(os.listdir(tmp_path)) == ["f.txt"]

@@ -1,4 +1,4 @@
-"""`keras-slim export`: verified .tflite and/or .onnx files."""
+"""`keras-slim export`: verified .tflite, .onnx, ncnn and/or .mnn files."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,18 @@ def run(args: argparse.Namespace) -> int:
                 model, args.onnx, opset=args.opset, nchw_input=args.nchw,
                 verify=not args.no_verify, sample_inputs=verify_inputs,
                 fold_bn=not args.no_fold_bn))
+        if args.ncnn:
+            logger.info("Converting to ncnn (%s) ...", args.quantize or "float32")
+            reports.append(export.export_ncnn(
+                model, args.ncnn, name=_stem(args.model), quantize=args.quantize,
+                opset=args.opset, verify=not args.no_verify, sample_inputs=verify_inputs,
+                fold_bn=not args.no_fold_bn))
+        if args.mnn:
+            logger.info("Converting to MNN (%s) ...", args.quantize or "float32")
+            reports.append(export.export_mnn(
+                model, args.mnn, quantize=args.quantize, opset=args.opset,
+                verify=not args.no_verify, sample_inputs=verify_inputs,
+                fold_bn=not args.no_fold_bn))
     except export.ExportError as err:
         raise CliError(str(err), EXIT_EXPORT) from err
     except ImportError as err:
@@ -55,14 +67,28 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Usage errors (exit 2) found before any model is loaded."""
-    if not args.tflite and not args.onnx:
-        raise CliError("nothing to export: give --tflite PATH and/or --onnx PATH")
+    if not (args.tflite or args.onnx or args.ncnn or args.mnn):
+        raise CliError("nothing to export: give --tflite PATH, --onnx PATH, --ncnn DIR and/or "
+                       "--mnn PATH")
     if args.tflite:
         check_output_file(args.tflite, (".tflite",), "--tflite")
-    else:
-        for flag, value in (("--quantize", args.quantize), ("--int8-io", args.int8_io)):
-            if value:
-                raise CliError(f"{flag} applies to TFLite export; add --tflite PATH")
+    elif args.int8_io:
+        raise CliError("--int8-io applies to TFLite export; add --tflite PATH")
+    if args.quantize and not (args.tflite or args.ncnn or args.mnn):
+        raise CliError("--quantize applies to TFLite, ncnn and MNN export; add --tflite PATH, "
+                       "--ncnn DIR or --mnn PATH")
+    if args.ncnn:
+        _check_ncnn_dir(args.ncnn)
+        if args.quantize not in (None, "float16"):
+            raise CliError(f"--ncnn supports --quantize float16 only (got --quantize "
+                           f"{args.quantize}): ncnn's int8 tools are not in its Python wheels; "
+                           "export the ncnn files in a separate command")
+    if args.mnn:
+        check_output_file(args.mnn, (".mnn",), "--mnn")
+        if args.quantize == "int8":
+            raise CliError("--mnn supports --quantize float16 or dynamic (int8 weights), not "
+                           "int8 (MNN's full-integer tool needs its own calibration set-up); "
+                           "export the .mnn file in a separate command")
     if args.onnx:
         check_output_file(args.onnx, (".onnx",), "--onnx")
     elif args.nchw:
@@ -80,6 +106,21 @@ def _check_options(args: argparse.Namespace) -> None:
             raise CliError(f"--calib {args.calib!r}: no such file or directory")
         if not os.path.isdir(args.calib):
             check_input_file(args.calib, (".npy", ".npz"), "calibration")
+
+
+def _check_ncnn_dir(path: str) -> None:
+    """--ncnn DIR: a folder, or a new one whose parent exists."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CliError(f"--ncnn {path!r} is a file; give a folder (the .ncnn.param and "
+                       ".ncnn.bin files are written into it)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CliError(f"--ncnn {path!r}: the folder {parent!r} does not exist")
+
+
+def _stem(model_path: str) -> str:
+    """'runs/small.keras' -> 'small': the name of the ncnn files."""
+    return os.path.splitext(os.path.basename(model_path))[0] or "model"
 
 
 def _calibration(args: argparse.Namespace, model: Any) -> list[np.ndarray]:

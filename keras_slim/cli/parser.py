@@ -165,15 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     # export
     p = sub.add_parser("export", parents=[common], epilog=EPILOG,
-                       help="write a verified .tflite and/or .onnx file",
-                       description="Convert a model to LiteRT (.tflite) and/or ONNX. Every file "
-                                   "is run and compared with Keras; float32 must match within "
-                                   "1e-4 relative or nothing is written (exit code 4).")
+                       help="write verified .tflite, .onnx, ncnn and/or .mnn files",
+                       description="Convert a model to LiteRT (.tflite), ONNX, ncnn "
+                                   "(.ncnn.param + .ncnn.bin) and/or MNN (.mnn). Every file "
+                                   "is run in its runtime and compared with Keras; float32 must "
+                                   "match within 1e-4 relative or nothing is written (exit "
+                                   "code 4).")
     p.add_argument("model", help="a .keras (or legacy .h5) model file")
     p.add_argument("--tflite", metavar="PATH", help="write a .tflite file to PATH")
     p.add_argument("--quantize", choices=["float16", "dynamic", "int8"],
-                   help="TFLite quantization: float16 weights, dynamic (int8 weights) or int8 "
-                        "(full integer, needs --calib); default float32")
+                   help="quantization of the --tflite, --ncnn and --mnn files: float16 weights "
+                        "(all three), dynamic (int8 weights; TFLite and MNN) or int8 (full "
+                        "integer, TFLite only, needs --calib); default float32")
     p.add_argument("--calib", metavar="FILE_OR_DIR",
                    help="calibration inputs: a .npy array, a .npz file (one array, or one per "
                         "input name) used as they are, or a directory of images (searched "
@@ -197,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--nchw", action="store_true",
                    help="ONNX: take channels-first (NCHW) inputs (ncnn, MNN, TensorRT)")
+    p.add_argument("--ncnn", metavar="DIR",
+                   help="write DIR/NAME.ncnn.param and NAME.ncnn.bin (NAME: the model file's "
+                        "stem; DIR is created if missing); needs keras-slim[ncnn] and "
+                        "`pip install --no-deps pnnx`")
+    p.add_argument("--mnn", metavar="PATH", help="write an .mnn file to PATH (needs "
+                                                 "keras-slim[mnn])")
     p.add_argument("--no-fold-bn", action="store_true",
                    help="keep BatchNormalization as separate ops (default: folded into convs)")
     p.add_argument("--no-verify", action="store_true",
