@@ -22,6 +22,12 @@ def add_bn_l1(model, strength: float = 1e-4):
     A second call replaces the penalty rather than stacking it; `strength=0`
     removes it. BNs built with `scale=False` have no gamma and are skipped.
 
+    On several devices (`tf.distribute.MirroredStrategy`, JAX's
+    `keras.distribution.DataParallel`) `fit` counts the penalty once per global
+    step: keep the one-device strength (Keras >= 3.8 for MirroredStrategy; see
+    the README, "Training on several devices"). With MirroredStrategy, build,
+    compile and `keras_slim.prune` inside `strategy.scope()`.
+
     Args:
         model: a built Keras model (Sequential, Functional or subclassed).
         strength: the paper's lambda (1e-4 for VGG, 1e-5 for ResNet/DenseNet).
