@@ -13,7 +13,7 @@ import pytest
 
 from keras_slim import ArgumentError, MissingDependencyError
 from keras_slim.export import ExportError, compare_latency, export_mnn, export_ncnn
-from keras_slim.export import _mobile
+from keras_slim.export import _mobile, _onnx_fixes
 from keras_slim.export import _testmodels as tm
 from keras_slim.export import mnn as mnn_export
 from keras_slim.export import ncnn as ncnn_export
@@ -127,7 +127,7 @@ def test_channel_gather_is_split_for_ncnn(models, ncnn_files, tmp_path, monkeypa
     report = ncnn_files[1]["plain_cnn"]
     assert report.details["gathers_split"] == 1 and report.details["onnx_ops"]["Gather"] == 1
     assert report.op_histogram["Crop"] == 16  # indices 0, 2, ..., 30: 16 runs of one channel
-    monkeypatch.setattr(ncnn_export, "split_gathers", lambda proto: 0)
+    monkeypatch.setattr(_onnx_fixes, "split_gathers", lambda proto: 0)
     with pytest.raises(ExportError, match="ncnn"):
         export_ncnn(models["plain_cnn"], tmp_path / "raw")
     assert not (tmp_path / "raw").exists()  # the folder it created is removed again
@@ -222,14 +222,19 @@ def test_bad_arguments_name_what_is_allowed(models, tmp_path):
         export_ncnn(models["resnet_add"], tmp_path / "file")
 
 
-def test_dynamic_sizes_are_verified_at_two_sizes(tmp_path):
+def test_dynamic_sizes_and_zero_padding(tmp_path):
+    """None spatial axes verified at two sizes; MobileNetV2's ZeroPadding2D before a
+    stride-2 depthwise conv (an ONNX Pad, which pnnx leaves unconverted) folded into it."""
     inp = keras.Input((None, None, 3), name="image")
     x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)(inp)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
-    model = tm.randomize_bn(keras.Model(inp, keras.layers.Conv2D(5, 3, strides=2)(x)))
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2)(x)
+    model = tm.randomize_bn(keras.Model(inp, keras.layers.Conv2D(5, 1)(x)))
     x = _fresh(2)[:, :12]  # 12x16, then (as every dynamic export) 160x160
-    for report in (export_ncnn(model, tmp_path, sample_inputs=x),
-                   export_mnn(model, tmp_path / "d.mnn", sample_inputs=x)):
+    ncnn_report = export_ncnn(model, tmp_path, sample_inputs=x)
+    assert ncnn_report.details["pads_folded"] == 1 and "Pad" not in ncnn_report.op_histogram
+    for report in (ncnn_report, export_mnn(model, tmp_path / "d.mnn", sample_inputs=x)):
         assert report.input_size == "dynamic" and report.max_rel_error < 1e-4
         assert [s[0] for s in report.verified_shapes] == [(12, 16, 3), (160, 160, 3)]
 

@@ -1,8 +1,8 @@
 """Export a Keras 3 model to a verified ncnn model (.ncnn.param + .ncnn.bin) through pnnx.
 
-Route: `export_onnx(..., nchw_input=True)` (verified in onnxruntime) -> a
-channel Gather split into Slice + Concat (pnnx turns a Gather with an index
-vector into a one-index Crop, on which ncnn crashes) -> the `pnnx` converter
+Route: `export_onnx(..., nchw_input=True)` (verified in onnxruntime) -> two
+ONNX rewrites pnnx needs (`_onnx_fixes.py`: channel Gathers as Slice + Concat,
+zero Pads folded into the convs they feed) -> the `pnnx` converter
 executable -> both files run in ncnn (in a child process) and compared with
 Keras. pnnx is run without torch: its wheel declares torch, but the converter
 is a self-contained executable (`pip install --no-deps pnnx`).
@@ -26,10 +26,9 @@ import subprocess
 import tempfile
 from typing import Any
 
-import numpy as np
 
 from keras_slim.errors import ArgumentError
-from keras_slim.export import _deps, _mobile
+from keras_slim.export import _deps, _mobile, _onnx_fixes
 from keras_slim.export._atomic import atomic_file, check_output_path
 from keras_slim.export._model_io import ModelInterface
 from keras_slim.export._model_io import verify as compare_outputs
@@ -105,15 +104,15 @@ def export_ncnn(
         with tempfile.TemporaryDirectory(prefix="keras_slim_ncnn_") as work:
             onnx_path, onnx_report, proto = _mobile.verified_onnx(
                 model, work, samples, opset=opset, fold_bn=fold_bn, verify=verify, fmt="ncnn")
-            split = split_gathers(proto)
-            if split:
+            rewrites = _onnx_fixes.for_pnnx(proto)
+            if any(rewrites.values()):
                 _deps.onnx().save(proto, onnx_path)
             param, weights, ignored = _convert(pnnx, onnx_path, proto, iface, quantize, work)
         in_shapes = _mobile.onnx_shapes(_mobile.graph_inputs(proto))
         out_shapes = _mobile.onnx_shapes(proto.graph.output)
         param = _with_input_shapes(param, in_shapes)
         report = _report(out_dir, stem, param, weights, iface, in_shapes, out_shapes, quantize,
-                         onnx_report, split, ignored, opset)
+                         onnx_report, rewrites, ignored, opset)
         fp16 = quantize == "float16"
         check = Tolerance(limit, "the ncnn output differs from Keras",
                           f" ({quantize or 'float32'})",
@@ -146,52 +145,6 @@ def _stem(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ArgumentError(f"name must be a non-empty str (the file stem), got {name!r}.")
     return re.sub(r"[^\w.-]", "_", name.strip())
-
-
-def split_gathers(proto) -> int:
-    """Rewrite each Gather with a constant 1-D index vector as Slice runs + Concat.
-
-    pnnx converts such a Gather (channel selection, `ops.take` on channels) to
-    a single-index Crop with start -1, which ncnn runs into a crash. Slices of
-    consecutive runs are what ncnn's Crop and Concat do. Returns the count.
-    """
-    onnx = _deps.onnx()
-    from onnx import helper, numpy_helper
-
-    consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    for node in proto.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    nodes, added, count = [], [], 0
-    for node in proto.graph.node:
-        index = consts.get(node.input[1]) if node.op_type == "Gather" else None
-        if index is None or index.ndim != 1 or len(index) < 2 or (index < 0).any():
-            nodes.append(node)
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        runs: list[list[int]] = []
-        for i in index.astype(np.int64).tolist():
-            if runs and i == runs[-1][1]:
-                runs[-1][1] += 1
-            else:
-                runs.append([i, i + 1])
-        parts = []
-        for k, (start, end) in enumerate(runs):
-            base = f"{node.output[0]}__run{k}"
-            for suffix, value in (("starts", start), ("ends", end), ("axes", axis)):
-                added.append(numpy_helper.from_array(np.array([value], np.int64),
-                                                     f"{base}_{suffix}"))
-            nodes.append(helper.make_node("Slice", [node.input[0], f"{base}_starts",
-                                                    f"{base}_ends", f"{base}_axes"], [base]))
-            parts.append(base)
-        nodes.append(helper.make_node("Concat", parts, [node.output[0]], axis=axis))
-        count += 1
-    if count:
-        del proto.graph.node[:]
-        proto.graph.node.extend(nodes)
-        proto.graph.initializer.extend(added)
-        onnx.checker.check_model(proto)
-    return count
 
 
 def _convert(pnnx: str, onnx_path: str, proto, iface: ModelInterface, quantize: str | None,
@@ -255,7 +208,7 @@ def layer_histogram(param: str) -> dict[str, int]:
 
 
 def _report(out_dir, stem, param, weights, iface, in_shapes, out_shapes, quantize,
-            onnx_report, split, ignored, opset) -> ExportReport:
+            onnx_report, rewrites, ignored, opset) -> ExportReport:
     ins = [TensorInfo(f"in{i}", tuple(s[1:]), "float32") for i, s in enumerate(in_shapes)]
     outs = [TensorInfo(f"out{i}", tuple(s[1:]), "float32") for i, s in enumerate(out_shapes)]
     blobs = {**{f"in{i}": n for i, n in enumerate(iface.input_names)},
@@ -271,7 +224,7 @@ def _report(out_dir, stem, param, weights, iface, in_shapes, out_shapes, quantiz
                  "weights": "float16" if quantize == "float16" else "float32",
                  "onnx_ops": onnx_report.op_histogram, "opset": opset,
                  "onnx_max_rel_error": onnx_report.max_rel_error,
-                 "gathers_split": split, "pnnx_ignored": ignored})
+                 **rewrites, "pnnx_ignored": ignored})
 
 
 def _runner(param: str, weights: str, iface: ModelInterface, out_shapes: list[tuple],
