@@ -393,6 +393,25 @@ def channel_selection_class(kind: str):
     return cls
 
 
+def strategy_scope(model):
+    """The `tf.distribute` scope `model` was built in, or a null context.
+
+    A model built under `MirroredStrategy.scope()` keeps that strategy and
+    `fit` runs on it; a rebuilt copy made outside the scope would silently
+    get ordinary variables and train on one device. Only the TensorFlow
+    backend has strategies (JAX's DataParallel is a global setting that
+    applies to new variables anyway), so no TensorFlow import on the others.
+    """
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None or keras.backend.backend() != "tensorflow":
+        return contextlib.nullcontext()
+    import tensorflow as tf  # loaded already: the model lives on a TF strategy
+
+    if tf.distribute.has_strategy() and tf.distribute.get_strategy() is strategy:
+        return contextlib.nullcontext()
+    return strategy.scope()
+
+
 def reset_compiled_functions(model) -> None:
     """Drop traced train/test/predict functions so a changed loss is retraced."""
     for attr in ("train_function", "test_function", "predict_function"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Union
 
+from keras_slim import _keras
 from keras_slim.fold_constants import folds
 from keras_slim.planning import Plan, plan
 from keras_slim.surgery import rebuild
@@ -69,8 +70,10 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             raise ArgumentTypeError("prune: give a ratio in [0, 1) (e.g. prune(model, 0.5)), "
                                     "threshold=..., target_macs=/target_params=, or a Plan")
         the_plan = plan(model, ratio_or_plan, **options)
-    new = rebuild(the_plan._state, folds(the_plan._state) if fold_constants else None)
-    _copy_compile(model, new)
+    # a model built under a tf.distribute strategy gets its copy built (and compiled) there
+    with _keras.strategy_scope(model):
+        new = rebuild(the_plan._state, folds(the_plan._state) if fold_constants else None)
+        _copy_compile(model, new)
     return new
 
 

@@ -180,6 +180,8 @@ if BACKEND == "tensorflow":
     model, result["two"] = train(STRATEGY.scope, synchronized=True)
     result["two_unsynchronized"] = train(STRATEGY.scope)[1]
     result["pruned"] = prune_under(STRATEGY.scope, model)
+    # prune called outside the scope still builds the copy on the model's strategy
+    result["pruned_outside"] = prune_under(contextlib.nullcontext, model)
 else:
     result["one"] = train(contextlib.nullcontext)[1]
     distribution = keras.distribution.DataParallel(devices=DEVICES)
@@ -322,3 +324,12 @@ def test_pruned_under_the_strategy_trains_and_exports(run):
     assert np.isfinite(pruned["finetune_loss"]).all() and pruned["weights_changed"], pruned
     pytest.importorskip("ai_edge_litert")
     assert pruned["export_max_abs_error"] < 1e-4 and pruned["export_size"] > 0, pruned
+
+
+def test_pruned_outside_the_scope_stays_on_the_strategy(run):
+    backend, result = run
+    if backend != "tensorflow":
+        pytest.skip("JAX's DataParallel is global: there is no scope to leave")
+    outside = result["pruned_outside"]
+    assert outside["all_distributed"] and outside["on_the_strategy"], outside
+    assert outside["synchronized"] == [True, True] and outside["weights_changed"], outside
