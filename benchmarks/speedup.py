@@ -1,12 +1,16 @@
 """Does fewer MACs mean proportionally lower latency? Pruned vs original, measured.
 
     python benchmarks/speedup.py [--rounds 9] [--runs 30] [--threads 1 2]
+        [--runtimes litert onnx ncnn mnn]
 
 For three architectures (CIFAR VGG-16 at 32x32, pre-activation bottleneck
 ResNet-56 at 32x32, MobileNetV2 alpha 1.0 at 128x128) with "sparsity-trained
 like" BN scaling factors, prunes at 0.3/0.5/0.7 of the channels (round_to 1
 and 8), exports every model to a float32 .tflite and measures batch-1 LiteRT
-latency with XNNPACK at 1 and 2 threads. Reported side by side, per case:
+latency with XNNPACK at 1 and 2 threads; with `--runtimes` (default: all four)
+also as .onnx, ncnn and .mnn files in onnxruntime, ncnn and MNN, timed the
+same way, so each pruned model's speed-up shows in every runtime side by side
+(`_speedup_runtimes.py`). Reported side by side, per case:
 
 * MACs ratio, params ratio, .tflite size ratio (pruned / original);
 * latency speed-up = t(original) / t(pruned);
@@ -58,6 +62,7 @@ import keras_slim  # noqa: E402
 from keras_slim import _keras, testing  # noqa: E402
 from keras_slim.export import _litert  # noqa: E402
 from keras_slim.training.cifar import models  # noqa: E402
+import _speedup_runtimes as runtimes_  # noqa: E402
 from _results import save_results  # noqa: E402
 
 ARCHS = {
@@ -113,7 +118,7 @@ def depthwise_macs_share(the_plan) -> float:
 
 
 def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
-            unordered: bool = False) -> dict:
+            unordered: bool = False, runtimes=("litert",)) -> dict:
     """Build, sparsify, prune and export one architecture; sizes and MACs per case.
 
     Cases are every (round_to, ratio) pair with channel selection on (the
@@ -128,6 +133,7 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
     base_path = os.path.join(workdir, f"{slug}_original.tflite")
     log(f"{arch}: exporting the original")
     base_report = keras_slim.export_tflite(model, base_path)
+    base_files = runtimes_.export_all(model, base_path, runtimes)
     zero = keras_slim.plan(model, 0.0)
     def build(selection: bool, order: bool = True) -> list[dict]:
         out = []
@@ -142,13 +148,15 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
                 log(f"{arch}: ratio {ratio} round_to {round_to} channel_selection {selection}: "
                     f"MACs {p.macs_after / p.macs_before:.3f} of the original; exporting")
                 report = keras_slim.export_tflite(small, path, order_channels=order)
+                files = runtimes_.export_all(small, path, runtimes if order else ("litert",))
                 partitions, outside = xnnpack_partitions(path)
                 gathers = report.op_histogram.get("GATHER", 0)
                 widths = conv_widths(small)
                 out.append(dict(
                     ratio=ratio, round_to=round_to, channel_selection=selection,
                     selections=selections, gathers=gathers, order_channels=order,
-                    channel_order=report.details.get("channel_order", ""), path=path, removed_channels=p.removed_channels,
+                    channel_order=report.details.get("channel_order", ""), path=path,
+                    files=files, removed_channels=p.removed_channels,
                     prunable_channels=p.prunable_channels, params=p.params_after,
                     macs=p.macs_after, size_bytes=report.size_bytes,
                     max_rel_error=report.max_rel_error,
@@ -165,7 +173,8 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
         if unordered:  # the file as before export reordered channels: GATHERs
             cases += build(True, order=False)
     partitions, outside = xnnpack_partitions(base_path)
-    return dict(arch=arch, path=base_path, params=zero.params_before, macs=zero.macs_before,
+    return dict(arch=arch, path=base_path, files=base_files, params=zero.params_before,
+                macs=zero.macs_before,
                 xnnpack_partitions=partitions, ops_outside_xnnpack=outside,
                 size_bytes=base_report.size_bytes, op_histogram=base_report.op_histogram,
                 depthwise_macs_share=depthwise_macs_share(zero),
@@ -173,25 +182,28 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
                 cases=cases)
 
 
-def measure(entry: dict, threads: int, rounds: int, runs: int, warmup: int) -> None:
-    """Interleaved latency rounds; fills per-case speed-up and latency at `threads`."""
-    paths = [entry["path"]] + [c["path"] for c in entry["cases"]]
+def measure(entry: dict, threads: int, rounds: int, runs: int, warmup: int,
+            runtime: str = "litert") -> None:
+    """Interleaved latency rounds in `runtime`: per-case speed-up and latency at `threads`."""
+    cases = [c for c in entry["cases"] if runtime in c["files"]]
+    paths = [entry["files"][runtime]] + [c["files"][runtime] for c in cases]
     per_round: dict[str, list[float]] = {p: [] for p in paths}
     for r in range(rounds):
         shift = r % len(paths)
         for path in paths[shift:] + paths[:shift]:
-            rep = keras_slim.export.benchmark_tflite(path, threads=threads, runs=runs, warmup=warmup)
-            per_round[path].append(rep.median_ms)
-        log(f"{entry['arch']}: {threads} thread(s), round {r + 1}/{rounds}: original "
-            f"{per_round[entry['path']][-1]:.3f} ms")
-    base = per_round[entry["path"]]
-    entry.setdefault("latency_ms", {})[str(threads)] = statistics.median(base)
-    entry.setdefault("latency_rounds_ms", {})[str(threads)] = base
-    for case in entry["cases"]:
-        mine = per_round[case["path"]]
+            per_round[path].append(runtimes_.bench(runtime, path, threads, runs, warmup))
+        log(f"{entry['arch']}: {runtime}, {threads} thread(s), round {r + 1}/{rounds}: original "
+            f"{per_round[paths[0]][-1]:.3f} ms")
+    base = per_round[paths[0]]
+    original = runtimes_.slot(entry, runtime)
+    original.setdefault("latency_ms", {})[str(threads)] = statistics.median(base)
+    original.setdefault("latency_rounds_ms", {})[str(threads)] = base
+    for record, path in zip(cases, paths[1:]):
+        mine = per_round[path]
+        reduction = entry["macs"] / record["macs"]
+        case = runtimes_.slot(record, runtime)
         speedups = [b / m for b, m in zip(base, mine)]
         speedup = statistics.median(speedups)
-        reduction = entry["macs"] / case["macs"]
         case.setdefault("latency_ms", {})[str(threads)] = statistics.median(mine)
         case.setdefault("latency_rounds_ms", {})[str(threads)] = mine
         case.setdefault("speedup", {})[str(threads)] = speedup
@@ -265,6 +277,7 @@ def markdown(result: dict) -> str:
     notes = observations(result)
     if notes:
         lines += ["", "Checks on this run's data:", ""] + [f"* {n}" for n in notes]
+    lines += runtimes_.markdown_lines(result)
     return "\n".join(lines) + "\n"
 
 
@@ -366,6 +379,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results"))
+    ap.add_argument("--runtimes", nargs="+", choices=runtimes_.RUNTIMES,
+                    default=list(runtimes_.RUNTIMES),
+                    help="runtimes to time besides LiteRT (which always runs)")
     ap.add_argument("--unordered", action="store_true",
                     help="also time the selection cases exported with order_channels=False")
     ap.add_argument("--render", metavar="JSON",
@@ -380,6 +396,7 @@ def main(argv=None) -> int:
             f.write(text)
         print(text)
         return 0
+    runtimes = ["litert"] + [rt for rt in args.runtimes if rt != "litert"]
     logging.getLogger("keras_slim").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="keras")
     start = time.time()
@@ -390,12 +407,13 @@ def main(argv=None) -> int:
             arch = ARCH_KEYS[key]
             keras.backend.clear_session()
             entry = prepare(arch, args.ratios, args.round_tos, workdir, args.seed,
-                            args.unordered)
+                            args.unordered, runtimes)
             for t in args.threads:
-                measure(entry, t, args.rounds, args.runs, args.warmup)
-            for c in entry["cases"]:
-                c["path"] = os.path.basename(c["path"])
-            entry["path"] = os.path.basename(entry["path"])
+                for rt in runtimes:
+                    measure(entry, t, args.rounds, args.runs, args.warmup, rt)
+            for record in [entry] + entry["cases"]:
+                record["path"] = os.path.basename(record["path"])
+                record["files"] = {k: os.path.basename(v) for k, v in record["files"].items()}
             entries.append(entry)
     import tensorflow as tf
     from importlib import metadata
@@ -408,7 +426,8 @@ def main(argv=None) -> int:
                             load_after=[round(x, 2) for x in os.getloadavg()],
                             elapsed_min=(time.time() - start) / 60,
                             tensorflow=tf.__version__, keras=keras.__version__,
-                            litert=metadata.version("ai-edge-litert")),
+                            litert=metadata.version("ai-edge-litert"), runtimes=runtimes,
+                            runtime_versions=runtimes_.versions(runtimes)),
                   models=entries)
     save_results(args.out, "speedup", result, markdown(result))
     return 0
