@@ -12,6 +12,8 @@ sparsity-trained (BN L1, the paper). Then, for each MACs target (keep 50% and
 
 * `bn_scale` on the sparsity-trained model (the paper's method);
 * `l1`, `fpgm` on the plainly trained model (no sparsity training needed);
+* `taylor` on the plainly trained model, from 16 training batches and the
+  compiled loss (first-order estimate of the loss change per filter);
 * `sensitivity` (l1 ranking, per-group ratios from keras_slim.sensitivity on
   a validation subset; the drop tolerance is bisected until the MACs target
   is met);
@@ -106,6 +108,8 @@ def main(argv=None):
             "bn_scale (sparsity-trained)": ("sparse", keras_slim.plan(sparse, target_macs=goal)),
             "l1": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="l1")),
             "fpgm": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="fpgm")),
+            "taylor": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="taylor",
+                                                data=train.take(16))),
             "sensitivity (l1)": ("plain", _sensitivity_plan(plain, sens, goal)),
         }
         for method, (base, p) in plans.items():

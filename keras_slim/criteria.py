@@ -13,6 +13,10 @@ Criteria (`plan(model, ..., criterion=...)`):
   geometric-median criterion of He et al., 2019): filters close to the rest
   are redundant and go first. It ranks by redundancy, not magnitude, so a
   zero filter is not necessarily cut first.
+* "taylor": first-order Taylor expansion of the loss (Molchanov et al.,
+  2017/2019) on the user's data: per batch, |sum over the filter of
+  w * dLoss/dw|, averaged over the batches (see keras_slim.taylor: what is
+  computed and why). Needs `plan(..., data=..., loss=...)`.
 * your own: `register_criterion(name, fn)` with `fn(rows) -> scores`, rows
   being one layer's filters as a (channels, fan_in) array.
 
@@ -20,7 +24,9 @@ Filter scores are compared across layers only after normalisation
 (`normalize=`): "mean" (default for filter criteria: each layer's scores
 divided by their mean, so a layer's fan-in does not decide its fate), "max",
 or None (raw; the default for "bn_scale", whose |gamma| are already
-comparable, as the paper ranks them).
+comparable, as the paper ranks them, and for "taylor", whose scores are
+estimated loss changes, comparable across layers as they are: Molchanov
+et al. 2019 rank them globally without normalising).
 
 A class can hold several scaling factors: the BNs of every branch of an
 Add (ResNet v1), a depthwise chain (BN before and after the depthwise), a
@@ -64,6 +70,11 @@ _FILTER_CRITERIA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "l2": lambda rows: np.sqrt((np.asarray(rows, np.float64) ** 2).sum(axis=1)),
     "fpgm": _fpgm,
 }
+# Criteria that score from the user's data: `rows` are then one layer's per-batch
+# first-order terms, (channels, batches) (keras_slim.taylor computes them).
+_DATA_CRITERIA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "taylor": lambda terms: np.abs(terms).mean(axis=1),
+}
 BN_SCALE = "bn_scale"
 _NORMALIZE = {
     None: lambda s: s,
@@ -78,9 +89,9 @@ def register_criterion(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Non
 
     Then `plan(model, ratio, criterion=name)` uses it like "l1".
     """
-    if not isinstance(name, str) or not name or name == BN_SCALE:
+    if not isinstance(name, str) or not name or name == BN_SCALE or name in _DATA_CRITERIA:
         raise ArgumentError(f"register_criterion: name must be a non-empty string other than "
-                            f"{BN_SCALE!r}, got {name!r}")
+                            f"{[BN_SCALE, *sorted(_DATA_CRITERIA)]}, got {name!r}")
     if not callable(fn):
         raise ArgumentTypeError(f"register_criterion: fn must be callable (rows -> scores), "
                                 f"got {type(fn).__name__}")
@@ -88,7 +99,12 @@ def register_criterion(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Non
 
 
 def criteria_names() -> list[str]:
-    return [BN_SCALE] + sorted(_FILTER_CRITERIA)
+    return [BN_SCALE] + sorted(set(_FILTER_CRITERIA) | set(_DATA_CRITERIA))
+
+
+def uses_data(criterion: str) -> bool:
+    """True for criteria that score from the user's data and loss ("taylor")."""
+    return criterion in _DATA_CRITERIA
 
 
 def check_criterion(criterion, normalize) -> tuple[str, str | None]:
@@ -98,7 +114,7 @@ def check_criterion(criterion, normalize) -> tuple[str, str | None]:
                             f"{criteria_names()} or add one with "
                             "keras_slim.criteria.register_criterion(name, fn)")
     if normalize == "auto":
-        normalize = None if criterion == BN_SCALE else "mean"
+        normalize = None if criterion == BN_SCALE or uses_data(criterion) else "mean"
     if normalize not in _NORMALIZE:
         raise ArgumentError(f"normalize={normalize!r} is not known; use 'auto', 'mean', 'max' "
                             "or None")
@@ -106,8 +122,13 @@ def check_criterion(criterion, normalize) -> tuple[str, str | None]:
 
 
 def filter_scores(filters: Sequence, criterion: str, normalize: str | None) -> list:
-    """Per-channel scores from each layer's filters: [(layer, ids, scores)], as `scored`."""
-    fn, norm = _FILTER_CRITERIA[criterion], _NORMALIZE[normalize]
+    """Per-channel scores from each layer's filters: [(layer, ids, scores)], as `scored`.
+
+    For a data criterion ("taylor") `filters` holds each layer's per-batch
+    terms instead of its weights (`keras_slim.taylor.filter_terms`).
+    """
+    fn = _DATA_CRITERIA.get(criterion) or _FILTER_CRITERIA[criterion]
+    norm = _NORMALIZE[normalize]
     out = []
     for name, ids, rows in filters:
         rows = np.asarray(rows, np.float64).reshape(len(ids), -1)

@@ -60,7 +60,8 @@ class Plan:
     input_shapes: list | None = None
     dynamic_input: bool = False
     macs_uncounted: list = dataclasses.field(default_factory=list)
-    # plan(target_macs=/target_params=): what was asked, the absolute goals, what was reached
+    # plan(target_macs=/target_params=/target_latency_ms=): what was asked, the absolute
+    # goals, what was reached (and for latency, the estimate before and by what model)
     target: dict | None = None
     _state: PruneState | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -132,7 +133,13 @@ class Plan:
     def _target_line(self) -> str:
         if not self.target:
             return ""
-        return f"\ntarget:   {self.target['text']}: met"
+        line = f"\ntarget:   {self.target['text']}: met"
+        reached = self.target.get("reached", {})
+        if "latency_ms" in reached:  # a latency target: by what estimate
+            line += (f" (estimated {reached['latency_ms']:.3g} ms by "
+                     f"{self.target.get('estimate', 'a latency model')}; "
+                     "keras_slim.export.check_latency measures it)")
+        return line
 
     def _mac_input_line(self) -> str:
         """Where the MACs were counted (nothing for plans saved without it)."""

@@ -11,7 +11,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from keras_slim import _keras, accounting, criteria, plan_checks, targets
+from keras_slim import _keras, accounting, criteria, plan_checks, targets, taylor
 from keras_slim.coupling import Coupling, Options
 from keras_slim.graph import FlatGraph, resolve_input_shapes
 from keras_slim.handlers.registry import HandlerResolver
@@ -42,6 +42,10 @@ def plan(
     normalize: str | None = "auto",
     target_macs: float | None = None,
     target_params: float | None = None,
+    target_latency_ms: float | str | None = None,
+    latency_model=None,
+    data=None,
+    loss=None,
     group_ratios: Mapping[str, float] | None = None,
     sensitivity=None,
     max_metric_drop: float | None = None,
@@ -71,14 +75,28 @@ def plan(
             "max" or "sum" (see keras_slim.criteria).
         criterion: what ranks channels: "bn_scale" (|gamma|, the paper),
             "l1" / "l2" (norm of the filter that creates the channel) or
-            "fpgm" (distance to the layer's other filters), or a name given to
+            "fpgm" (distance to the layer's other filters), "taylor" (the
+            first-order estimate of the loss change when a filter goes,
+            from `data` and `loss`; see keras_slim.taylor), or a name given to
             `keras_slim.criteria.register_criterion`. Filter criteria need no
             BN: models without BN, or with scale=False BN, are prunable.
+        data, loss: for criterion="taylor" only: an iterable of (x, y)
+            batches (a tf.data.Dataset, a list, a generator; at most 32 are
+            read) or one (x, y) pair of arrays (cut into batches of 32); a
+            keras loss, its name, or fn(y_true, y_pred) (default: the loss
+            the model was compiled with).
         target_macs, target_params: instead of ratio/threshold, a budget: a
             fraction of the model's own count (0.5 keeps at most half the
             MACs) or an absolute number. The plan cuts the fewest channels of
             the ranking that meet every target given (after the per-layer
             constraints); `plan.target` says what was asked and reached.
+        target_latency_ms, latency_model: a latency budget, in ms (1.5) or
+            as a share of the unpruned model's estimate ("60%"), met by the
+            estimate of `latency_model` (see keras_slim.latency): default
+            `keras_slim.export.LatencyModel.measure(model)`, LiteRT on this
+            machine at 1 thread (cached; measure one yourself for other
+            thread counts). `keras_slim.export.check_latency(plan)` measures
+            the exported result.
         group_ratios: instead of one global cut, a ratio per coupled group,
             `{layer name: ratio}`: the group whose channels that layer
             produces loses that fraction of its lowest-scored channels; groups
@@ -119,13 +137,15 @@ def plan(
         params and MACs before/after; `print(plan)` shows the table.
     """
     _keras.check_model(model, "keras_slim.plan")
-    budget = targets.check_targets(target_macs, target_params)
+    budget = targets.check_targets(target_macs, target_params, target_latency_ms,
+                                   latency_model)
     group_ratios = plan_checks.group_ratios_option(group_ratios, sensitivity, max_metric_drop)
     ways = [ratio is not None or threshold is not None, kept is not None, bool(budget),
             group_ratios is not None]
     if sum(ways) > 1:
         raise ArgumentError("give one of ratio/threshold, kept= (a saved plan), "
-                            "target_macs/target_params, or group_ratios/sensitivity, not several")
+                            "target_macs/target_params/target_latency_ms, or "
+                            "group_ratios/sensitivity, not several")
     if kept is not None or budget or group_ratios is not None:
         if ratio is not None or threshold is not None:
             raise ArgumentError("give kept= (a saved plan) or ratio/threshold, not both")
@@ -135,6 +155,7 @@ def plan(
     ratio, threshold = plan_checks.check_args(ratio_check, threshold, min_channels, max_layer_ratio,
                                    round_to, group_reduction)
     scores_by, normalize = criteria.check_criterion(criterion, normalize)
+    taylor.check_arguments(criterion, data, loss, replay=kept is not None)
     if kept is not None or budget or group_ratios is not None:
         ratio = None
     exclude = frozenset(exclude if not isinstance(exclude, str) else [exclude])
@@ -158,7 +179,10 @@ def plan(
     coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude,
                                        border_folds=border_folds, scores=scores_by), resolver)
     if scores_by == "filters":
-        coupling.set_scores(criteria.filter_scores(coupling.filters, criterion, normalize))
+        filters = coupling.filters
+        if criteria.uses_data(criterion):
+            filters = taylor.filter_terms(model, coupling, data, loss)
+        coupling.set_scores(criteria.filter_scores(filters, criterion, normalize))
     frozen, unsafe, scored = coupling.root_sets()
     if not scored:
         raise ModelError(plan_checks.no_scaling_factor_message(model, graph, criterion))
@@ -192,23 +216,8 @@ def plan(
     elif threshold is not None:
         removed = {r for r in order if scores[r] < threshold}
     elif budget:
-        _, _, (_, _, params, macs) = decide(set())
-        budget = [t.resolve(macs[0] if t.kind == "macs" else params[0]) for t in budget]
-        seen: dict = {}
-
-        def counts_at(k: int) -> dict:
-            if k not in seen:
-                _, _, (_, _, p, m) = decide(set(order[:k]))
-                seen[k] = dict(params=p[1], macs=m[1])
-            return seen[k]
-
-        k = targets.search(len(order), counts_at, budget, model.name)
+        k, target = targets.meet(order, decide, budget, model, latency_model, input_shape)
         removed = set(order[:k])
-        totals = dict(macs=macs[0], params=params[0])
-        target = dict(requested={f"target_{t.kind}": t.requested for t in budget},
-                      goals={t.kind: t.goal for t in budget},
-                      reached=counts_at(k),
-                      text="; ".join(t.describe(totals[t.kind]) for t in budget))
     elif group_ratios is not None:
         removed = _removed_by_group(coupling, scores, group_ratios, model.name)
     else:

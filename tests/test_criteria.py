@@ -145,3 +145,130 @@ def test_applications_the_paper_criterion_cannot_prune(name, build, size):
                           input_size=size)
     assert r.killed > 0 and r.plan.removed_channels >= r.killed, name
     assert r.difference < 1e-4, name
+
+
+# ---------------------------------------------------------------- taylor
+def _conv_bn_dense():
+    x = inp = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(5, 3, name="conv", bias_initializer="glorot_uniform")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(4, activation="relu", name="hidden",
+                           bias_initializer="glorot_uniform")(x)
+    out = keras.layers.Dense(3, name="head")(x)
+    m = keras.Model(inp, out)
+    testing.randomize_batchnorm(m, seed=3)
+    return m
+
+
+def _numpy_loss(w: dict, x, y):
+    """The model above in float64 NumPy (inference BN), with Keras' mean squared error."""
+    patches = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))  # b,4,4,c,3,3
+    z = np.einsum("bijcuv,uvcf->bijf", patches, w["conv"]) + w["conv_b"]
+    z = w["gamma"] * (z - w["mean"]) / np.sqrt(w["var"] + 1e-3) + w["beta"]
+    h = np.maximum(np.maximum(z, 0).mean(axis=(1, 2)) @ w["hidden"] + w["hidden_b"], 0)
+    return float((((h @ w["head"] + w["head_b"]) - y) ** 2).mean())
+
+
+def _numpy_taylor_terms(m, batches, layer, eps=1e-6):
+    """d/da loss(filter c scaled by a) at a = 1, i.e. sum(w * dL/dw) over filter c, per batch
+    (central differences of the NumPy model: no Keras gradient involved)."""
+    g = lambda name: m.get_layer(name).get_weights()
+    w = dict(zip(["conv", "conv_b"], g("conv")), **dict(zip(["gamma", "beta", "mean", "var"],
+             g("bn"))), **dict(zip(["hidden", "hidden_b"], g("hidden"))),
+             **dict(zip(["head", "head_b"], g("head"))))
+    w = {k: np.asarray(v, np.float64) for k, v in w.items()}
+    out = np.zeros((w[layer].shape[-1], len(batches)))
+    for b, (x, y) in enumerate(batches):
+        for c in range(out.shape[0]):
+            def at(a):
+                scaled = dict(w)
+                scaled[layer] = w[layer].copy()
+                scaled[layer][..., c] *= a
+                return _numpy_loss(scaled, np.asarray(x, np.float64), np.asarray(y, np.float64))
+            out[c, b] = (at(1 + eps) - at(1 - eps)) / (2 * eps)
+    return out
+
+
+def _taylor_data(seed=0, n=16):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(-1, 1, (n, 6, 6, 2)).astype("float32"),
+            rng.uniform(-1, 1, (n, 3)).astype("float32"))
+
+
+def test_taylor_scores_match_a_numpy_reference_and_the_cut_takes_the_lowest():
+    m = _conv_bn_dense()
+    x, y = _taylor_data()
+    batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+    p = keras_slim.plan(m, 1 / 3, criterion="taylor", data=batches, loss="mse")
+    scored = {name: s for name, _, s in p._state.coupling.scored}
+    expected = {}
+    for layer in ("conv", "hidden"):
+        terms = _numpy_taylor_terms(m, batches, layer)
+        expected[layer] = np.abs(terms).mean(axis=1)  # |sum(w * grad)| per batch, averaged
+        np.testing.assert_allclose(scored[layer], expected[layer], rtol=2e-3, atol=1e-7)
+    assert p.options["normalize"] is None  # estimated loss changes: compared raw
+    # the cut: the 3 lowest of the 9 prunable channels (conv 5 + hidden 4), globally
+    ranked = sorted((s, layer, c) for layer in expected for c, s in enumerate(expected[layer]))
+    gone = {(layer, c) for _, layer, c in ranked[:3]}
+    kept = {(layer, c) for layer, n in (("conv", 5), ("hidden", 4))
+            for c in p.kept.get(layer, range(n))}
+    assert p.removed_channels == 3 and kept == {(layer, c) for _, layer, c in ranked[3:]}
+    assert not gone & kept
+    # one (x, y) pair of arrays is one batch of 32 here; the compiled loss is the default
+    m.compile(loss="mean_squared_error")
+    whole = keras_slim.plan(m, 1 / 3, criterion="taylor", data=(x, y))
+    scored = {name: s for name, _, s in whole._state.coupling.scored}
+    np.testing.assert_allclose(scored["conv"], np.abs(_numpy_taylor_terms(
+        m, [(x, y)], "conv")[:, 0]), rtol=2e-3, atol=1e-7)
+
+
+def test_taylor_without_bn_cuts_zero_filters_first_and_stays_exact():
+    x = inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1",
+                            bias_initializer="ones")(x)
+    x = keras.layers.Conv2D(10, 3, activation="relu", name="c2", bias_initializer="ones")(x)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    out = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    m = keras.Model(inp, out)
+    kernel, bias = m.get_layer("c1").get_weights()
+    kernel[..., [2, 5]] = 0.0  # two zero filters: they emit relu(1), folded into c2 exactly
+    m.get_layer("c1").set_weights([kernel, bias])
+    rng = np.random.default_rng(1)
+    data = [(rng.uniform(-1, 1, (8, 12, 12, 3)).astype("float32"),
+             rng.integers(0, 3, 8)) for _ in range(2)]
+    p = keras_slim.plan(m, threshold=1e-12, criterion="taylor", data=data,
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert p.kept["c1"] == [0, 1, 3, 4, 6, 7] and p.removed_channels == 2
+    small = keras_slim.prune(m, p)
+    assert testing.max_difference(m, small, testing.random_inputs(m)) < 1e-5
+    # the depthwise taps are members of c2's classes, scored with it (mean of the members)
+    members = p._state.coupling.members()
+    assert any({mm.layer for mm in ms} == {"c2", "dw"} for ms in members.values())
+    # a saved taylor plan replays without data (the channels are given)
+    again = keras_slim.prune(m, keras_slim.Plan.from_json(p.to_json()))
+    assert testing.max_difference(small, again, testing.random_inputs(m)) == 0.0
+
+
+def test_taylor_argument_errors():
+    m = _conv_bn_dense()
+    x, y = _taylor_data()
+    with pytest.raises(keras_slim.ArgumentError, match="pass data="):
+        keras_slim.plan(m, 0.3, criterion="taylor")
+    with pytest.raises(keras_slim.ArgumentError, match="does not use data"):
+        keras_slim.plan(m, 0.3, criterion="l1", data=(x, y))
+    with pytest.raises(keras_slim.ArgumentError, match="loss given"):
+        keras_slim.plan(m, 0.3, loss="mse")
+    with pytest.raises(keras_slim.ArgumentError, match="needs a loss"):
+        keras_slim.plan(m, 0.3, criterion="taylor", data=(x, y))  # not compiled
+    with pytest.raises(keras_slim.ArgumentError, match="not a Keras loss name"):
+        keras_slim.plan(m, 0.3, criterion="taylor", data=(x, y), loss="msee")
+    with pytest.raises(keras_slim.ArgumentError, match="batch 0 is a"):
+        keras_slim.plan(m, 0.3, criterion="taylor", data=[x], loss="mse")
+    with pytest.raises(keras_slim.ArgumentError, match="yielded no batch"):
+        keras_slim.plan(m, 0.3, criterion="taylor", data=[], loss="mse")
+    with pytest.raises(keras_slim.ArgumentError, match="could not be run on data batch 0"):
+        keras_slim.plan(m, 0.3, criterion="taylor", data=[(x[:, :4], y)], loss="mse")
+    with pytest.raises(keras_slim.ArgumentError, match="other than"):
+        criteria.register_criterion("taylor", lambda rows: rows.sum(1))
