@@ -27,7 +27,7 @@ from keras_slim.errors import ArgumentError, MissingDependencyError
 from keras_slim.export._model_io import (
     ModelInterface, as_flat_inputs, describe_model, random_inputs,
 )
-from keras_slim.export.report import ExportError, TensorInfo
+from keras_slim.export.report import ExportError
 
 FLOAT32_TOLERANCE = 1e-4
 _CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runtime_child.py")
@@ -218,12 +218,10 @@ class ChildRunner:
     file's output shapes (Keras' layout) where those are static.
     """
 
-    def __init__(self, process: RuntimeProcess, out_shapes: list[tuple], batch_axis: bool,
-                 infos: tuple[list[TensorInfo], list[TensorInfo]] | None = None):
+    def __init__(self, process: RuntimeProcess, out_shapes: list[tuple], batch_axis: bool):
         self.process = process
         self._out_shapes = out_shapes
         self._batch_axis = batch_axis
-        self._infos = infos
 
     def __call__(self, flat: list[np.ndarray]) -> list[np.ndarray]:
         arrays = []
@@ -240,8 +238,9 @@ class ChildRunner:
             result.append(full)
         return result
 
-    def io_infos(self):
-        return self._infos
+    def io_infos(self) -> None:
+        """None: the exporter reads the I/O specs off the ONNX graph."""
+        return None
 
 
 def graph_inputs(proto) -> list:
