@@ -201,7 +201,9 @@ def test_taylor_scores_match_a_numpy_reference_and_the_cut_takes_the_lowest():
     m = _conv_bn_dense()
     x, y = _taylor_data()
     batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+    before = m.get_weights()
     p = keras_slim.plan(m, 1 / 3, criterion="taylor", data=batches, loss="mse")
+    assert all(np.array_equal(a, b) for a, b in zip(before, m.get_weights()))  # BN stats too
     scored = {name: s for name, _, s in p._state.coupling.scored}
     expected = {}
     for layer in ("conv", "hidden"):
