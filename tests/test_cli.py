@@ -447,6 +447,15 @@ def test_export_ncnn_and_mnn(pruned, tmp_path):
     assert ncnn_report["inputs"][0]["shape"] == [3, 32, 32]
     assert mnn_report["inputs"][0]["shape"] == [1, 3, 32, 32]
 
+    # `keras-slim bench` times them in their own runtimes
+    files = [str(tmp_path / "ncnn" / "small.ncnn.param"), str(tmp_path / "small.mnn")]
+    code = cli.main(["bench", *files, "--threads", "1", "--runs", "3", "--warmup", "1",
+                     "--json", str(tmp_path / "bench.json"), "-q"])
+    assert code == 0
+    timed = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["runtime"] for r in timed] == ["ncnn", "mnn"]
+    assert all(0 < r["median_ms"] for r in timed)
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--ncnn", "{tmp}/d", "--quantize", "int8"], "--ncnn supports --quantize float16 only"),

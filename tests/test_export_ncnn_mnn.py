@@ -6,6 +6,7 @@ would feed them (channels-first; ncnn without a batch axis, blob in0), on
 inputs the exporter never saw, and compared with Keras.
 """
 import os
+import signal
 
 import keras
 import numpy as np
@@ -108,6 +109,8 @@ def test_ncnn_round_trip_matches_keras(models, ncnn_files, name):
     # ncnn's default options (fp16 storage) are measured too, and cost precision
     default = report.details["ncnn_default_options"]["max_rel_error"]
     assert report.max_rel_error <= default < 1e-2
+    text = str(report)  # what the CLI prints: the blob names an app needs, both errors
+    assert "in0 = image" in text and f"max rel err {default:.3g} with fp16" in text
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
@@ -201,6 +204,13 @@ def test_crashes_become_export_errors(models, ncnn_files, tmp_path, monkeypatch)
                                  [(1, 4)], False, None)
     runner.process._proc.kill()
     with pytest.raises(ExportError, match=r"ncnn crashed \(SIGKILL\) while asked to run"):
+        runner([_fresh(1)])
+    # a runtime that hangs instead (here: stopped) is killed after its timeout
+    runner = ncnn_export._runner(report.path, report.details["bin"], _iface(models),
+                                 [(1, 4)], False, None)
+    runner.process.timeout_s = 0.5
+    os.kill(runner.process._proc.pid, signal.SIGSTOP)
+    with pytest.raises(ExportError, match=r"ncnn did not answer within 0.5 s while asked to run"):
         runner([_fresh(1)])
 
 

@@ -132,7 +132,7 @@ def test_benchmark_onnx(models, tmp_path):
     assert 0 < lat.min_ms <= lat.median_ms <= lat.p90_ms
     table = compare_latency([path], threads=(1,), runs=3, warmup=0)
     assert table.reports[0].runtime == "onnxruntime" and "b.onnx" in str(table)
-    with pytest.raises(ValueError, match="tflite or .onnx"):
+    with pytest.raises(ValueError, match=r"expected a .tflite, .onnx, .param \(ncnn"):
         compare_latency([tmp_path / "m.pb"])
 
 

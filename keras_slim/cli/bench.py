@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable
+from typing import Any
 
 from keras_slim.cli.loading import check_input_file, check_json_path
 from keras_slim.cli.output import EXIT_EXPORT, EXIT_OK, logger, one_line, table, write_json
@@ -12,22 +12,19 @@ from keras_slim.errors import CliError
 
 def run(args: argparse.Namespace) -> int:
     """Time every file at each thread count and print one table."""
-    from keras_slim.export import benchmark_onnx, benchmark_tflite
+    from keras_slim.export.bench import BENCHMARKED_SUFFIXES, benchmark_file
     from keras_slim.export.report import format_bytes
 
     for path in args.files:
-        check_input_file(path, (".tflite", ".onnx"), "model")
+        check_input_file(path, BENCHMARKED_SUFFIXES, "model")
     check_json_path(args.json, "--json")
-    benches: dict[str, Callable[..., Any]] = {".tflite": benchmark_tflite,
-                                              ".onnx": benchmark_onnx}
     results: dict[tuple[str, int], Any] = {}
     for threads in args.threads:  # every file at one thread count, then the next
         for path in args.files:
             logger.info("Timing %s with %d thread(s) ...", path, threads)
-            bench = benches[os.path.splitext(path)[1].lower()]
             try:
-                results[path, threads] = bench(path, threads=threads, runs=args.runs,
-                                               warmup=args.warmup)
+                results[path, threads] = benchmark_file(path, threads=threads, runs=args.runs,
+                                                        warmup=args.warmup)
             except ImportError as err:
                 raise CliError(str(err), EXIT_EXPORT) from err
             except Exception as err:
@@ -48,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
     print(table(header, rows, right=range(2, len(header))))
     print(f"\nbatch 1, {args.runs} runs after {args.warmup} warm-up; speed-up = median of "
-          f"{first} / median of the file; LiteRT with XNNPACK, onnxruntime CPU")
+          f"{first} / median of the file; LiteRT with XNNPACK, onnxruntime CPU, ncnn "
+          "(fp16 options on, its default), MNN (normal precision)")
     if args.json:
         write_json(args.json, [dict(r.to_dict(), size_bytes=os.path.getsize(p))
                                for (p, _), r in results.items()])

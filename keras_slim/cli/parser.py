@@ -215,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # bench
     p = sub.add_parser("bench", parents=[common], epilog=EPILOG,
-                       help="batch-1 latency of .tflite/.onnx files side by side",
+                       help="batch-1 latency of .tflite/.onnx/ncnn/.mnn files side by side",
                        description="Median and p90 latency of one inference at batch 1: LiteRT "
-                                   "with XNNPACK for .tflite, onnxruntime CPU for .onnx. Files "
-                                   "are measured in turn for each thread count, so machine load "
+                                   "with XNNPACK for .tflite, onnxruntime CPU for .onnx, ncnn "
+                                   "for .param (its .bin beside it), MNN for .mnn. Files are "
+                                   "measured in turn for each thread count, so machine load "
                                    "affects all of them.")
-    p.add_argument("files", nargs="+", metavar="FILE", help=".tflite or .onnx files")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help=".tflite, .onnx, .param (ncnn) or .mnn files")
     p.add_argument("--threads", type=_positive_int, nargs="+", default=[1, 2], metavar="N",
                    help="thread counts (default: 1 2)")
     p.add_argument("--runs", type=_positive_int, default=50, help="timed runs (default 50)")

@@ -16,7 +16,8 @@ write -> verify -> labelled-check tail they share (atomic, `_atomic.py`);
 `bench.py` times files; `report.py` holds the result types.
 """
 from keras_slim.export.bench import (
-    benchmark_mnn, benchmark_ncnn, benchmark_onnx, benchmark_tflite, compare_latency,
+    benchmark_file, benchmark_mnn, benchmark_ncnn, benchmark_onnx, benchmark_tflite,
+    compare_latency,
 )
 from keras_slim.export.calibration import CALIB_SCALES, load_calibration
 from keras_slim.export.fold import fold_batchnorm
@@ -40,6 +41,7 @@ __all__ = [
     "fold_batchnorm",
     "load_calibration",
     "CALIB_SCALES",
+    "benchmark_file",
     "benchmark_tflite",
     "benchmark_onnx",
     "benchmark_ncnn",

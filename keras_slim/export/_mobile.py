@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import weakref
 from typing import Any
 
@@ -142,6 +143,9 @@ class RuntimeProcess:
     naming `what`, with the end of what the child printed.
     """
 
+    # a runtime that hangs (rather than crashing) must not block the export forever
+    timeout_s = 600.0
+
     def __init__(self, spec: dict, what: str):
         self._what = what
         self._log = tempfile.TemporaryFile()
@@ -159,6 +163,15 @@ class RuntimeProcess:
     def request(self, kind: str, payload: Any) -> Any:
         data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
         reply = None
+        hung = threading.Event()
+
+        def stop_hung_child():
+            hung.set()
+            self._proc.kill()
+
+        watchdog = threading.Timer(self.timeout_s, stop_hung_child)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
             self._proc.stdin.flush()
@@ -167,6 +180,13 @@ class RuntimeProcess:
                 reply = pickle.loads(self._proc.stdout.read(struct.unpack("<Q", head)[0]))
         except OSError:  # the child is gone: a broken pipe
             pass
+        finally:
+            watchdog.cancel()
+        if hung.is_set():
+            self._proc.wait()
+            raise ExportError(f"{self._what} did not answer within {self.timeout_s:g} s "
+                              f"while asked to {kind} the file (it hangs); it was stopped."
+                              f"{self._tail()}")
         if reply is None:
             try:
                 code = self._proc.wait(timeout=30)

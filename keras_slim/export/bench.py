@@ -156,6 +156,26 @@ def benchmark_mnn(
     return _report(path, "mnn", threads, batch, runs, warmup, times, precision != "high")
 
 
+BENCHMARKED_SUFFIXES = (".tflite", ".onnx", ".param", ".mnn")
+
+
+def benchmark_file(path: str | os.PathLike, threads: int = 1, runs: int = 50,
+                   warmup: int = 10) -> LatencyReport:
+    """Benchmark one exported file in the runtime its suffix names.
+
+    .tflite: LiteRT with XNNPACK; .onnx: onnxruntime; .param: ncnn (its .bin
+    beside it); .mnn: MNN; each at its defaults, as `compare_latency` says.
+    """
+    benches: dict[str, Callable[..., LatencyReport]] = {
+        ".tflite": benchmark_tflite, ".onnx": benchmark_onnx, ".param": benchmark_ncnn,
+        ".mnn": benchmark_mnn}
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in benches:
+        raise ArgumentError(f"Cannot benchmark {os.fspath(path)!r}: expected a .tflite, .onnx, "
+                            ".param (ncnn, with its .bin beside it) or .mnn file.")
+    return benches[suffix](path, threads=threads, runs=runs, warmup=warmup)
+
+
 def compare_latency(
     paths: Sequence[str | os.PathLike],
     threads: Iterable[int] = (1, 2),
@@ -167,18 +187,9 @@ def compare_latency(
     Every runtime at its defaults: LiteRT with XNNPACK, onnxruntime with all
     graph optimisations, ncnn with its fp16 options, MNN at "normal" precision.
     """
-    benches: dict[str, Callable[..., LatencyReport]] = {
-        "tflite": benchmark_tflite, "onnx": benchmark_onnx, "param": benchmark_ncnn,
-        "mnn": benchmark_mnn}
-    reports = []
-    for p in paths:
-        suffix = os.fspath(p).lower().rsplit(".", 1)[-1]
-        if suffix not in benches:
-            raise ArgumentError(f"Cannot benchmark {os.fspath(p)!r}: expected a .tflite, .onnx, "
-                                ".param (ncnn, with its .bin beside it) or .mnn file.")
-        for t in threads:
-            reports.append(benches[suffix](p, threads=t, runs=runs, warmup=warmup))
-    return LatencyTable(reports)
+    threads = list(threads)
+    return LatencyTable([benchmark_file(p, threads=t, runs=runs, warmup=warmup)
+                         for p in paths for t in threads])
 
 
 def _param_input_shapes(path: str) -> list[list[int] | None]:

@@ -48,7 +48,7 @@ class ExportReport:
     """
 
     path: str
-    format: str  # "tflite" or "onnx"
+    format: str  # "tflite", "onnx", "ncnn" or "mnn"
     quantize: str | None
     size_bytes: int
     op_histogram: dict[str, int]
@@ -90,6 +90,9 @@ class ExportReport:
             ("ops", ", ".join(f"{k}x{v}" for k, v in
                               sorted(self.op_histogram.items(), key=lambda kv: (-kv[1], kv[0])))),
         ]
+        if self.details.get("blobs"):  # ncnn: blob names in0/out0 ... for the app
+            rows.append(("blobs", ", ".join(f"{k} = {v}" for k, v in
+                                            self.details["blobs"].items())))
         if self.folded_batchnorms:
             rows.append(("folded BN", str(self.folded_batchnorms)))
         if self.details.get("channel_order"):
@@ -105,6 +108,10 @@ class ExportReport:
                 rows.append(("note", self.details["verify_note"]))
             rows.append(("max abs err", f"{self.max_abs_error:.3g}"))
             rows.append(("max rel err", f"{self.max_rel_error:.3g}"))
+            defaults = self.details.get("ncnn_default_options")
+            if defaults:  # what an app keeping ncnn's fp16 defaults gets
+                rows.append(("ncnn defaults", f"max rel err {defaults['max_rel_error']:.3g} with "
+                                              "fp16 storage/arithmetic on"))
         else:
             rows.append(("verified", "no"))
         if self.top1_agreement is not None:
@@ -120,7 +127,7 @@ class LatencyReport:
     """Batch-1 latency of one model file in one runtime configuration (ms)."""
 
     path: str
-    runtime: str  # "litert" or "onnxruntime"
+    runtime: str  # "litert", "onnxruntime", "ncnn" or "mnn"
     threads: int
     batch_size: int  # leading axis of the first input as timed (dynamic axes set to 1)
     runs: int
