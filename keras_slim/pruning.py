@@ -37,9 +37,10 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             result is exact for gamma = 0; False drops the constants instead
             (the paper's behaviour: the pruned model then differs by them).
         **options: as for `keras_slim.plan` (threshold, target_macs,
-            target_params, criterion, normalize, min_channels,
-            max_layer_ratio, round_to, exclude, channel_selection,
-            group_reduction, border_folds, custom_handlers, input_shape). With a plan read
+            target_params, target_latency_ms, latency_model, criterion, data,
+            loss, normalize, min_channels, max_layer_ratio, round_to, exclude,
+            channel_selection, group_reduction, group_ratios, sensitivity,
+            max_metric_drop, border_folds, custom_handlers, input_shape). With a plan read
             from JSON only `custom_handlers` may be given (handlers are code,
             not part of the saved plan).
 
@@ -66,9 +67,10 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
                              "keras_slim.plan(model, ...) on the model you are pruning")
     else:
         if ratio_or_plan is None and all(options.get(k) is None for k in (
-                "threshold", "target_macs", "target_params")):
+                "threshold", "target_macs", "target_params", "target_latency_ms")):
             raise ArgumentTypeError("prune: give a ratio in [0, 1) (e.g. prune(model, 0.5)), "
-                                    "threshold=..., target_macs=/target_params=, or a Plan")
+                                    "threshold=..., target_macs=/target_params=/"
+                                    "target_latency_ms=, or a Plan")
         the_plan = plan(model, ratio_or_plan, **options)
     # a model built under a tf.distribute strategy gets its copy built (and compiled) there
     with _keras.strategy_scope(model):

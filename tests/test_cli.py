@@ -426,6 +426,23 @@ def test_prune_to_a_macs_target(work, tmp_path, capsys):
     assert cli.main(["prune", str(work / "vgg.keras"), "--target-macs", "0", "-o", out]) == 2
 
 
+def test_prune_to_a_latency_target(work, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ai_edge_litert")
+    monkeypatch.setenv("KERAS_SLIM_CACHE", str(tmp_path / "cache"))
+    out = str(tmp_path / "fast.keras")
+    assert cli.main(["prune", str(work / "vgg.keras"), "--target-latency-ms", "60%",
+                     "-o", out, "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "latency" in text and ": met" in text
+    assert keras.models.load_model(out).count_params() < \
+        keras.models.load_model(work / "vgg.keras").count_params()
+    assert os.listdir(tmp_path / "cache")  # measured once, kept for next time
+    for bad in ("0", "-1", "150%", "fast"):
+        assert cli.main(["prune", str(work / "vgg.keras"), "--target-latency-ms", bad,
+                         "-o", out]) == 2
+    assert "milliseconds > 0" in capsys.readouterr().err
+
+
 def test_export_ncnn_and_mnn(pruned, tmp_path):
     pytest.importorskip("ncnn")
     pytest.importorskip("MNN")

@@ -46,6 +46,20 @@ def _budget(text: str) -> float:
     return value
 
 
+def _latency(text: str) -> float | str:
+    """--target-latency-ms: milliseconds (1.5) or a share of the estimate ("60%")."""
+    if text.strip().endswith("%"):
+        share = _float(text.strip()[:-1], "a percentage")
+        if not 0 < share <= 100:
+            raise argparse.ArgumentTypeError(f"a share must be in (0%, 100%], got {text!r}")
+        return text.strip()
+    value = _float(text, "milliseconds")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be milliseconds > 0 (e.g. 1.5) or a share of "
+                                         f"the unpruned estimate (e.g. 60%), got {text!r}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     value = _float(text, "value")
     if value < 0:
@@ -152,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "the model's, e.g. 0.5, or an absolute count)")
     how.add_argument("--target-params", type=_budget, metavar="P",
                      help="instead of --ratio: keep at most P parameters (fraction or count)")
+    how.add_argument("--target-latency-ms", type=_latency, metavar="MS|N%",
+                     help="instead of --ratio: an estimated LiteRT latency of at most MS "
+                          "milliseconds, or N%% of the unpruned model's (per-layer latency "
+                          "model measured once on this machine, cached)")
+    p.add_argument("--latency-threads", type=_positive_int, default=1, metavar="N",
+                   help="LiteRT threads the latency model is measured with (default 1)")
     p.add_argument("-o", "--output", required=True, metavar="PATH",
                    help="where to save the pruned model (.keras, or legacy .h5)")
     p.add_argument("--plan-json", metavar="PATH", help="also write the plan as JSON to PATH")

@@ -26,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
     logger.info("Planning ...")
     options = plan_options(args)
     options.update(target_macs=args.target_macs, target_params=args.target_params)
+    if args.target_latency_ms is not None:
+        options.update(target_latency_ms=args.target_latency_ms,
+                       latency_model=latency_model(model, args.latency_threads,
+                                                   options.get("input_shape")))
     the_plan = make_plan(model, args.ratio, args.threshold, options)
     print(the_plan.table(only_changed=not args.full_table))
     print()
@@ -50,3 +54,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"saved {args.output} ({small.count_params():,} params, "
           f"{the_plan.macs_after:,} MACs)")
     return EXIT_OK
+
+
+def latency_model(model, threads: int, input_shape) -> object:
+    """The per-layer LiteRT latency model of `model` (measured once, then cached)."""
+    from keras_slim.export import LatencyModel
+
+    logger.info("Measuring the latency model (%d thread(s); cached for next time) ...", threads)
+    try:
+        return LatencyModel.measure(model, threads=threads, input_shape=input_shape)
+    except ImportError as err:
+        raise CliError(str(err), EXIT_EXPORT) from err
+    except (TypeError, ValueError) as err:
+        raise CliError(f"cannot measure a latency model for {model.name!r}: {err}",
+                       EXIT_UNSUPPORTED) from err
