@@ -174,7 +174,9 @@ def plan(
 
     if not isinstance(trace, bool):
         raise ArgumentTypeError(f"trace must be True or False, got {trace!r}")
-    graph = FlatGraph(_graph_model(model, input_shape, trace), resolver if trace else None)
+    # traces are checked at the user's input size when given (224 per None axis otherwise)
+    graph = FlatGraph(_graph_model(model, input_shape, trace), resolver if trace else None,
+                      input_shapes=input_shape)
     mac_shapes, input_shapes, dynamic_input = _mac_input(graph, input_shape)
     coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude,
                                        border_folds=border_folds, scores=scores_by), resolver)

@@ -389,6 +389,29 @@ def test_trace_check_runs_at_the_shapes_the_layer_sees_in_the_model():
     assert r.model(x).shape == m(x).shape  # still takes any (even) size
 
 
+def test_trace_check_runs_at_the_input_shape_given_to_plan(monkeypatch):
+    from keras_slim import tracing
+
+    inp = keras.Input((None, None, 3))
+    x = ConvBNAct(8, name="c1")(inp)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    seen = []
+    original = tracing.sample
+
+    def recorded(inputs, shapes=None):
+        out = original(inputs, shapes)
+        seen.extend(tuple(a.shape) for a in out)
+        return out
+
+    monkeypatch.setattr(tracing, "sample", recorded)
+    p = keras_slim.plan(m, 0.3, input_shape=(40, 24, 3))
+    assert not p.barriers and seen and set(seen) == {(1, 40, 24, 3)}, seen
+    seen.clear()
+    keras.backend.clear_session()
+    keras_slim.plan(m, 0.3)  # no input_shape: the 224 reference
+    assert set(seen) == {(1, 224, 224, 3)}, seen
+
+
 def _count(monkeypatch, name):
     from keras_slim import trace_check, tracing
 
