@@ -359,7 +359,7 @@ _TF_KERAS_SELECTION = []
 
 def channel_selection_class(kind: str):
     """The ChannelSelection layer class for a flavour ("keras" or "tf_keras")."""
-    from keras_slim.layers import ChannelSelection
+    from keras_slim.layers import ChannelSelection, select_channels
 
     if kind != "tf_keras":
         return ChannelSelection
@@ -376,8 +376,11 @@ def channel_selection_class(kind: str):
             super().__init__(**kwargs)
             self.indices = [int(i) for i in indices]
 
-        def call(self, inputs):
-            return tf.gather(inputs, self.indices, axis=-1)
+        def call(self, inputs):  # the same slices-or-gather graph as the Keras 3 layer
+            return select_channels(
+                inputs, self.indices, take=lambda x, idx: tf.gather(x, idx, axis=-1),
+                slice_last=lambda x, a, b: x[..., a:b],
+                concat=lambda parts: tf.concat(parts, axis=-1))
 
         def compute_output_shape(self, input_shape):
             return tf.TensorShape(list(input_shape)[:-1] + [len(self.indices)])

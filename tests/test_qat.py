@@ -274,7 +274,10 @@ def test_quantize_fit_export_int8(tmp_path):
     assert path.is_file() and report.size_bytes == path.stat().st_size
     assert report.verified and report.max_rel_error < 0.25
     assert report.details["float_ops"] == []
-    assert {"CONV_2D", "GATHER", "MUL"} <= set(report.op_histogram)
+    # the selection was ordered into one slice (XNNPACK runs it), not a GATHER
+    assert {"CONV_2D", "MUL"} <= set(report.op_histogram)
+    assert "GATHER" not in report.op_histogram
+    assert {"STRIDED_SLICE", "SLICE"} & set(report.op_histogram), report.op_histogram
     assert report.top1_agreement is not None
     from ai_edge_litert.interpreter import Interpreter
 

@@ -9,7 +9,7 @@ the two:
   class of the same name, the graph is re-wired call by call and the weights
   are copied by name. (Loading a Keras 3 `.h5`/`.keras` file in tf_keras does
   not work, so no file round trip is involved.) Pruned models work too:
-  `keras_slim.ChannelSelection` becomes a tf_keras layer doing `tf.gather` on
+  `keras_slim.ChannelSelection` becomes a tf_keras layer doing the same slices (or `tf.gather`) on
   the last axis, registered as `keras_slim>ChannelSelection`.
 * `quantize_aware(model)` converts (if needed) and annotates the model for
   TFMOT's default 8-bit scheme and returns the QAT model, ready to compile and

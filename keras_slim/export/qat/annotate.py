@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from keras_slim import _keras
 from keras_slim.errors import ArgumentError, ArgumentTypeError, ModelError
+from keras_slim.export.order import order_channels as _order_channels
 from keras_slim.export.qat._imports import tfmot, tfmot_keras_module
 from keras_slim.export.qat.translate import to_tf_keras
 
@@ -25,6 +26,7 @@ def quantize_aware(
     quantize_configs: Mapping[str, Any] | None = None,
     skip: Sequence[str] = (),
     translators: Mapping[type, Callable[[Any], Any]] | None = None,
+    order_channels: bool = True,
 ):
     """Return a quantization-aware (fake-quant) tf_keras copy of `model` for fine-tuning.
 
@@ -37,8 +39,8 @@ def quantize_aware(
     * layers in TFMOT's registry (Conv2D, DepthwiseConv2D, Dense, ReLU, Add,
       Concatenate, pooling, Flatten/Reshape, Dropout, ZeroPadding, ...):
       TFMOT's own config;
-    * `ChannelSelection`: no fake-quant of its own (a gather keeps its input's
-      scale, like MaxPooling2D/Reshape in TFMOT);
+    * `ChannelSelection`: no fake-quant of its own (slices or a gather keep
+      their input's scale, like MaxPooling2D/Reshape in TFMOT);
     * Multiply (squeeze-excitation), Subtract/Average/Maximum/Minimum, a
       BatchNormalization that does not directly follow a conv/dense (e.g. the
       pre-activation BNs), PReLU/ELU/Rescaling and Activation layers with
@@ -60,6 +62,10 @@ def quantize_aware(
             choice above for those layers.
         skip: names of layers to leave float.
         translators: passed to `to_tf_keras`.
+        order_channels: for a Keras 3 model, first reorder the channels its
+            `ChannelSelection` layers read (as `export_tflite` does), so each
+            selection is a few slices + one concatenation in the file instead
+            of a GATHER; the same function, the same layer names.
 
     Returns:
         The tf_keras QAT model (uncompiled). Compile it (e.g. `"adam"` and a
@@ -78,6 +84,8 @@ def quantize_aware(
         _keras.check_graph_model(model, "quantize_aware")
         tk = model
     else:
+        if order_channels:
+            model, _ = _order_channels(model)
         tk = to_tf_keras(model, translators)
     qkeras = tfmot_keras_module()
     if not isinstance(tk, qkeras.Model):
@@ -137,8 +145,8 @@ def quantize_aware(
             "with representative_data and allow_float_fallback=True.",
             ", ".join(f"{n} ({type(tk.get_layer(n)).__name__})" for n in unsupported))
     if kinds["pass-through"] or kinds["output-only"]:
-        logger.info("quantize_aware: ChannelSelection (gather, keeps its input's scale): %s; "
-                    "output fake-quant only (no TFMOT config): %s.",
+        logger.info("quantize_aware: ChannelSelection (slices or gather, keeps its input's "
+                    "scale): %s; output fake-quant only (no TFMOT config): %s.",
                     kinds["pass-through"] or "-", kinds["output-only"] or "-")
 
     def annotate(layer):

@@ -55,7 +55,7 @@ def to_tf_keras(model: Any, translators: Mapping[type, Callable[[Any], Any]] | N
 
     Each layer is recreated from its translated config as the tf_keras class of
     the same name (see `TRANSLATABLE_LAYERS`; `keras_slim.ChannelSelection`
-    becomes a tf_keras gather layer), called on the translated inputs in the
+    becomes its tf_keras twin, same slices or gather), called on the translated inputs in the
     original topological order, and given the original weights (matched by
     weight name). Shared layers stay shared, nested Functional/Sequential
     models are translated recursively, and a Sequential model stays Sequential.
