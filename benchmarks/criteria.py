@@ -58,7 +58,9 @@ def main(argv=None):
     ap.add_argument("--data", required=True, help="CIFAR-10 JPEG archive or folder")
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--work", default="criteria_work", help="folder for TFLite files")
+    ap.add_argument("--work", default="criteria_work",
+                    help="folder for TFLite files and the two trained base models (a rerun "
+                         "with the same folder loads them instead of training again)")
     args = ap.parse_args(argv)
     s = SCALES[args.scale]
     keras.utils.set_random_seed(0)
@@ -90,11 +92,22 @@ def main(argv=None):
         return float(model.evaluate(data, verbose=0, return_dict=True)["accuracy"])
 
     t0 = time.time()
-    plain = fit(cifar.build_model(cfg), s["epochs"])
-    sparse = cifar.build_model(cfg)
-    keras_slim.add_bn_l1(sparse, LAMBDA)
-    fit(sparse, s["epochs"])
-    keras_slim.add_bn_l1(sparse, 0)
+
+    def base(name, lam):
+        """Train (or, on a rerun with the same --work, load) one base model."""
+        path = os.path.join(args.work, f"base_{args.scale}_{name}.keras")
+        if os.path.exists(path):
+            print(f"loading {path} (trained by an earlier run)", flush=True)
+            return keras.models.load_model(path)
+        model = cifar.build_model(cfg)
+        keras_slim.add_bn_l1(model, lam)
+        fit(model, s["epochs"])
+        keras_slim.add_bn_l1(model, 0)
+        model.save(path)
+        return model
+
+    plain = base("plain", 0.0)
+    sparse = base("sparse", LAMBDA)
     bases = {"plain": plain, "sparse": sparse}
     base_rows = {k: dict(val=accuracy(m, val), params=int(m.count_params()),
                          macs=keras_slim.plan(m, 0.0).macs_before) for k, m in bases.items()}

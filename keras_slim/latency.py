@@ -45,15 +45,15 @@ class _Function:
 
 
 def estimator(model, latency_model, input_shape) -> LatencyEstimator:
-    """The latency model to plan with: the one given, or LiteRT's, measured now."""
+    """The latency model to plan with (the one given: the core measures nothing)."""
     if latency_model is None:
-        # Imported here, only when a latency target is asked for without a model: the
-        # LiteRT latency model lives in keras_slim.export because measuring needs
-        # LiteRT (the export extra), and the core must import without it. It builds its
-        # probe files itself, so TensorFlow is not imported for it either.
-        from keras_slim.export.latency_model import LatencyModel
-
-        return LatencyModel.measure(model, input_shape=input_shape)
+        # The core never imports its extensions, and measuring needs LiteRT (the export
+        # extra): the caller measures the model and passes it.
+        raise ArgumentError(
+            "target_latency_ms needs latency_model=: measure one with "
+            "lm = keras_slim.export.LatencyModel.measure(model, threads=1) (LiteRT on this "
+            "machine, cached), or pass a function layers -> ms; then "
+            "plan(model, target_latency_ms=..., latency_model=lm)")
     if isinstance(latency_model, LatencyEstimator):
         return latency_model
     if callable(latency_model):

@@ -92,10 +92,10 @@ def plan(
             constraints); `plan.target` says what was asked and reached.
         target_latency_ms, latency_model: a latency budget, in ms (1.5) or
             as a share of the unpruned model's estimate ("60%"), met by the
-            estimate of `latency_model` (see keras_slim.latency): default
-            `keras_slim.export.LatencyModel.measure(model)`, LiteRT on this
-            machine at 1 thread (cached; measure one yourself for other
-            thread counts). `keras_slim.export.check_latency(plan)` measures
+            estimate of `latency_model` (required with a latency target; see
+            keras_slim.latency): e.g. `keras_slim.export.LatencyModel.measure(
+            model, threads=1)`, LiteRT on this machine (cached), or a function
+            layers -> ms. `keras_slim.export.check_latency(plan, lm)` measures
             the exported result.
         group_ratios: instead of one global cut, a ratio per coupled group,
             `{layer name: ratio}`: the group whose channels that layer

@@ -77,8 +77,12 @@ def test_probe_files_are_the_layers_litert_runs():
 def test_measure_plan_cache_and_estimates(tmp_path, monkeypatch, caplog):
     m = _model()
     monkeypatch.setenv("KERAS_SLIM_CACHE", str(tmp_path))
-    # no latency model given: LiteRT's is measured (1 thread) and cached in $KERAS_SLIM_CACHE
-    share = keras_slim.plan(m, target_latency_ms="95%")
+    # the core measures nothing: a latency target needs a latency model
+    with pytest.raises(keras_slim.ArgumentError, match="needs latency_model=.*LatencyModel.measure"):
+        keras_slim.plan(m, target_latency_ms="95%")
+    # LiteRT's, measured (1 thread) and cached in $KERAS_SLIM_CACHE
+    share = keras_slim.plan(m, target_latency_ms="95%",
+                            latency_model=lat.LatencyModel.measure(m))
     files = os.listdir(tmp_path)
     assert len(files) == 1 and files[0].startswith("latency-")
     with open(tmp_path / files[0]) as f:
