@@ -310,3 +310,22 @@ def test_output_made_by_a_nested_model_keeps_its_width():
         p = keras_slim.plan(m, 0.5)
     assert p.prunable_channels == 0
     assert keras_slim.prune(m, p).output.shape == m.output.shape
+
+
+def test_round_to_with_the_cuts_macs_as_target_gives_aligned_widths_at_that_budget(vgg):
+    """The speed-up recipe (benchmarks/results/speedup_efficiency.md): plan(target_macs=M,
+    round_to=b) with M the MACs of the unrounded cut keeps every pruned width a multiple of b
+    within M, where plan(ratio, round_to=b) rounds each layer up and keeps more MACs."""
+    b = 8
+    unrounded = keras_slim.plan(vgg, 0.5)
+    rounded_up = keras_slim.plan(vgg, 0.5, round_to=b)
+    aligned = keras_slim.plan(vgg, target_macs=unrounded.macs_after, round_to=b)
+    assert rounded_up.macs_after > unrounded.macs_after
+    assert aligned.macs_after <= unrounded.macs_after
+    assert aligned.removed_channels > rounded_up.removed_channels
+    full = {r.name: r.channels_before for r in aligned.layers}
+    widths = _widths(aligned)
+    assert any(w < full[name] for name, w in widths.items())
+    for name, w in widths.items():
+        assert w % b == 0 or w == full[name], (name, w, full[name])
+    assert any(w % b for w in _widths(unrounded).values())  # the recipe changed something
