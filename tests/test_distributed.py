@@ -303,12 +303,12 @@ def test_sparsity_monitor_reports_the_same(run):
     assert _max_diff(one["logs"], two["logs"]) < 1e-5
 
 
+# TensorFlow only (not a skip on JAX: DataParallel always normalizes over the global batch)
+@pytest.mark.parametrize("run", ["tensorflow"], indirect=True)
 def test_unsynchronized_batchnorm_uses_per_replica_statistics(run):
     """MirroredStrategy + plain BatchNormalization: each replica normalizes with its own half
     batch, so training differs from one device (what README's synchronized=True is for)."""
     backend, result = run
-    if backend != "tensorflow":
-        pytest.skip("JAX's DataParallel always normalizes over the global batch")
     diff = _max_diff(result["one"]["gammas"], result["two_unsynchronized"]["gammas"])
     assert diff > 1e-5, diff
 
@@ -326,10 +326,10 @@ def test_pruned_under_the_strategy_trains_and_exports(run):
     assert pruned["export_max_abs_error"] < 1e-4 and pruned["export_size"] > 0, pruned
 
 
+# TensorFlow only (JAX's DataParallel is global: there is no scope to leave)
+@pytest.mark.parametrize("run", ["tensorflow"], indirect=True)
 def test_pruned_outside_the_scope_stays_on_the_strategy(run):
     backend, result = run
-    if backend != "tensorflow":
-        pytest.skip("JAX's DataParallel is global: there is no scope to leave")
     outside = result["pruned_outside"]
     assert outside["all_distributed"] and outside["on_the_strategy"], outside
     assert outside["synchronized"] == [True, True] and outside["weights_changed"], outside
