@@ -26,7 +26,6 @@ Torch-Pruning is not compared here (it needs PyTorch, which is not installed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

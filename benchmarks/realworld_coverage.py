@@ -44,7 +44,6 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
 from keras_slim import testing  # noqa: E402

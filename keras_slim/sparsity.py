@@ -5,7 +5,7 @@ import logging
 
 from keras_slim import _keras
 from keras_slim.regularizers import BNL1
-from keras_slim.errors import ArgumentError, ModelError
+from keras_slim.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
