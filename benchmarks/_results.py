@@ -22,3 +22,9 @@ def save_results(out_dir: str, stem: str, data: Any, markdown: str,
         f.write(markdown)
     print(markdown)
     return path
+
+
+def table(head: list, rows: list, align: str = "---") -> list:
+    """Markdown table lines: a header, its rule and one line per row (cells as given)."""
+    return (["| " + " | ".join(head) + " |", "|" + f"{align}|" * len(head)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])

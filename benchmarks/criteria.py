@@ -1,9 +1,11 @@
 """Criteria side by side on real CIFAR-10, at matched MACs targets, same budget.
 
     python benchmarks/criteria.py --data ../shared/data/cifar10-jpeg.tar.gz --scale cpu
+    python benchmarks/criteria.py --data ../shared/data/cifar10-jpeg.tar.gz --arch resnet
     python benchmarks/criteria.py --data ../shared/data/cifar10-jpeg.tar.gz --scale smoke
 
-Half-width VGG-11 (the `cpu` recipe's network). The CIFAR training set is
+Half-width VGG-11 or pre-activation ResNet-20 (the `cpu` recipe's networks,
+`--arch vgg|resnet`). The CIFAR training set is
 split 45,000 train / 5,000 validation (seeded); every choice is made on the
 validation split and the test set is evaluated once per final model, at the
 end. Two base models with the same schedule: one trained plainly, one
@@ -20,12 +22,19 @@ sparsity-trained (BN L1, the paper). Then, for each MACs target (keep 50% and
 
 each fine-tuned for the same number of epochs. Reported: validation accuracy
 before/after fine-tuning, test accuracy (once), params, MACs, TFLite latency.
-Writes benchmarks/results/criteria.{json,md} (smoke: criteria_smoke.*).
-Torch-Pruning is not compared here (it needs PyTorch, which is not installed).
+A second table, without fine-tuning, is the normalisation ablation that
+defends `normalize="auto"`: l1 / fpgm with normalize mean / max / None and
+taylor with mean / None, validation accuracy right after pruning.
+
+Writes benchmarks/results/criteria[_resnet][_smoke].{json,md}. Each fine-tuned
+model and its row are kept in --work, so a run that stopped resumes after the
+last finished fine-tune. Torch-Pruning on the same base weights is
+benchmarks/torch_pruning_compare.py (a benchmark-only PyTorch environment).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -39,7 +48,7 @@ import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
 from keras_slim.training import cifar  # noqa: E402
-from _results import save_results  # noqa: E402
+from _results import save_results, table  # noqa: E402
 
 SCALES = {
     # train images, val images, test images, epochs, fine-tune epochs, width, sensitivity subset
@@ -49,13 +58,14 @@ SCALES = {
                 sens_ratios=(0.2, 0.4, 0.6, 0.8)),
 }
 TARGETS = (0.5, 0.3)  # fraction of the MACs kept
-LAMBDA = 1e-3  # the cpu recipe's 10x the paper's 1e-4, for the short schedule
+# lambda: the cpu recipe's (10x the paper's, for the short schedule; cifar.make_config)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="CIFAR-10 JPEG archive or folder")
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    ap.add_argument("--arch", choices=("vgg", "resnet"), default="vgg")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--work", default="criteria_work",
                     help="folder for TFLite files and the two trained base models (a rerun "
@@ -70,8 +80,12 @@ def main(argv=None):
     if s["test"]:  # a random subset: the archive's test images come sorted by class
         pick = np.random.default_rng(1).permutation(len(x_test))[: s["test"]]
         x_test, y_test = x_test[pick], y_test[pick]
-    cfg = cifar.make_config("vgg", "cpu")
-    cfg.model = dict(cfg.model, width=s["width"])
+    cfg = cifar.make_config(args.arch, "cpu")
+    if args.arch == "vgg":
+        cfg.model = dict(cfg.model, width=s["width"])
+    elif args.scale == "smoke":
+        cfg.model = dict(cfg.model, width=s["width"])
+    tag = "" if args.arch == "vgg" else f"{args.arch}_"
     batch = cfg.batch_size
     train = cifar.make_dataset(x_tr, y_tr, batch, training=True, seed=0)
     val = cifar.make_dataset(x_val, y_val, 256, training=False)
@@ -94,7 +108,7 @@ def main(argv=None):
 
     def base(name, lam):
         """Train (or, on a rerun with the same --work, load) one base model."""
-        path = os.path.join(args.work, f"base_{args.scale}_{name}.keras")
+        path = os.path.join(args.work, f"base_{tag}{args.scale}_{name}.keras")
         if os.path.exists(path):
             print(f"loading {path} (trained by an earlier run)", flush=True)
             return keras.models.load_model(path)
@@ -106,7 +120,7 @@ def main(argv=None):
         return model
 
     plain = base("plain", 0.0)
-    sparse = base("sparse", LAMBDA)
+    sparse = base("sparse", cfg.sparsity)
     bases = {"plain": plain, "sparse": sparse}
     base_rows = {k: dict(val=accuracy(m, val), params=int(m.count_params()),
                          macs=keras_slim.plan(m, 0.0).macs_before) for k, m in bases.items()}
@@ -114,29 +128,37 @@ def main(argv=None):
 
     sens = keras_slim.sensitivity(plain, lambda m: accuracy(m, sens_val),
                                   ratios=s["sens_ratios"], criterion="l1", verbose=0)
-    rows = []
+    rows, ablation = [], []
+    taylor_data = train.take(16)
     for goal in TARGETS:
         plans = {
             "bn_scale (sparsity-trained)": ("sparse", keras_slim.plan(sparse, target_macs=goal)),
             "l1": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="l1")),
             "fpgm": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="fpgm")),
             "taylor": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="taylor",
-                                                data=train.take(16))),
+                                                data=taylor_data)),
             "sensitivity (l1)": ("plain", _sensitivity_plan(plain, sens, goal)),
         }
-        for method, (base, p) in plans.items():
+        for method, (base_name, p) in plans.items():
             if p is None:
                 rows.append(dict(target=goal, method=method, error="target not reachable"))
                 continue
-            small = keras_slim.prune(bases[base], p)
-            before = accuracy(small, val)
-            fit(small, s["finetune"], lr=cfg.lr * 0.1)
-            rows.append(dict(target=goal, method=method, base=base, val_pruned=before,
-                             val_finetuned=accuracy(small, val), params=p.params_after,
-                             macs=p.macs_after, macs_kept=p.macs_after / p.macs_before,
-                             _model=small))
-            print(rows[-1]["method"], goal, rows[-1]["val_pruned"], rows[-1]["val_finetuned"],
-                  flush=True)
+            rows.append(_finetuned_row(args.work, f"{tag}{args.scale}", goal, method, base_name, p,
+                                       bases, fit, accuracy, val, s["finetune"], cfg.lr * 0.1))
+        # normalisation ablation: accuracy right after pruning, no fine-tuning
+        for criterion, norms in (("l1", ("mean", "max", None)), ("fpgm", ("mean", "max", None)),
+                                 ("taylor", ("mean", None))):
+            for norm in norms:
+                extra = dict(data=taylor_data) if criterion == "taylor" else {}
+                p = keras_slim.plan(plain, target_macs=goal, criterion=criterion,
+                                    normalize=norm, **extra)
+                ablation.append(dict(target=goal, criterion=criterion, normalize=str(norm),
+                                     val_pruned=accuracy(keras_slim.prune(plain, p), val),
+                                     macs_kept=p.macs_after / p.macs_before,
+                                     min_layer_kept=min(
+                                         lp.channels_after / lp.channels_before
+                                         for lp in p.layers if lp.channels_before)))
+                print("ablation", ablation[-1], flush=True)
     # the test set, once per final model, after every choice was made
     for k, m in bases.items():
         base_rows[k]["test"] = accuracy(m, test)
@@ -150,11 +172,37 @@ def main(argv=None):
                 machine=f"{platform.machine()}, {os.cpu_count()} cores (shared)",
                 keras=keras.__version__, minutes=round((time.time() - t0) / 60, 1),
                 split=f"{len(x_tr)} train / {len(x_val)} val (seed 0) / {len(x_test)} test",
-                network=f"VGG-11 width {s['width']}", epochs=s["epochs"],
-                finetune_epochs=s["finetune"], bn_l1=LAMBDA)
-    name = "criteria" if args.scale == "cpu" else f"criteria_{args.scale}"
-    save_results(args.out, name, dict(meta=meta, bases=base_rows, rows=rows,
-                                      sensitivity=sens.to_dict()), _markdown(meta, base_rows, rows))
+                network=(f"VGG-11 width {s['width']}" if args.arch == "vgg" else
+                         f"pre-activation ResNet-20 {cfg.model}"), epochs=s["epochs"],
+                finetune_epochs=s["finetune"], bn_l1=cfg.sparsity)
+    name = "criteria" + ("" if args.arch == "vgg" else f"_{args.arch}") + (
+        "" if args.scale == "cpu" else f"_{args.scale}")
+    save_results(args.out, name, dict(meta=meta, bases=base_rows, rows=rows, ablation=ablation,
+                                      sensitivity=sens.to_dict()),
+                 _markdown(meta, base_rows, rows, ablation))
+
+
+def _finetuned_row(work, stem, goal, method, base_name, p, bases, fit, accuracy, val, epochs, lr):
+    """Prune, fine-tune and measure one plan; kept in `work` so that a rerun resumes."""
+    slug = "".join(c if c.isalnum() else "_" for c in method).strip("_")
+    path = os.path.join(work, f"ft_{stem}_{int(goal * 100)}_{slug}")
+    if os.path.exists(path + ".json") and os.path.exists(path + ".keras"):
+        print(f"loading {path}.keras (fine-tuned by an earlier run)", flush=True)
+        with open(path + ".json") as f:
+            row = json.load(f)
+        row["_model"] = keras.models.load_model(path + ".keras")
+        return row
+    small = keras_slim.prune(bases[base_name], p)
+    before = accuracy(small, val)
+    fit(small, epochs, lr=lr)
+    row = dict(target=goal, method=method, base=base_name, val_pruned=before,
+               val_finetuned=accuracy(small, val), params=p.params_after, macs=p.macs_after,
+               macs_kept=p.macs_after / p.macs_before)
+    small.save(path + ".keras")
+    with open(path + ".json", "w") as f:
+        json.dump(row, f)
+    print(method, goal, row["val_pruned"], row["val_finetuned"], flush=True)
+    return dict(row, _model=small)
 
 
 def _sensitivity_plan(model, sens, goal):
@@ -173,26 +221,32 @@ def _sensitivity_plan(model, sens, goal):
     return best
 
 
-def _markdown(meta, bases, rows) -> str:
+def _markdown(meta, bases, rows, ablation) -> str:
     lines = [f"Command: `{meta['command'].strip()}`; {meta['machine']}; Keras {meta['keras']}; "
              f"{meta['minutes']} min.  ",
              f"{meta['network']}, {meta['split']}; {meta['epochs']} epochs per base model "
              f"(sparsity: BN L1 {meta['bn_l1']}), {meta['finetune_epochs']} fine-tuning epochs "
-             "per pruned model. Choices on validation; test evaluated once per final model.", "",
-             "| model | val acc | test acc | params | MACs | TFLite ms |",
-             "|---|---|---|---|---|---|"]
-    for k, b in bases.items():
-        lines.append(f"| base, {k} | {b['val']:.4f} | {b['test']:.4f} | {b['params']:,} | "
-                     f"{b['macs']:,} | {b.get('latency_ms', float('nan')):.2f} |")
-    lines += ["", "| MACs kept | method | val pruned | val fine-tuned | test | params | MACs | "
-                  "TFLite ms |", "|---|---|---|---|---|---|---|---|"]
+             "per pruned model. Choices on validation; test evaluated once per final model.", ""]
+    nan = float("nan")
+    lines += table(["model", "val acc", "test acc", "params", "MACs", "TFLite ms"],
+                   [[f"base, {k}", f"{b['val']:.4f}", f"{b['test']:.4f}", f"{b['params']:,}",
+                     f"{b['macs']:,}", f"{b.get('latency_ms', nan):.2f}"]
+                    for k, b in bases.items()])
+    body = []
     for r in rows:
-        if "error" in r and "val_pruned" not in r:
-            lines.append(f"| {r['target']:.0%} | {r['method']} | {r['error']} | | | | | |")
+        if "val_pruned" not in r:
+            body.append([f"{r['target']:.0%}", r["method"], r["error"], "", "", "", "", ""])
             continue
-        lines.append(f"| {r['target']:.0%} | {r['method']} | {r['val_pruned']:.4f} | "
-                     f"{r['val_finetuned']:.4f} | {r['test']:.4f} | {r['params']:,} | "
-                     f"{r['macs']:,} | {r.get('latency_ms', float('nan')):.2f} |")
+        body.append([f"{r['target']:.0%}", r["method"], f"{r['val_pruned']:.4f}",
+                     f"{r['val_finetuned']:.4f}", f"{r['test']:.4f}", f"{r['params']:,}",
+                     f"{r['macs']:,}", f"{r.get('latency_ms', nan):.2f}"])
+    lines += [""] + table(["MACs kept", "method", "val pruned", "val fine-tuned", "test",
+                           "params", "MACs", "TFLite ms"], body)
+    lines += ["", "Normalisation ablation (plainly trained base, no fine-tuning; `auto` is mean "
+                  "for l1/fpgm, None for taylor and bn_scale):", ""]
+    lines += table(["MACs kept", "criterion", "normalize", "val pruned", "smallest layer kept"],
+                   [[f"{a['target']:.0%}", a["criterion"], a["normalize"],
+                     f"{a['val_pruned']:.4f}", f"{a['min_layer_kept']:.1%}"] for a in ablation])
     return "\n".join(lines) + "\n"
 
 

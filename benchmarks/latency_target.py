@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
 from keras_slim.export.latency_model import LatencyModel, check_latency, machine_info  # noqa: E402
-from _results import save_results  # noqa: E402
+from _results import save_results, table  # noqa: E402
 
 TARGETS = (None, "70%", "50%", "30%")  # None: the unpruned model
 
@@ -123,17 +123,18 @@ def _markdown(meta, rows) -> str:
              f"{meta['mean_abs_error_pct']:.1f}% (max {meta['max_abs_error_pct']:.1f}%) against "
              f"the median invoke, {meta['mean_abs_error_min_pct']:.1f}% (max "
              f"{meta['max_abs_error_min_pct']:.1f}%) against the fastest.", "",
-             "| model | target | round_to | MACs kept | estimated ms | measured ms (median) | "
-             "min ms | error (median) | error (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             ]
+    body = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['target']} | {r['round_to']} | not reachable: "
-                         f"{r['error']} | | | | | |")
+            body.append([r["model"], r["target"], r["round_to"], f"not reachable: {r['error']}",
+                         "", "", "", "", ""])
             continue
-        lines.append(f"| {r['model']} | {r['target']} | {r['round_to']} | "
-                     f"{r['macs_kept']:.0%} | {r['estimated_ms']:.3f} | {r['measured_ms']:.3f} | "
-                     f"{r['min_ms']:.3f} | {r['error_pct']:+.1f}% | {r['error_min_pct']:+.1f}% |")
+        body.append([r["model"], r["target"], r["round_to"], f"{r['macs_kept']:.0%}",
+                     f"{r['estimated_ms']:.3f}", f"{r['measured_ms']:.3f}", f"{r['min_ms']:.3f}",
+                     f"{r['error_pct']:+.1f}%", f"{r['error_min_pct']:+.1f}%"])
+    lines += table(["model", "target", "round_to", "MACs kept", "estimated ms",
+                    "measured ms (median)", "min ms", "error (median)", "error (min)"], body)
     return "\n".join(lines) + "\n"
 
 

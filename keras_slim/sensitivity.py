@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from keras_slim import _jsonio
+from keras_slim import _jsonio, taylor
 from keras_slim.errors import ArgumentError, ArgumentTypeError
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -114,30 +114,32 @@ def sensitivity(model, evaluate: Callable, ratios: Sequence[float] = DEFAULT_RAT
     ratios = [float(r) for r in ratios]
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise ArgumentError(f"sensitivity: ratios must be fractions in (0, 1), got {ratios}")
-    base = plan(model, 0.0, **plan_options)
-    chosen = sorted(base.groups, key=lambda g: (-g["channels"], g["layers"]))
-    chosen = [g for g in chosen if g["layers"]]
-    if groups is not None:
-        wanted = list(groups)
-        found = [next((g for g in chosen if name in g["layers"]), None) for name in wanted]
-        missing = [n for n, g in zip(wanted, found) if g is None]
-        if missing:
-            raise ArgumentError(f"sensitivity: {missing} are in no prunable group; groups are "
-                                f"named by any of their layers, e.g. "
-                                f"{[g['layers'][0] for g in chosen[:6]]}")
-        chosen = found
-    baseline = _metric(evaluate, model, "the unpruned model")
-    bar = keras.utils.Progbar(len(chosen) * len(ratios), verbose=verbose,
-                              unit_name="evaluation")
-    out = []
-    for g in chosen:
-        name = g["layers"][0]
-        metrics = []
-        for r in ratios:
-            small = prune(model, plan(model, group_ratios={name: r}, **plan_options))
-            metrics.append(_metric(evaluate, small, f"group {name!r} at ratio {r:g}"))
-            bar.add(1)
-        out.append(dict(name=name, layers=g["layers"], channels=g["channels"], metrics=metrics))
+    with taylor.reusing_terms():  # a data criterion's gradients are computed once
+        base = plan(model, 0.0, **plan_options)
+        chosen = sorted(base.groups, key=lambda g: (-g["channels"], g["layers"]))
+        chosen = [g for g in chosen if g["layers"]]
+        if groups is not None:
+            wanted = list(groups)
+            found = [next((g for g in chosen if name in g["layers"]), None) for name in wanted]
+            missing = [n for n, g in zip(wanted, found) if g is None]
+            if missing:
+                raise ArgumentError(f"sensitivity: {missing} are in no prunable group; groups are "
+                                    f"named by any of their layers, e.g. "
+                                    f"{[g['layers'][0] for g in chosen[:6]]}")
+            chosen = found
+        baseline = _metric(evaluate, model, "the unpruned model")
+        bar = keras.utils.Progbar(len(chosen) * len(ratios), verbose=verbose,
+                                  unit_name="evaluation")
+        out = []
+        for g in chosen:
+            name = g["layers"][0]
+            metrics = []
+            for r in ratios:
+                small = prune(model, plan(model, group_ratios={name: r}, **plan_options))
+                metrics.append(_metric(evaluate, small, f"group {name!r} at ratio {r:g}"))
+                bar.add(1)
+            out.append(dict(name=name, layers=g["layers"], channels=g["channels"],
+                            metrics=metrics))
     return SensitivityResult(baseline, ratios, out, higher_is_better,
                              plan_options.get("criterion", "bn_scale"))
 

@@ -36,6 +36,8 @@ loss the model was compiled with.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Callable, Iterator
 
 import keras
@@ -48,6 +50,26 @@ from keras_slim.handlers.dense import DenseHandler
 
 MAX_BATCHES = 32  # batches read from an iterable (a repeated tf.data.Dataset never ends)
 BATCH_SIZE = 32  # batch size for an (x, y) pair of arrays
+
+# filter_terms results kept while `reusing_terms()` is active: sensitivity plans the
+# same model on the same data once per group and ratio, and the gradients do not change
+_REUSE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("taylor_reuse",
+                                                                     default=None)
+
+
+@contextlib.contextmanager
+def reusing_terms():
+    """Within the block, `filter_terms` of the same model, data and loss is computed once.
+
+    Valid because planning never changes the model: the same weights on the
+    same batches give the same gradients. Keyed by object identity, so a
+    different (even equal) dataset is read again.
+    """
+    token = _REUSE.set({})
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
 
 
 def check_arguments(criterion: str, data, loss, replay: bool) -> None:
@@ -77,6 +99,18 @@ def filter_terms(model, coupling, data, loss) -> list:
     """
     if data is None or not coupling.filters:
         return [(name, ids, np.zeros((len(ids), 1))) for name, ids, _ in coupling.filters]
+    cache = _REUSE.get()
+    key = (id(model), id(data), id(loss),
+           tuple((name, tuple(ids)) for name, ids, _ in coupling.filters))
+    if cache is not None and key in cache:
+        return cache[key]
+    terms = _filter_terms(model, coupling, data, loss)
+    if cache is not None:
+        cache[key] = terms
+    return terms
+
+
+def _filter_terms(model, coupling, data, loss) -> list:
     sources = _sources(coupling)
     loss_fn = _loss_function(model, loss)
     variables = list({id(v): v for v, _ in sources}.values())

@@ -99,3 +99,30 @@ def test_plot_sensitivity(tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 1000 and path.endswith("s.png")
     with pytest.raises(TypeError, match="SensitivityResult"):
         plots.plot_sensitivity({"groups": []}, tmp_path / "t.png")
+
+
+def test_taylor_gradients_are_computed_once_and_give_the_same_table(monkeypatch):
+    from keras_slim import taylor
+
+    m = _model()
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(16, 10, 10, 3)).astype("float32"), rng.integers(0, 3, 16))
+    options = dict(criterion="taylor", data=data, loss="sparse_categorical_crossentropy")
+    calls = []
+    compute = taylor._filter_terms
+    monkeypatch.setattr(taylor, "_filter_terms", lambda *a: calls.append(1) or compute(*a))
+    result = keras_slim.sensitivity(m, _evaluate_against(m), ratios=(0.25, 0.5), verbose=0,
+                                    **options)
+    assert len(calls) == 1  # base plan + 2 groups x 2 ratios would be 5 without reuse
+    # the same table from plans that each compute their own gradients
+    evaluate = _evaluate_against(m)
+    for g in result.groups:
+        expected = [evaluate(keras_slim.prune(m, keras_slim.plan(m, group_ratios={g["name"]: r},
+                                                                 **options)))
+                    for r in result.ratios]
+        assert g["metrics"] == pytest.approx(expected, abs=1e-6)
+    assert len(calls) == 1 + len(result.groups) * len(result.ratios)
+    # outside sensitivity nothing is kept
+    keras_slim.plan(m, 0.3, **options)
+    keras_slim.plan(m, 0.3, **options)
+    assert len(calls) == 3 + len(result.groups) * len(result.ratios)
