@@ -9,7 +9,12 @@ is any object with
     estimate(layers: list[LayerPlan]) -> float   # ms, with each layer at channels_after
     description: str                              # what the estimate is, for the report
 
-or a plain function `layers -> ms`. keras_slim's own is
+or a plain function `layers -> ms`. Optionally it also has
+
+    preferred_multiple() -> int   # the channel step the runtime runs fastest at (1: unknown)
+
+which `plan(..., round_to="auto", latency_model=...)` rounds widths to (a
+plain function has none: give `round_to=N` then). keras_slim's own is
 `keras_slim.export.LatencyModel.measure(model, threads=...)`: a per-layer
 model measured once with LiteRT on this machine (and cached);
 `keras_slim.export.check_latency` compares its estimate with the measured
@@ -17,6 +22,7 @@ latency of the whole exported model.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from keras_slim.errors import ArgumentError, ArgumentTypeError
@@ -24,7 +30,12 @@ from keras_slim.errors import ArgumentError, ArgumentTypeError
 
 @runtime_checkable
 class LatencyEstimator(Protocol):
-    """A latency model for `plan(target_latency_ms=..., latency_model=...)`."""
+    """A latency model for `plan(target_latency_ms=..., latency_model=...)`.
+
+    `preferred_multiple() -> int` is optional (for `round_to="auto"`), so it
+    is not part of this protocol: `isinstance` checks only what every
+    latency model has.
+    """
 
     description: str
 
@@ -75,3 +86,26 @@ def estimate(latency: LatencyEstimator, layers: Sequence) -> float:
         raise ArgumentError(f"latency model {latency.description!r} estimated {ms} ms; it "
                             "must be a number >= 0")
     return ms
+
+
+def preferred_multiple(latency_model) -> tuple[int, str]:
+    """`round_to="auto"`: (the multiple `latency_model` prefers, the model's description)."""
+    if latency_model is None:
+        raise ArgumentError(
+            "round_to='auto' needs latency_model=, whose width curves say which channel step "
+            "the runtime runs fastest at: lm = keras_slim.export.LatencyModel.measure(model, "
+            "threads=1) (LiteRT on this machine, cached), then plan(model, ..., "
+            "round_to='auto', latency_model=lm); or give round_to=N (e.g. 32 on x86 AVX512)")
+    ask = getattr(latency_model, "preferred_multiple", None)
+    what = getattr(latency_model, "description", type(latency_model).__name__)
+    if not callable(ask):
+        raise ArgumentTypeError(
+            f"round_to='auto' asks latency_model for preferred_multiple(), which {what!r} "
+            f"({type(latency_model).__name__}) does not have (a plain function layers -> ms "
+            "cannot say); use keras_slim.export.LatencyModel.measure(model), or give "
+            "round_to=N")
+    value = ask()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ArgumentError(f"latency model {what!r} returned preferred_multiple() = {value!r}; "
+                            "it must be an integer >= 1 (1: no preference)")
+    return int(value), str(what)

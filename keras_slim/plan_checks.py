@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from keras_slim import _keras, criteria
+from keras_slim import _keras, criteria, latency
 from keras_slim.errors import ArgumentError
 
 
@@ -107,12 +107,32 @@ def check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_
     if max_layer_ratio is not None and not (isinstance(max_layer_ratio, (int, float))
                                             and 0.0 < max_layer_ratio <= 1.0):
         raise ArgumentError(f"max_layer_ratio must be in (0, 1] or None, got {max_layer_ratio!r}")
-    if not (isinstance(round_to, (int, np.integer)) and round_to >= 1):
-        raise ArgumentError(f"round_to must be an integer >= 1 (e.g. 8 for mobile SIMD), got {round_to!r}")
+    if isinstance(round_to, bool) or not (isinstance(round_to, (int, np.integer))
+                                          and round_to >= 1):
+        raise _bad_round_to(round_to)
     if group_reduction not in criteria.reductions():
         raise ArgumentError(f"group_reduction={group_reduction!r} is not known; use one of "
                          f"{criteria.reductions()}")
     return ratio, threshold
+
+
+def _bad_round_to(value) -> ArgumentError:
+    return ArgumentError(f"round_to must be an integer >= 1 (e.g. 8 for mobile SIMD) or 'auto' "
+                         f"(the channel multiple latency_model= prefers), got {value!r}")
+
+
+def round_to_option(round_to, latency_model) -> tuple[object, str | None]:
+    """(round_to, where it came from): "auto" asks latency_model for its preferred multiple.
+
+    Anything but the string "auto" is returned as given (check_args checks it)
+    with None as its source.
+    """
+    if not isinstance(round_to, str):
+        return round_to, None
+    if round_to.strip().lower() != "auto":
+        raise _bad_round_to(round_to)
+    multiple, source = latency.preferred_multiple(latency_model)
+    return multiple, f"preferred multiple of {source}"
 
 
 def group_ratios_option(group_ratios, sensitivity, max_metric_drop) -> dict | None:

@@ -29,7 +29,7 @@ def plan(
     threshold: float | None = None,
     min_channels: int = 1,
     max_layer_ratio: float | None = None,
-    round_to: int = 1,
+    round_to: int | str = 1,
     exclude: Iterable[str] = (),
     channel_selection: bool = True,
     group_reduction: str = "mean",
@@ -73,6 +73,12 @@ def plan(
             `target_latency_ms`) with it: on x86 AVX512 LiteRT/XNNPACK,
             `round_to=32` at the MACs of the ratio's cut ran 1.1-1.6x faster
             than the unrounded plan (benchmarks/results/speedup_efficiency.md).
+            "auto" takes the multiple from `latency_model`'s
+            `preferred_multiple()` (required then; see keras_slim.latency):
+            `keras_slim.export.LatencyModel` reads it off this machine's
+            measured width curves (32 on that Xeon, 1 where cost grows
+            linearly). `plan.options["round_to"]` is the multiple used and
+            `plan.options["round_to_auto"]` says which model chose it.
         exclude: names of layers whose output channels must all stay.
         channel_selection: let a BN whose input is shared (after Add or
             Concatenate) prune its own copy through a gather.
@@ -97,7 +103,8 @@ def plan(
             constraints); `plan.target` says what was asked and reached.
         target_latency_ms, latency_model: a latency budget, in ms (1.5) or
             as a share of the unpruned model's estimate ("60%"), met by the
-            estimate of `latency_model` (required with a latency target; see
+            estimate of `latency_model` (required with a latency target or
+            round_to="auto"; see
             keras_slim.latency): e.g. `keras_slim.export.LatencyModel.measure(
             model, threads=1)`, LiteRT on this machine (cached), or a function
             layers -> ms. `keras_slim.export.check_latency(plan, lm)` measures
@@ -142,8 +149,11 @@ def plan(
         params and MACs before/after; `print(plan)` shows the table.
     """
     _keras.check_model(model, "keras_slim.plan")
+    round_to, round_to_auto = plan_checks.round_to_option(round_to, latency_model)
+    if round_to_auto is not None:
+        logger.info("keras_slim: round_to='auto' is %s (%s)", round_to, round_to_auto)
     budget = targets.check_targets(target_macs, target_params, target_latency_ms,
-                                   latency_model)
+                                   latency_model, round_to_auto=round_to_auto is not None)
     group_ratios = plan_checks.group_ratios_option(group_ratios, sensitivity, max_metric_drop)
     ways = [ratio is not None or threshold is not None, kept is not None, bool(budget),
             group_ratios is not None]
@@ -239,6 +249,13 @@ def plan(
                          "with other options?)")
     if kept is None:
         plan_checks.warn_bottlenecks(layers, cut)
+    options = dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
+                   round_to=round_to, exclude=sorted(exclude),
+                   channel_selection=channel_selection, group_reduction=group_reduction,
+                   criterion=criterion, normalize=normalize, border_folds=border_folds,
+                   input_shape=None if input_shape is None else [list(s) for s in input_shapes])
+    if round_to_auto is not None:  # a record, not an option: prune() drops it on replay
+        options["round_to_auto"] = round_to_auto
     return Plan(
         ratio_requested=ratio,
         threshold=float(cut if threshold is None else threshold),
@@ -252,12 +269,7 @@ def plan(
         kept=kept_now,
         groups=accounting.groups(coupling, removed, scores),
         barriers=[(name, reason) for name, reason, _ in coupling.barriers],
-        options=dict(min_channels=min_channels, max_layer_ratio=max_layer_ratio,
-                     round_to=round_to, exclude=sorted(exclude),
-                     channel_selection=channel_selection, group_reduction=group_reduction,
-                     criterion=criterion, normalize=normalize,
-                     border_folds=border_folds,
-                     input_shape=None if input_shape is None else [list(s) for s in input_shapes]),
+        options=options,
         border_folds=accounting.border_folds(state),
         input_shapes=input_shapes,
         dynamic_input=dynamic_input,

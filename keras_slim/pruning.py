@@ -40,7 +40,8 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
             target_params, target_latency_ms, latency_model, criterion, data,
             loss, normalize, min_channels, max_layer_ratio, round_to, exclude,
             channel_selection, group_reduction, group_ratios, sensitivity,
-            max_metric_drop, border_folds, custom_handlers, input_shape). With a plan read
+            max_metric_drop, border_folds, custom_handlers, input_shape); round_to="auto"
+            needs latency_model= as in plan. With a plan read
             from JSON only `custom_handlers` may be given (handlers are code,
             not part of the saved plan).
 
@@ -57,7 +58,9 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
         the_plan = ratio_or_plan
         if the_plan._state is None:  # read back from JSON: check it against this model
             saved = the_plan
-            the_plan = plan(model, kept=saved.kept, custom_handlers=custom, **saved.options)
+            # round_to_auto records where round_to came from; round_to itself is replayed
+            replay = {k: v for k, v in saved.options.items() if k != "round_to_auto"}
+            the_plan = plan(model, kept=saved.kept, custom_handlers=custom, **replay)
             widths = [(r.name, r.channels_before) for r in the_plan.layers]
             if widths != [(r.name, r.channels_before) for r in saved.layers]:
                 raise ModelError(f"prune: the saved plan was made for another model than "

@@ -53,11 +53,14 @@ class Target:
 
 
 def check_targets(target_macs, target_params, target_latency_ms=None,
-                  latency_model=None) -> list[Target]:
-    """The targets given, validated (an empty list when there are none)."""
-    if latency_model is not None and target_latency_ms is None:
-        raise ArgumentError("latency_model= is only used with target_latency_ms=; give the "
-                            "target, or drop latency_model")
+                  latency_model=None, round_to_auto: bool = False) -> list[Target]:
+    """The targets given, validated (an empty list when there are none).
+
+    `round_to_auto`: round_to="auto" uses `latency_model` too.
+    """
+    if latency_model is not None and target_latency_ms is None and not round_to_auto:
+        raise ArgumentError("latency_model= is only used with target_latency_ms= or "
+                            "round_to='auto'; give one, or drop latency_model")
     out = []
     for kind, value in zip(KINDS[:2], (target_macs, target_params)):
         if value is None:

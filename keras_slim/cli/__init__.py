@@ -4,6 +4,7 @@
 
     keras-slim inspect model.keras [--ratios 0.3 0.5 0.7] [--json out.json]
     keras-slim prune model.keras --ratio 0.5 [--round-to 8] -o small.keras [--plan-json plan.json]
+    keras-slim prune model.keras --target-macs 0.5 --round-to auto -o small.keras
     keras-slim export small.keras --tflite small.tflite [--quantize int8 --calib calib.npy]
     keras-slim export small.keras --onnx small.onnx [--opset 17 --nchw]
     keras-slim bench model.tflite small.tflite small.onnx --threads 1 2 [--runs 50]

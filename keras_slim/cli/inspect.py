@@ -9,6 +9,7 @@ import numpy as np
 from keras_slim.cli.loading import check_json_path, load_model
 from keras_slim.cli.output import EXIT_OK, logger, table, write_json
 from keras_slim.cli.plan_options import check_prunable, mac_input, make_plan, plan_options
+from keras_slim.errors import CliError
 from keras_slim.training.stats import gamma_statistics as shared_gamma_statistics
 
 
@@ -37,6 +38,9 @@ def _gamma_row(name: str, g: np.ndarray) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Print the report; with --json also write it."""
     check_json_path(args.json, "--json")
+    if args.round_to == "auto":
+        raise CliError("--round-to auto is for 'keras-slim prune' (it measures a LiteRT latency "
+                       "model); give inspect a number, e.g. --round-to 32 on x86 AVX512")
     model = load_model(args.model, args.unsafe)
     bns = check_prunable(model, args)
     options = plan_options(args)

@@ -86,6 +86,17 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+def _round_to(text: str) -> int | str:
+    """--round-to: a whole number >= 1, or "auto" (the latency model's preferred multiple)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _int_at_least(text, 1)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 1 or 'auto', got {text!r}") from None
+
+
 def _shape(text: str) -> tuple:
     """`224,224,3` -> (224, 224, 3): one input's size without the batch axis."""
     parts = [t.strip() for t in text.replace(" ", ",").split(",") if t.strip()]
@@ -171,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "milliseconds, or N%% of the unpruned model's (per-layer latency "
                           "model measured once on this machine, cached)")
     p.add_argument("--latency-threads", type=_positive_int, default=1, metavar="N",
-                   help="LiteRT threads the latency model is measured with (default 1)")
+                   help="LiteRT threads the latency model (--target-latency-ms, --round-to "
+                        "auto) is measured with (default 1)")
     p.add_argument("-o", "--output", required=True, metavar="PATH",
                    help="where to save the pruned model (.keras, or legacy .h5)")
     p.add_argument("--plan-json", metavar="PATH", help="also write the plan as JSON to PATH")
@@ -255,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_plan_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("plan options (as keras_slim.plan)")
-    g.add_argument("--round-to", type=_positive_int, default=1, metavar="N",
-                   help="keep channel counts at multiples of N (8 suits ARM/x86 SIMD)")
+    g.add_argument("--round-to", type=_round_to, default=1, metavar="N|auto",
+                   help="keep channel counts at multiples of N (8 suits ARM SIMD, 32 x86 "
+                        "AVX512); prune --round-to auto measures this machine's LiteRT width "
+                        "curves (cached) and uses the step they prefer")
     g.add_argument("--min-channels", type=_positive_int, default=1, metavar="N",
                    help="fewest channels any layer keeps (default 1)")
     g.add_argument("--max-layer-ratio", type=_layer_ratio, metavar="R",

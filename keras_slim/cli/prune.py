@@ -25,15 +25,18 @@ def run(args: argparse.Namespace) -> int:
     check_prunable(model, args)
     logger.info("Planning ...")
     options = plan_options(args)
-    options.update(target_macs=args.target_macs, target_params=args.target_params)
-    if args.target_latency_ms is not None:
-        options.update(target_latency_ms=args.target_latency_ms,
-                       latency_model=latency_model(model, args.latency_threads,
+    options.update(target_macs=args.target_macs, target_params=args.target_params,
+                   target_latency_ms=args.target_latency_ms)
+    if args.target_latency_ms is not None or args.round_to == "auto":  # one model serves both
+        options.update(latency_model=latency_model(model, args.latency_threads,
                                                    options.get("input_shape")))
     the_plan = make_plan(model, args.ratio, args.threshold, options)
     print(the_plan.table(only_changed=not args.full_table))
     print()
     print(the_plan.summary())
+    if "round_to_auto" in the_plan.options:
+        print(f"round_to: {the_plan.options['round_to']} (auto: "
+              f"{the_plan.options['round_to_auto']})")
     if the_plan.barriers:
         print("barriers (channels kept): " + ", ".join(n for n, _ in the_plan.barriers))
     if args.plan_json:

@@ -15,6 +15,7 @@ AVX512 Xeon: a 3x3 conv costs the same at 1..16 outputs, about twice that at
 step function of its output width, not a line. `measure_curve` times one
 reference layer at every width to 64 and every 8th to 512; a layer's fit
 then uses that curve's value at its width instead of the width itself.
+`preferred_multiple` reads the step off the curves (for round_to="auto").
 """
 from __future__ import annotations
 
@@ -214,6 +215,65 @@ class WidthCurve:
         if i < len(self.widths):
             return float(self.ms[i])
         return float(self.ms[-1]) * width / self.widths[-1]  # beyond: proportional
+
+
+MULTIPLES = (1, 2, 4, 8, 16, 32, 64)  # channel steps preferred_multiple chooses from
+# rounding_cost is about 0 at the curve's step and its divisors and about 1 beyond
+# (and on a line): a multiple up to this costs "nothing".
+FREE_ROUNDING = 0.5
+
+
+def rounding_cost(curve: WidthCurve, multiple: int) -> float | None:
+    """What rounding half a step up costs on the curve, against a linear runtime.
+
+    For each measured multiple W of `multiple` whose W - multiple/2 is
+    measured too: (curve(W) - curve(W - multiple/2)) over what a line
+    through the curve adds for those channels, slope * multiple/2. The
+    median over all such W, clipped to [0, 1]: 0 when the curve is flat
+    within steps of `multiple` (XNNPACK's blocks: the time of a block is
+    paid at its first channel), 1 when it rises with every channel. The
+    median ignores a probe slowed by other load. None when the curve cannot
+    tell: it does not rise with the width, or the half step adds less time
+    than twice the timing noise (the lower quartile of the changes between
+    neighbouring widths, mostly flat within steps).
+    """
+    if multiple <= 1:
+        return 0.0
+    widths = np.asarray(curve.widths, np.float64)
+    ms = np.asarray(curve.ms, np.float64)
+    slope = float(np.polyfit(widths, ms, 1)[0]) if len(widths) > 1 else 0.0
+    neighbours = np.abs(np.diff(ms))[np.diff(widths) == 1]
+    noise = float(np.percentile(neighbours, 25)) if len(neighbours) else 0.0
+    half = multiple // 2
+    if not slope * half > 2 * noise:
+        return None
+    at = {int(w): float(t) for w, t in zip(curve.widths, curve.ms)}
+    rises = [(at[w] - at[w - half]) / (slope * half) for w in at
+             if w % multiple == 0 and w - half in at]
+    return min(max(float(np.median(rises)), 0.0), 1.0) if rises else None
+
+
+def preferred_multiple(curves: dict, weights: dict | None = None) -> int:
+    """The largest of MULTIPLES that rounding widths up to costs (nearly) nothing.
+
+    `curves`: kind -> WidthCurve; `weights`: kind -> the model's time in
+    layers following that curve (default: equal; kinds not in it count 0).
+    A multiple's cost is the weighted mean of `rounding_cost` over the
+    curves that can tell; it is free when that is at most FREE_ROUNDING.
+    So a model mostly in convs rounds to the conv step (32 on an AVX512
+    Xeon, where depthwise convs prefer 16: both are aligned at 32). 1 when
+    no multiple is free (cost grows with every channel) or nothing tells.
+    """
+    share = {k: 1.0 if weights is None else float(weights.get(k, 0.0)) for k in curves}
+    share = {k: v for k, v in share.items() if v > 0}
+    best = 1
+    for m in MULTIPLES[1:]:
+        costs = {k: rounding_cost(curves[k], m) for k in share}
+        known = {k: c for k, c in costs.items() if c is not None}
+        if known and sum(share[k] * c for k, c in known.items()) <= FREE_ROUNDING * sum(
+                share[k] for k in known):
+            best = m
+    return best
 
 
 def curve_kind(kind: str) -> str:

@@ -16,6 +16,8 @@ probe's time) plus each layer's fit minus that overhead, at the plan's
 widths. Layers it does not model (pooling, Add, Concatenate, channel
 selections, other layer types) count 0: `check_latency` says how much that
 and the single-op timing miss, by exporting the pruned model and timing it.
+`preferred_multiple()` reads the channel step the runtime likes off the
+width curves (32 on an AVX512 Xeon), for `plan(..., round_to="auto")`.
 
 Fits are cached as JSON in `$KERAS_SLIM_CACHE` (default
 `~/.cache/keras_slim`), one file per machine (OS, CPU, core count, LiteRT
@@ -41,6 +43,7 @@ from keras_slim.export._latency_cache import cache_path, key, load, machine_info
 from keras_slim.export._latency_probes import (
     CURVE_WIDTHS, ProbeSpec, WidthCurve, curve_kind, measure_curve, probe_file, time_file,
 )
+from keras_slim.export._latency_probes import preferred_multiple as curves_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +170,25 @@ class LatencyModel:
                 cin, cout = cost.widths(row.channels_after, row.macs_after)
                 total += max(cost.ms(cin, cout) - self.overhead_ms, 0.0) if cout else 0.0
         return total
+
+    def preferred_multiple(self) -> int:
+        """The channel step this machine's runtime prefers (`plan(..., round_to="auto")`).
+
+        The largest of 1, 2, 4, ..., 64 that rounding a width up to costs
+        (nearly) nothing on the width curves of this model's layer kinds,
+        weighted by the model's estimated time in each kind
+        (`_latency_probes.preferred_multiple`); 1 when no step is free or
+        the curves are too noisy to tell. On the AVX512 Xeon of
+        benchmarks/results/speedup_efficiency_profile.md: 32 for convs and
+        dense layers, 16 for depthwise convs alone, 32 for a model mostly in
+        convs. It is derived from the curves and fits alone, which the cache
+        keeps, so a model read from the cache gives the same answer.
+        """
+        share: dict = {}
+        for c in self.layers:
+            kind = curve_kind(c.spec.kind)
+            share[kind] = share.get(kind, 0.0) + max(c.ms(c.cin, c.cout) - self.overhead_ms, 0.0)
+        return curves_multiple(self.curves, share if sum(share.values()) > 0 else None)
 
     def estimate_model(self, model) -> float:
         """Estimated ms of `model` (this model pruned: same layer names), at its own widths."""
