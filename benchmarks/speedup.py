@@ -3,7 +3,7 @@
     python benchmarks/speedup.py [--archs vgg resnet mobilenetv2 resnet50 mobilenetv2_96]
         [--ratios 0.3 0.5 0.7] [--round-to 1 8] [--equal-macs [16 32]] [--rounds 9] [--runs 30]
         [--threads 1 2] [--runtimes litert onnx ncnn mnn] [--stem speedup] [--keep DIR]
-        [--pause PID]
+        [--pause PID [PID ...]]
 
 Architectures (`--archs`, default the first three): CIFAR VGG-16 at 32x32
 (vgg), pre-activation bottleneck ResNet-56 at 32x32 (resnet), MobileNetV2
@@ -49,7 +49,7 @@ least disturbed. Where the two estimates disagree, the run was contended.
 
 Writes benchmarks/results/STEM.{json,md} (default speedup). `--keep DIR`
 keeps the exported files (for `_speedup_profile.py`, which times each op);
-`--pause PID` stops another job on a shared machine while timing (SIGSTOP,
+`--pause PID...` stops other jobs on a shared machine while timing (SIGSTOP,
 SIGCONT after each timing phase, also when it fails).
 """
 from __future__ import annotations
@@ -251,16 +251,18 @@ def measure(entry: dict, threads: int, rounds: int, runs: int, warmup: int,
 
 
 @contextlib.contextmanager
-def paused(pid: int | None):
-    """SIGSTOP `pid` for the block, SIGCONT it afterwards (also when the block fails)."""
-    if pid is None:
-        yield
-        return
-    os.kill(pid, signal.SIGSTOP)
+def paused(pids):
+    """SIGSTOP `pids` for the block, SIGCONT them afterwards (also when the block fails)."""
+    stopped = []
     try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        time.sleep(1 if stopped else 0)  # let their running threads park
         yield
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
 
 
 def machine() -> str:
@@ -299,9 +301,9 @@ def main(argv=None) -> int:
                          "widths for the same compression")
     ap.add_argument("--keep", metavar="DIR",
                     help="keep the exported files in DIR (for _speedup_profile.py)")
-    ap.add_argument("--pause", metavar="PID", type=int,
-                    help="stop process PID (SIGSTOP) while timing, continue it (SIGCONT) "
-                         "after each timing phase: another job on a shared machine")
+    ap.add_argument("--pause", metavar="PID", type=int, nargs="+", default=[],
+                    help="stop these processes (SIGSTOP) while timing, continue them "
+                         "(SIGCONT) after each timing phase: other jobs on a shared machine")
     ap.add_argument("--stem", default="speedup",
                     help="results file names: OUT/STEM.json and OUT/STEM.md")
     ap.add_argument("--render", metavar="JSON",

@@ -124,7 +124,12 @@ class Plan:
             f"params:   {self.params_before:,} -> {self.params_after:,} (-{pct(self.params_after, self.params_before)})\n"
             f"MACs:     {self.macs_before:,} -> {self.macs_after:,} (-{pct(self.macs_after, self.macs_before)}); "
             f"FLOPs = 2 x MACs"
-        ) + self._target_line() + self._mac_input_line()
+        ) + self._target_line() + self._round_to_line() + self._mac_input_line()
+
+    def _round_to_line(self) -> str:
+        """Which multiple round_to="auto" chose, and from which latency model."""
+        source = self.options.get("round_to_auto")
+        return f"\nround_to: {self.options['round_to']} (auto: {source})" if source else ""
 
     def _score_name(self) -> str:
         criterion = self.options.get("criterion", "bn_scale")

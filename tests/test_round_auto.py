@@ -59,6 +59,8 @@ def test_auto_takes_the_latency_models_multiple():
     p = keras_slim.plan(m, 0.5, round_to="auto", latency_model=lm)
     assert p.options["round_to"] == MULTIPLE
     assert p.options["round_to_auto"] == "preferred multiple of fake runtime (step 8)"
+    assert "round_to: 8 (auto: preferred multiple of fake runtime (step 8))" in p.summary()
+    assert "round_to:" not in keras_slim.plan(m, 0.5, round_to=MULTIPLE).summary()
     assert p.kept == keras_slim.plan(m, 0.5, round_to=MULTIPLE).kept
     _aligned(p, MULTIPLE)
     assert any(r.channels_after < r.channels_before for r in p.layers if r.macs_before)

@@ -34,9 +34,6 @@ def run(args: argparse.Namespace) -> int:
     print(the_plan.table(only_changed=not args.full_table))
     print()
     print(the_plan.summary())
-    if "round_to_auto" in the_plan.options:
-        print(f"round_to: {the_plan.options['round_to']} (auto: "
-              f"{the_plan.options['round_to_auto']})")
     if the_plan.barriers:
         print("barriers (channels kept): " + ", ".join(n for n, _ in the_plan.barriers))
     if args.plan_json:
