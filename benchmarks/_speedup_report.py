@@ -159,6 +159,12 @@ def _fastest_efficiency(entry: dict, case: dict, t: str) -> float:
 def observations(result: dict) -> list[str]:
     """Data-driven caveats: contention at 2 threads, GATHER cases, goal misses."""
     notes = []
+    for e in result["models"]:
+        for u in e.get("unreachable", []):
+            notes.append(f"{e['arch']}: the MACs of ratio {u['ratio']} are not reachable at "
+                         f"round_to {u['round_to']} (channel selection "
+                         f"{'on' if u['channel_selection'] else 'off'}): the layers are "
+                         "already at that multiple; no case.")
     threads = [str(t) for t in result["meta"]["threads"]]
     if "1" in threads:
         for t in (t for t in threads if t != "1"):

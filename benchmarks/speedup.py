@@ -160,6 +160,8 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
     base_report = keras_slim.export_tflite(model, base_path)
     base_files = runtimes_.export_all(model, base_path, runtimes)
     zero = keras_slim.plan(model, 0.0)
+    unreachable: list[dict] = []
+
     def build(selection: bool, order: bool = True) -> list[dict]:
         out = []
         plans = [(round_to, ratio, None) for round_to in round_tos for ratio in ratios]
@@ -170,8 +172,14 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
             if budget is None:
                 p = keras_slim.plan(model, ratio, round_to=round_to, channel_selection=selection)
             else:
-                p = keras_slim.plan(model, target_macs=budget, round_to=round_to,
-                                    channel_selection=selection)
+                try:
+                    p = keras_slim.plan(model, target_macs=budget, round_to=round_to,
+                                        channel_selection=selection)
+                except keras_slim.ModelError as err:  # widths already at the multiple
+                    unreachable.append(dict(ratio=ratio, round_to=round_to,
+                                            channel_selection=selection, reason=str(err)))
+                    log(f"{arch}: ratio {ratio}'s MACs at round_to {round_to}: not reachable")
+                    continue
             small = keras_slim.prune(model, p)
             selections = sum(isinstance(layer, keras_slim.ChannelSelection)
                              for layer in _keras.walk_layers(small))
@@ -214,7 +222,7 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
                 size_bytes=base_report.size_bytes, op_histogram=base_report.op_histogram,
                 depthwise_macs_share=depthwise_macs_share(zero),
                 conv_widths_not_multiple_of_8=sum(w % 8 != 0 for w in conv_widths(model)),
-                cases=cases)
+                cases=cases, unreachable=unreachable)
 
 
 def measure(entry: dict, threads: int, rounds: int, runs: int, warmup: int,
