@@ -42,6 +42,9 @@ class Options:
     exclude: frozenset = frozenset()
     border_folds: bool = True  # fold constants where exact only away from 'same' borders
     scores: str = "bn"  # what a class is scored by: "bn" (gamma) or "filters" (weights)
+    # under "filters": what a removed filter's channel carries ("zero": the filter is taken
+    # as zero; "mean": its BN's moving mean, so the BN emits beta; plan's filter_removal)
+    filter_removal: str = "zero"
 
 
 class UnionFind:
@@ -119,6 +122,8 @@ class Coupling:
             handler = resolve(call.layer)
             if options.scores == "filters":
                 handler = handler.under_filter_scores()
+                if options.filter_removal == "mean":
+                    handler = handler.under_mean_fill()
             self.handlers[call.index] = handler
             ctx = FlowContext(self, call, handler)
             ins = [self.tensors.get(k) for k in call.inputs]

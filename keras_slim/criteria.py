@@ -121,6 +121,21 @@ def check_criterion(criterion, normalize) -> tuple[str, str | None]:
     return ("bn" if criterion == BN_SCALE else "filters"), normalize
 
 
+FILTER_REMOVALS = ("zero", "mean")
+
+
+def check_filter_removal(criterion: str, filter_removal) -> None:
+    """`filter_removal` names a known hypothesis, and only a filter criterion has one."""
+    if filter_removal not in FILTER_REMOVALS:
+        raise ArgumentError(f"filter_removal={filter_removal!r} is not known; use 'zero' (a "
+                            "removed filter is taken as zero: exact where it is) or 'mean' (its "
+                            "channel carries its BN's mean, act(beta))")
+    if filter_removal != "zero" and criterion == BN_SCALE:
+        raise ArgumentError(f"filter_removal={filter_removal!r} is for filter criteria ('l1', "
+                            "'l2', 'fpgm', 'taylor'); under 'bn_scale' a removed channel already "
+                            "carries act(beta). Drop filter_removal, or choose a filter criterion")
+
+
 def filter_scores(filters: Sequence, criterion: str, normalize: str | None) -> list:
     """Per-channel scores from each layer's filters: [(layer, ids, scores)], as `scored`.
 

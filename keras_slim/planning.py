@@ -40,6 +40,7 @@ def plan(
     input_shape: Sequence | None = None,
     criterion: str = "bn_scale",
     normalize: str | None = "auto",
+    filter_removal: str = "zero",
     target_macs: float | None = None,
     target_params: float | None = None,
     target_latency_ms: float | str | None = None,
@@ -120,6 +121,15 @@ def plan(
             global ranking: "mean" (each layer's scores over their mean),
             "max", None (raw), or "auto" (None for "bn_scale", "mean" for
             filter criteria).
+        filter_removal: under a filter criterion, what a removed channel is
+            taken to carry. "zero" (default): its filter is taken as zero, so
+            after a BN it carries act(BN(0)); exact where the removed filters
+            are zero. "mean": its BN's moving mean, so the BN emits beta and
+            the channel carries act(beta), as under "bn_scale"; exact where
+            those BN gammas are 0, and for non-zero filters a closer
+            approximation before fine-tuning (measured in
+            benchmarks/results/criteria.md). Layers without a BN after them
+            keep "zero" (act(bias)). Not for "bn_scale".
         kept: instead of ratio/threshold, reproduce a saved plan: the kept
             output channels per layer (`Plan.kept`, e.g. from `Plan.from_json`).
         border_folds: a removed channel with gamma = 0 but beta != 0 emits a
@@ -170,6 +180,7 @@ def plan(
     ratio, threshold = plan_checks.check_args(ratio_check, threshold, min_channels, max_layer_ratio,
                                    round_to, group_reduction)
     scores_by, normalize = criteria.check_criterion(criterion, normalize)
+    criteria.check_filter_removal(criterion, filter_removal)
     taylor.check_arguments(criterion, data, loss, replay=kept is not None)
     if kept is not None or budget or group_ratios is not None:
         ratio = None
@@ -194,7 +205,8 @@ def plan(
                       input_shapes=input_shape)
     mac_shapes, input_shapes, dynamic_input = _mac_input(graph, input_shape)
     coupling = Coupling(graph, Options(channel_selection=channel_selection, exclude=exclude,
-                                       border_folds=border_folds, scores=scores_by), resolver)
+                                       border_folds=border_folds, scores=scores_by,
+                                       filter_removal=filter_removal), resolver)
     if scores_by == "filters":
         filters = coupling.filters
         if criteria.uses_data(criterion):
@@ -253,6 +265,7 @@ def plan(
                    round_to=round_to, exclude=sorted(exclude),
                    channel_selection=channel_selection, group_reduction=group_reduction,
                    criterion=criterion, normalize=normalize, border_folds=border_folds,
+                   filter_removal=filter_removal,
                    input_shape=None if input_shape is None else [list(s) for s in input_shapes])
     if round_to_auto is not None:  # a record, not an option: prune() drops it on replay
         options["round_to_auto"] = round_to_auto

@@ -288,6 +288,10 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                    help="what ranks channels: BN |gamma| (default, the paper), or the l1/l2 "
                         "norm of the filter creating each channel, or fpgm (redundancy); filter "
                         "criteria also prune models without BN")
+    g.add_argument("--filter-removal", choices=["zero", "mean"], default="zero",
+                   help="with a filter criterion, what a removed channel carries: zero (its "
+                        "filter taken as zero; exact where it is) or mean (its BN's moving "
+                        "mean, act(beta); closer before fine-tuning)")
     g.add_argument("--normalize", choices=["auto", "mean", "max", "none"], default="auto",
                    help="per-layer score normalisation before the global ranking (auto: none "
                         "for bn_scale, mean for filter criteria)")

@@ -16,6 +16,7 @@ def plan_options(args: argparse.Namespace) -> dict:
                 group_reduction=args.group_reduction,
                 criterion=getattr(args, "criterion", "bn_scale"),
                 normalize=_normalize(getattr(args, "normalize", "auto")),
+                filter_removal=getattr(args, "filter_removal", "zero"),
                 input_shape=input_shape_option(args))
 
 

@@ -57,6 +57,15 @@ class Handler:
         """
         return self
 
+    def under_mean_fill(self) -> "Handler":
+        """The handler under a filter criterion with plan(filter_removal="mean").
+
+        Itself, unless the layer knows a removed channel's mean (a BN: its
+        moving mean), whose value it then emits instead of mapping the
+        removed filter's constant.
+        """
+        return self
+
     def weight_rules(self, layer, in_keep: Sequence, out_keep: Sequence) -> dict | None:
         """How the weights are sliced, `{name: [(axis, positions), ...]}` (see
         `slice_weights`), or None when `rebuild` computes them another way."""

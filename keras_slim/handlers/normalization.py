@@ -84,8 +84,45 @@ class AffineBatchNormHandler(BatchNormHandler):
     def under_filter_scores(self) -> Handler:
         return self
 
+    def under_mean_fill(self) -> Handler:
+        return _MEAN_FILL
+
+
+class MeanFillBatchNormHandler(AffineBatchNormHandler):
+    """BatchNormalization under a filter criterion with plan(filter_removal="mean").
+
+    The removal hypothesis is then "the removed filter's output is replaced
+    by its mean", which the BN's moving mean records: the BN emits beta for
+    that channel, as it does under "bn_scale" once gamma is 0. The pruned
+    model equals the original with those channels' BN gamma set to 0: exact
+    where gamma is 0, or where the channel is constant at the BN's moving
+    mean (a zero filter whose BN statistics saw it zero). For a removed
+    filter that is not zero it approximates the channel by its mean, not by
+    the value a zero filter would give (BN(0) = beta - gamma * mean / std,
+    which after a trained BN can be far from anything the channel took).
+    """
+
+    def flow(self, ctx, ins):
+        out = super().flow(ctx, ins)
+        x = ins[0] if ins else None
+        if x is None or len(out) != 1 or out[0] is None or out[0].ids is not x.ids:
+            return out  # a barrier
+        beta = _keras.weight(ctx.layer, "beta")
+        zero = x.const & (True if beta is None else beta == 0)
+        return [ChannelInfo(x.ids, zero, x.const.copy())]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        c = np.asarray(consts[0], np.float64)
+        beta = _keras.weight(layer, "beta")
+        beta = np.zeros(len(c)) if beta is None else beta.astype(np.float64)
+        return [np.where(np.isfinite(c), beta, np.nan)]
+
+    def under_mean_fill(self) -> Handler:
+        return self
+
 
 _AFFINE = AffineBatchNormHandler()
+_MEAN_FILL = MeanFillBatchNormHandler()
 
 
 class GroupNormHandler(Handler):

@@ -1,0 +1,112 @@
+"""plan(filter_removal="mean"): a removed filter's channel carries its BN's mean, act(beta).
+
+The pruned model must equal the original with the removed channels' BN gammas
+set to 0 (every BN the removed class passes through), to float tolerance,
+where no fold is border-inexact (border_folds=False). Default "zero" is
+covered by test_criteria.py (zeroed filters prune exactly).
+"""
+import keras
+import numpy as np
+import pytest
+
+import keras_slim
+from keras_slim import testing
+
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
+
+def _conv_bn(x, width, kernel, name, act=None, bias=False):
+    x = keras.layers.Conv2D(width, kernel, padding="same", use_bias=bias, name=name)(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return x if act is None else keras.layers.Activation(act)(x)
+
+
+def _plain(act):
+    x = inp = keras.Input((12, 12, 3))
+    for i, width in enumerate((16, 24, 32)):
+        x = _conv_bn(x, width, 3, f"c{i}", act, bias=i == 1)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(5, name="head")(x))
+
+
+def _residual(act):
+    x = inp = keras.Input((12, 12, 3))
+    x = _conv_bn(x, 16, 3, "stem", act)
+    for b, width in enumerate((16, 32)):
+        y = _conv_bn(_conv_bn(x, width, 3, f"b{b}_c1", act), width, 1, f"b{b}_c2")
+        if x.shape[-1] != width:
+            x = _conv_bn(x, width, 1, f"b{b}_proj")
+        x = keras.layers.Activation(act)(keras.layers.Add(name=f"b{b}_add")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4, name="head")(x))
+
+
+def _mobile(act):
+    x = inp = keras.Input((12, 12, 3))
+    x = _conv_bn(x, 16, 3, "stem", act)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = keras.layers.Activation(act)(keras.layers.BatchNormalization(name="dw_bn")(x))
+    x = _conv_bn(x, 24, 1, "pw")
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inp, keras.layers.Dense(3, name="head")(x))
+
+
+def _gamma_zeroed(model, p):
+    """The original with every removed channel's BN gamma at 0 (the "mean" hypothesis)."""
+    ref = keras.models.clone_model(model)
+    ref.set_weights(model.get_weights())
+    touched = 0
+    for layer in ref.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.name in p.kept:
+            gamma = keras.ops.convert_to_numpy(layer.gamma).copy()
+            removed = np.setdiff1d(np.arange(len(gamma)), p.kept[layer.name])
+            gamma[removed] = 0.0
+            layer.gamma.assign(gamma)
+            touched += len(removed)
+    return ref, touched
+
+
+@pytest.mark.parametrize("build", [_plain, _residual, _mobile])
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])  # sigmoid(0) != 0: act(beta) is folded
+@pytest.mark.parametrize("criterion", ["l1", "fpgm"])
+def test_mean_fill_equals_the_model_with_those_gammas_zeroed(build, act, criterion):
+    m = build(act)
+    testing.randomize_batchnorm(m, seed=3)
+    p = keras_slim.plan(m, 0.4, criterion=criterion, filter_removal="mean", border_folds=False)
+    assert p.removed_channels > 0 and p.options["filter_removal"] == "mean"
+    ref, touched = _gamma_zeroed(m, p)
+    assert touched > 0
+    small = keras_slim.prune(m, p)
+    x = testing.random_inputs(m, batch=4, seed=1)
+    as_np = keras.ops.convert_to_numpy
+    want, got = as_np(ref(x)), as_np(small(x))
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    # the default hypothesis ranks the same channels but folds other constants
+    zero = keras_slim.plan(m, 0.4, criterion=criterion, border_folds=False)
+    assert zero.options["filter_removal"] == "zero"
+
+
+def test_mean_fill_replays_from_json_and_the_cli_flag(tmp_path):
+    from keras_slim.cli import main
+
+    m = _residual("relu")
+    testing.randomize_batchnorm(m, seed=4)
+    p = keras_slim.plan(m, 0.5, criterion="l1", filter_removal="mean")
+    again = keras_slim.prune(m, keras_slim.Plan.from_json(p.to_json()))
+    x = testing.random_inputs(m, batch=2)
+    assert testing.max_difference(keras_slim.prune(m, p), again, x) < 1e-6
+    path = tmp_path / "m.keras"
+    m.save(path)
+    out = tmp_path / "small.keras"
+    assert main(["prune", str(path), "--ratio", "0.5", "--criterion", "l1", "--filter-removal",
+                 "mean", "-o", str(out), "--plan-json", str(tmp_path / "p.json")]) == 0
+    saved = keras_slim.Plan.from_json(open(tmp_path / "p.json").read())
+    assert saved.options["filter_removal"] == "mean" and saved.kept == p.kept
+
+
+def test_bad_filter_removal():
+    m = _plain("relu")
+    with pytest.raises(keras_slim.ArgumentError, match="filter_removal='average' is not known"):
+        keras_slim.plan(m, 0.5, criterion="l1", filter_removal="average")
+    with pytest.raises(keras_slim.ArgumentError, match="is for filter criteria"):
+        keras_slim.plan(m, 0.5, filter_removal="mean")  # bn_scale
