@@ -19,12 +19,15 @@ sparsity-trained (BN L1, the paper). Then, for each MACs target (keep 50% and
 * `sensitivity` (l1 ranking, per-group ratios from keras_slim.sensitivity on
   a validation subset; the drop tolerance is bisected until the MACs target
   is met);
+* `l1` with `filter_removal="mean"` (a removed channel carries its BN's mean,
+  act(beta), instead of a zero filter's act(BN(0)));
 
 each fine-tuned for the same number of epochs. Reported: validation accuracy
 before/after fine-tuning, test accuracy (once), params, MACs, TFLite latency.
 A second table, without fine-tuning, is the normalisation ablation that
 defends `normalize="auto"`: l1 / fpgm with normalize mean / max / None and
-taylor with mean / None, validation accuracy right after pruning.
+taylor with mean / None, each with filter_removal zero and mean, validation
+accuracy right after pruning.
 
 Writes benchmarks/results/criteria[_resnet][_smoke].{json,md}. Each fine-tuned
 model and its row are kept in --work, so a run that stopped resumes after the
@@ -138,6 +141,8 @@ def main(argv=None):
             "taylor": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="taylor",
                                                 data=taylor_data)),
             "sensitivity (l1)": ("plain", _sensitivity_plan(plain, sens, goal)),
+            "l1, filter_removal=mean": ("plain", keras_slim.plan(
+                plain, target_macs=goal, criterion="l1", filter_removal="mean")),
         }
         for method, (base_name, p) in plans.items():
             if p is None:
@@ -148,11 +153,12 @@ def main(argv=None):
         # normalisation ablation: accuracy right after pruning, no fine-tuning
         for criterion, norms in (("l1", ("mean", "max", None)), ("fpgm", ("mean", "max", None)),
                                  ("taylor", ("mean", None))):
-            for norm in norms:
+            for norm, removal in ((n, r) for n in norms for r in ("zero", "mean")):
                 extra = dict(data=taylor_data) if criterion == "taylor" else {}
                 p = keras_slim.plan(plain, target_macs=goal, criterion=criterion,
-                                    normalize=norm, **extra)
+                                    normalize=norm, filter_removal=removal, **extra)
                 ablation.append(dict(target=goal, criterion=criterion, normalize=str(norm),
+                                     filter_removal=removal,
                                      val_pruned=accuracy(keras_slim.prune(plain, p), val),
                                      macs_kept=p.macs_after / p.macs_before,
                                      min_layer_kept=min(
@@ -242,11 +248,13 @@ def _markdown(meta, bases, rows, ablation) -> str:
                      f"{r['macs']:,}", f"{r.get('latency_ms', nan):.2f}"])
     lines += [""] + table(["MACs kept", "method", "val pruned", "val fine-tuned", "test",
                            "params", "MACs", "TFLite ms"], body)
-    lines += ["", "Normalisation ablation (plainly trained base, no fine-tuning; `auto` is mean "
-                  "for l1/fpgm, None for taylor and bn_scale):", ""]
-    lines += table(["MACs kept", "criterion", "normalize", "val pruned", "smallest layer kept"],
+    lines += ["", "Normalisation and filter_removal ablation (plainly trained base, no "
+                  "fine-tuning; `auto` is mean for l1/fpgm, None for taylor and bn_scale):", ""]
+    lines += table(["MACs kept", "criterion", "normalize", "filter_removal", "val pruned",
+                    "smallest layer kept"],
                    [[f"{a['target']:.0%}", a["criterion"], a["normalize"],
-                     f"{a['val_pruned']:.4f}", f"{a['min_layer_kept']:.1%}"] for a in ablation])
+                     a.get("filter_removal", "zero"), f"{a['val_pruned']:.4f}",
+                     f"{a['min_layer_kept']:.1%}"] for a in ablation])
     return "\n".join(lines) + "\n"
 
 
