@@ -120,7 +120,7 @@ def plan(
         normalize: how scores are made comparable across layers before the
             global ranking: "mean" (each layer's scores over their mean),
             "max", None (raw), or "auto" (None for "bn_scale", "mean" for
-            filter criteria).
+            filter criteria, taylor included).
         filter_removal: under a filter criterion, what a removed channel is
             taken to carry. "zero" (default): its filter is taken as zero, so
             after a BN it carries act(BN(0)); exact where the removed filters

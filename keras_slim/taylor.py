@@ -19,7 +19,9 @@ example, keeps scores from cancelling out on a trained model, whose
 whole-data gradient is near zero. Torch-Pruning's TaylorImportance sums
 |w * dw| over the weights instead; the signed sum is the estimate for
 removing the whole filter at once. The scores are estimated loss changes,
-comparable across layers as they are: `normalize="auto"` leaves them raw.
+which Molchanov et al. 2019 rank raw across layers; `normalize="auto"`
+divides each layer's by their mean all the same, because raw scores cut
+whole layers to a channel on CIFAR VGG (keras_slim.criteria says more).
 
 The model runs in inference mode (BN with its moving statistics, no
 dropout) and is not changed; the gradient flows through the BN that

@@ -202,7 +202,8 @@ def test_taylor_scores_match_a_numpy_reference_and_the_cut_takes_the_lowest():
     x, y = _taylor_data()
     batches = [(x[:8], y[:8]), (x[8:], y[8:])]
     before = m.get_weights()
-    p = keras_slim.plan(m, 1 / 3, criterion="taylor", data=batches, loss="mse")
+    p = keras_slim.plan(m, 1 / 3, criterion="taylor", data=batches, loss="mse",
+                        normalize=None)
     assert all(np.array_equal(a, b) for a, b in zip(before, m.get_weights()))  # BN stats too
     scored = {name: s for name, _, s in p._state.coupling.scored}
     expected = {}
@@ -210,7 +211,9 @@ def test_taylor_scores_match_a_numpy_reference_and_the_cut_takes_the_lowest():
         terms = _numpy_taylor_terms(m, batches, layer)
         expected[layer] = np.abs(terms).mean(axis=1)  # |sum(w * grad)| per batch, averaged
         np.testing.assert_allclose(scored[layer], expected[layer], rtol=2e-3, atol=1e-7)
-    assert p.options["normalize"] is None  # estimated loss changes: compared raw
+    assert p.options["normalize"] is None  # asked for: estimated loss changes compared raw
+    auto = keras_slim.plan(m, 1 / 3, criterion="taylor", data=batches, loss="mse")
+    assert auto.options["normalize"] == "mean"  # the default, as for the other filter criteria
     # the cut: the 3 lowest of the 9 prunable channels (conv 5 + hidden 4), globally
     ranked = sorted((s, layer, c) for layer in expected for c, s in enumerate(expected[layer]))
     gone = {(layer, c) for _, layer, c in ranked[:3]}
@@ -220,7 +223,7 @@ def test_taylor_scores_match_a_numpy_reference_and_the_cut_takes_the_lowest():
     assert not gone & kept
     # one (x, y) pair of arrays is one batch of 32 here; the compiled loss is the default
     m.compile(loss="mean_squared_error")
-    whole = keras_slim.plan(m, 1 / 3, criterion="taylor", data=(x, y))
+    whole = keras_slim.plan(m, 1 / 3, criterion="taylor", data=(x, y), normalize=None)
     scored = {name: s for name, _, s in whole._state.coupling.scored}
     np.testing.assert_allclose(scored["conv"], np.abs(_numpy_taylor_terms(
         m, [(x, y)], "conv")[:, 0]), rtol=2e-3, atol=1e-7)
