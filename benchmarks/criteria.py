@@ -21,8 +21,6 @@ sparsity-trained (BN L1, the paper). Then, for each MACs target (keep 50% and
   is met);
 * `l1` with `filter_removal="mean"` (a removed channel carries its BN's mean,
   act(beta), instead of a zero filter's act(BN(0)));
-* `bn_scale` with `normalize="mean"` on the sparsity-trained model (each
-  layer's |gamma| over their mean, as Torch-Pruning's BNScaleImportance);
 
 each fine-tuned for the same number of epochs. Reported: validation accuracy
 before/after fine-tuning, test accuracy (once), params, MACs, TFLite latency.
@@ -145,9 +143,6 @@ def main(argv=None):
             "sensitivity (l1)": ("plain", _sensitivity_plan(plain, sens, goal)),
             "l1, filter_removal=mean": ("plain", keras_slim.plan(
                 plain, target_macs=goal, criterion="l1", filter_removal="mean")),
-            # Torch-Pruning's BNScaleImportance normalises each layer's |gamma| by its mean
-            "bn_scale, normalize=mean (sparsity-trained)": ("sparse", keras_slim.plan(
-                sparse, target_macs=goal, normalize="mean")),
         }
         for method, (base_name, p) in plans.items():
             if p is None:

@@ -115,6 +115,12 @@ def check_criterion(criterion, normalize) -> tuple[str, str | None]:
         raise ArgumentError(f"criterion={criterion!r} is not known; use one of "
                             f"{criteria_names()} or add one with "
                             "keras_slim.criteria.register_criterion(name, fn)")
+    if criterion == BN_SCALE and normalize not in ("auto", None):
+        raise ArgumentError(f"normalize={normalize!r} is for filter criteria; 'bn_scale' ranks "
+                            "the raw |gamma| of every BN globally, as the paper does (a "
+                            "normalised gamma is not implemented). To keep a layer from being "
+                            "cut to a few channels use max_layer_ratio= or min_channels=, or "
+                            "rank filters with criterion='l1'")
     if normalize == "auto":
         normalize = None if criterion == BN_SCALE else "mean"
     if normalize not in _NORMALIZE:

@@ -123,6 +123,10 @@ def test_bad_criterion_arguments():
         keras_slim.plan(m, 0.5, criterion="l3")
     with pytest.raises(keras_slim.ArgumentError, match="normalize='sum' is not known"):
         keras_slim.plan(m, 0.5, criterion="l1", normalize="sum")
+    bn = _conv_bn_dense()
+    with pytest.raises(keras_slim.ArgumentError, match="normalize='mean' is for filter criteria"):
+        keras_slim.plan(bn, 0.5, normalize="mean")  # bn_scale ranks raw |gamma|: not ignored
+    assert keras_slim.plan(bn, 0.5, normalize=None).kept == keras_slim.plan(bn, 0.5).kept
     with pytest.raises(keras_slim.ArgumentError, match="non-empty string"):
         criteria.register_criterion("bn_scale", lambda rows: rows.sum(1))
     criteria.register_criterion("bad_shape_for_test", lambda rows: rows.sum())
