@@ -71,10 +71,11 @@ class _Graph(nn.Module):
         super().__init__()
         self.mods = nn.ModuleDict()
         self.nodes = []  # (name, kind, input names)
+        configs = {c["name"]: c for c in keras_model.get_config()["layers"]}  # serialised once
         for layer in keras_model.layers:
             cls = type(layer).__name__
             name = layer.name
-            inputs = _inbound(keras_model, name)
+            inputs = _inbound(configs[name])
             if cls == "InputLayer":
                 self.nodes.append((name, "input", []))
                 continue
@@ -103,8 +104,8 @@ class _Graph(nn.Module):
         return values[self.output]
 
 
-def _inbound(keras_model, name):
-    cfg = next(c for c in keras_model.get_config()["layers"] if c["name"] == name)
+def _inbound(cfg):
+    """Names of the layers whose outputs a layer's config says it reads."""
     found = []
 
     def walk(obj):
