@@ -25,9 +25,10 @@ sparsity-trained (BN L1, the paper). Then, for each MACs target (keep 50% and
 each fine-tuned for the same number of epochs. Reported: validation accuracy
 before/after fine-tuning, test accuracy (once), params, MACs, TFLite latency.
 A second table, without fine-tuning, is the normalisation ablation that
-defends `normalize="auto"`: l1 / fpgm with normalize mean / max / None and
-taylor with mean / None, each with filter_removal zero and mean, validation
-accuracy right after pruning.
+defends `normalize="auto"`: bn_scale (sparsity-trained base), l1 and fpgm
+with normalize mean / max / None and taylor with mean / None, the filter
+criteria each with filter_removal zero and mean; validation accuracy right
+after pruning and the smallest fraction of a layer kept.
 
 Writes benchmarks/results/criteria[_resnet][_smoke].{json,md}. Each fine-tuned
 model and its row are kept in --work, so a run that stopped resumes after the
@@ -37,6 +38,7 @@ benchmarks/torch_pruning_compare.py (a benchmark-only PyTorch environment).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -70,11 +72,25 @@ def main(argv=None):
     ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     ap.add_argument("--arch", choices=("vgg", "resnet"), default="vgg")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--epochs", type=int, help="epochs per base model (default: the scale's)")
+    ap.add_argument("--finetune-epochs", type=int,
+                    help="fine-tuning epochs per pruned model (default: the scale's)")
+    ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
+                    help="fractions of the MACs kept (default: 0.5 0.3)")
+    ap.add_argument("--methods", nargs="+",
+                    help="run only these methods (names as in the table; default: all)")
+    ap.add_argument("--bases-only", action="store_true",
+                    help="train (or load) the two base models, then stop")
     ap.add_argument("--work", default="criteria_work",
                     help="folder for TFLite files and the two trained base models (a rerun "
                          "with the same folder loads them instead of training again)")
     args = ap.parse_args(argv)
-    s = SCALES[args.scale]
+    s = dict(SCALES[args.scale])
+    budget = ""  # a budget other than the scale's gets its own file names
+    if args.epochs is not None:
+        s["epochs"], budget = args.epochs, budget + f"_e{args.epochs}"
+    if args.finetune_epochs is not None:
+        s["finetune"], budget = args.finetune_epochs, budget + f"_ft{args.finetune_epochs}"
     keras.utils.set_random_seed(0)
     (x_all, y_all), (x_test, y_test) = cifar.load_cifar10(args.data)
     order = np.random.default_rng(0).permutation(len(x_all))
@@ -88,7 +104,7 @@ def main(argv=None):
         cfg.model = dict(cfg.model, width=s["width"])
     elif args.scale == "smoke":
         cfg.model = dict(cfg.model, width=s["width"])
-    tag = "" if args.arch == "vgg" else f"{args.arch}_"
+    tag = ("" if args.arch == "vgg" else f"{args.arch}_")
     batch = cfg.batch_size
     train = cifar.make_dataset(x_tr, y_tr, batch, training=True, seed=0)
     val = cifar.make_dataset(x_val, y_val, 256, training=False)
@@ -109,9 +125,11 @@ def main(argv=None):
 
     t0 = time.time()
 
+    base_budget = f"_e{args.epochs}" if args.epochs is not None else ""
+
     def base(name, lam):
         """Train (or, on a rerun with the same --work, load) one base model."""
-        path = os.path.join(args.work, f"base_{tag}{args.scale}_{name}.keras")
+        path = os.path.join(args.work, f"base_{tag}{args.scale}{base_budget}_{name}.keras")
         if os.path.exists(path):
             print(f"loading {path} (trained by an earlier run)", flush=True)
             return keras.models.load_model(path)
@@ -125,41 +143,71 @@ def main(argv=None):
     plain = base("plain", 0.0)
     sparse = base("sparse", cfg.sparsity)
     bases = {"plain": plain, "sparse": sparse}
+    if args.bases_only:
+        return
     base_rows = {k: dict(val=accuracy(m, val), params=int(m.count_params()),
                          macs=keras_slim.plan(m, 0.0).macs_before) for k, m in bases.items()}
     print("bases", base_rows, flush=True)
 
-    sens = keras_slim.sensitivity(plain, lambda m: accuracy(m, sens_val),
-                                  ratios=s["sens_ratios"], criterion="l1", verbose=0)
+    sens_cache = []
+
+    def sensitivity():
+        """keras_slim.sensitivity of the plain model (computed once, when a method needs it)."""
+        if not sens_cache:
+            sens_cache.append(keras_slim.sensitivity(
+                plain, lambda m: accuracy(m, sens_val), ratios=s["sens_ratios"],
+                criterion="l1", verbose=0))
+        return sens_cache[0]
+
     rows, ablation = [], []
     taylor_data = train.take(16)
-    for goal in TARGETS:
-        plans = {
-            "bn_scale (sparsity-trained)": ("sparse", keras_slim.plan(sparse, target_macs=goal)),
-            "l1": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="l1")),
-            "fpgm": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="fpgm")),
-            "taylor": ("plain", keras_slim.plan(plain, target_macs=goal, criterion="taylor",
-                                                data=taylor_data)),
-            "sensitivity (l1)": ("plain", _sensitivity_plan(plain, sens, goal)),
-            "l1, filter_removal=mean": ("plain", keras_slim.plan(
+    for goal in args.targets:
+        plans = {  # built lazily: --methods may skip the costly ones
+            "bn_scale (sparsity-trained)": ("sparse", lambda: keras_slim.plan(
+                sparse, target_macs=goal)),
+            "bn_scale, normalize=mean (sparsity-trained)": ("sparse", lambda: keras_slim.plan(
+                sparse, target_macs=goal, normalize="mean")),
+            # the raw plan again: its spread against the first is the fine-tuning noise
+            "bn_scale (sparsity-trained), fine-tuned again": ("sparse", lambda: keras_slim.plan(
+                sparse, target_macs=goal)),
+            "l1": ("plain", lambda: keras_slim.plan(plain, target_macs=goal, criterion="l1")),
+            "fpgm": ("plain", lambda: keras_slim.plan(plain, target_macs=goal, criterion="fpgm")),
+            "taylor": ("plain", lambda: keras_slim.plan(plain, target_macs=goal, criterion="taylor",
+                                                        data=taylor_data)),
+            "taylor, normalize=None": ("plain", lambda: keras_slim.plan(
+                plain, target_macs=goal, criterion="taylor", data=taylor_data, normalize=None)),
+            "sensitivity (l1)": ("plain", lambda: _sensitivity_plan(plain, sensitivity(), goal)),
+            "l1, filter_removal=mean": ("plain", lambda: keras_slim.plan(
                 plain, target_macs=goal, criterion="l1", filter_removal="mean")),
         }
-        for method, (base_name, p) in plans.items():
+        unknown = sorted(set(args.methods or ()) - set(plans))
+        if unknown:
+            ap.error(f"--methods: unknown {unknown}; the methods are {sorted(plans)}")
+        for method, (base_name, make_plan) in plans.items():
+            if args.methods and method not in args.methods:
+                continue
+            p = make_plan()
             if p is None:
                 rows.append(dict(target=goal, method=method, error="target not reachable"))
                 continue
-            rows.append(_finetuned_row(args.work, f"{tag}{args.scale}", goal, method, base_name, p,
+            rows.append(_finetuned_row(args.work, f"{tag}{args.scale}{budget}", goal, method, base_name, p,
                                        bases, fit, accuracy, val, s["finetune"], cfg.lr * 0.1))
         # normalisation ablation: accuracy right after pruning, no fine-tuning
-        for criterion, norms in (("l1", ("mean", "max", None)), ("fpgm", ("mean", "max", None)),
+        for criterion, norms in (("bn_scale", ("mean", "max", None)),
+                                 ("l1", ("mean", "max", None)), ("fpgm", ("mean", "max", None)),
                                  ("taylor", ("mean", None))):
-            for norm, removal in ((n, r) for n in norms for r in ("zero", "mean")):
+            removals = ("zero",) if criterion == "bn_scale" else ("zero", "mean")
+            base_model = sparse if criterion == "bn_scale" else plain
+            for norm, removal in ((n, r) for n in norms for r in removals):
                 extra = dict(data=taylor_data) if criterion == "taylor" else {}
-                p = keras_slim.plan(plain, target_macs=goal, criterion=criterion,
-                                    normalize=norm, filter_removal=removal, **extra)
+                if criterion != "bn_scale":
+                    extra["filter_removal"] = removal
+                p = keras_slim.plan(base_model, target_macs=goal, criterion=criterion,
+                                    normalize=norm, **extra)
                 ablation.append(dict(target=goal, criterion=criterion, normalize=str(norm),
                                      filter_removal=removal,
-                                     val_pruned=accuracy(keras_slim.prune(plain, p), val),
+                                     base=("sparse" if criterion == "bn_scale" else "plain"),
+                                     val_pruned=accuracy(keras_slim.prune(base_model, p), val),
                                      macs_kept=p.macs_after / p.macs_before,
                                      min_layer_kept=min(
                                          lp.channels_after / lp.channels_before
@@ -182,9 +230,9 @@ def main(argv=None):
                          f"pre-activation ResNet-20 {cfg.model}"), epochs=s["epochs"],
                 finetune_epochs=s["finetune"], bn_l1=cfg.sparsity)
     name = "criteria" + ("" if args.arch == "vgg" else f"_{args.arch}") + (
-        "" if args.scale == "cpu" else f"_{args.scale}")
+        "" if args.scale == "cpu" else f"_{args.scale}") + budget
     save_results(args.out, name, dict(meta=meta, bases=base_rows, rows=rows, ablation=ablation,
-                                      sensitivity=sens.to_dict()),
+                                      sensitivity=sens_cache[0].to_dict() if sens_cache else None),
                  _markdown(meta, base_rows, rows, ablation))
 
 
@@ -192,18 +240,25 @@ def _finetuned_row(work, stem, goal, method, base_name, p, bases, fit, accuracy,
     """Prune, fine-tune and measure one plan; kept in `work` so that a rerun resumes."""
     slug = "".join(c if c.isalnum() else "_" for c in method).strip("_")
     path = os.path.join(work, f"ft_{stem}_{int(goal * 100)}_{slug}")
+    fingerprint = hashlib.sha1(json.dumps(p.kept, sort_keys=True).encode()).hexdigest()
     if os.path.exists(path + ".json") and os.path.exists(path + ".keras"):
-        print(f"loading {path}.keras (fine-tuned by an earlier run)", flush=True)
         with open(path + ".json") as f:
             row = json.load(f)
-        row["_model"] = keras.models.load_model(path + ".keras")
-        return row
+        # the same plan, or it is fine-tuned again (a changed default changes the plan);
+        # rows from before fingerprints were kept are matched by their params and MACs
+        same = (row["plan"] == fingerprint if "plan" in row else
+                (row["params"], row["macs"]) == (p.params_after, p.macs_after))
+        if same:
+            print(f"loading {path}.keras (fine-tuned by an earlier run)", flush=True)
+            row["_model"] = keras.models.load_model(path + ".keras")
+            return row
+        print(f"{path}.keras was fine-tuned from another plan: fine-tuning again", flush=True)
     small = keras_slim.prune(bases[base_name], p)
     before = accuracy(small, val)
     fit(small, epochs, lr=lr)
     row = dict(target=goal, method=method, base=base_name, val_pruned=before,
                val_finetuned=accuracy(small, val), params=p.params_after, macs=p.macs_after,
-               macs_kept=p.macs_after / p.macs_before)
+               macs_kept=p.macs_after / p.macs_before, plan=fingerprint)
     small.save(path + ".keras")
     with open(path + ".json", "w") as f:
         json.dump(row, f)
@@ -248,8 +303,9 @@ def _markdown(meta, bases, rows, ablation) -> str:
                      f"{r['macs']:,}", f"{r.get('latency_ms', nan):.2f}"])
     lines += [""] + table(["MACs kept", "method", "val pruned", "val fine-tuned", "test",
                            "params", "MACs", "TFLite ms"], body)
-    lines += ["", "Normalisation and filter_removal ablation (plainly trained base, no "
-                  "fine-tuning; `auto` is mean for l1/fpgm, None for taylor and bn_scale):", ""]
+    lines += ["", "Normalisation and filter_removal ablation (no fine-tuning; bn_scale on the "
+                  "sparsity-trained base, the others on the plain one; `auto` is None for "
+                  "bn_scale, mean for l1, fpgm and taylor):", ""]
     lines += table(["MACs kept", "criterion", "normalize", "filter_removal", "val pruned",
                     "smallest layer kept"],
                    [[f"{a['target']:.0%}", a["criterion"], a["normalize"],

@@ -120,7 +120,10 @@ def plan(
         normalize: how scores are made comparable across layers before the
             global ranking: "mean" (each layer's scores over their mean),
             "max", None (raw), or "auto" (None for "bn_scale", "mean" for
-            filter criteria, taylor included).
+            filter criteria, taylor included). With "bn_scale", "mean" and
+            "max" divide each BN's |gamma| by that BN's mean / max, as
+            Torch-Pruning's BNScaleImportance; `threshold=` then compares
+            the normalised scores.
         filter_removal: under a filter criterion, what a removed channel is
             taken to carry. "zero" (default): its filter is taken as zero, so
             after a BN it carries act(BN(0)); exact where the removed filters
@@ -212,6 +215,8 @@ def plan(
         if criteria.uses_data(criterion):
             filters = taylor.filter_terms(model, coupling, data, loss)
         coupling.set_scores(criteria.filter_scores(filters, criterion, normalize))
+    elif normalize is not None:
+        coupling.set_scores(criteria.bn_scores(coupling.scored, normalize))
     frozen, unsafe, scored = coupling.root_sets()
     if not scored:
         raise ModelError(plan_checks.no_scaling_factor_message(model, graph, criterion))

@@ -491,3 +491,15 @@ def test_ncnn_and_mnn_flag_errors_are_usage_errors(tmp_path, capsys, argv, messa
     errors = _err_lines(capsys.readouterr().err)
     assert code == 2 and len(errors) == 1 and message in errors[0]
     assert sorted(os.listdir(tmp_path)) == ["f.txt"]
+
+
+def test_prune_bn_scale_normalised_by_mean(work, tmp_path):
+    """`--normalize mean` reaches plan() with bn_scale: the same model as the Python API."""
+    import keras_slim
+
+    src, out = str(work / "vgg.keras"), str(tmp_path / "mean.keras")
+    assert cli.main(["prune", src, "--ratio", "0.5", "--normalize", "mean", "-o", out]) == 0
+    model = keras.models.load_model(src)
+    expected = keras_slim.prune(model, 0.5, normalize="mean")
+    assert keras.models.load_model(out).count_params() == expected.count_params()
+    assert expected.count_params() != keras_slim.prune(model, 0.5).count_params()

@@ -124,9 +124,9 @@ def test_bad_criterion_arguments():
     with pytest.raises(keras_slim.ArgumentError, match="normalize='sum' is not known"):
         keras_slim.plan(m, 0.5, criterion="l1", normalize="sum")
     bn = _conv_bn_dense()
-    with pytest.raises(keras_slim.ArgumentError, match="normalize='mean' is for filter criteria"):
-        keras_slim.plan(bn, 0.5, normalize="mean")  # bn_scale ranks raw |gamma|: not ignored
     assert keras_slim.plan(bn, 0.5, normalize=None).kept == keras_slim.plan(bn, 0.5).kept
+    with pytest.raises(keras_slim.ArgumentError, match="normalize='median' is not known"):
+        keras_slim.plan(bn, 0.5, normalize="median")
     with pytest.raises(keras_slim.ArgumentError, match="non-empty string"):
         criteria.register_criterion("bn_scale", lambda rows: rows.sum(1))
     criteria.register_criterion("bad_shape_for_test", lambda rows: rows.sum())
@@ -281,3 +281,51 @@ def test_taylor_argument_errors():
         keras_slim.plan(m, 0.3, criterion="taylor", data=[(x[:, :4], y)], loss="mse")
     with pytest.raises(keras_slim.ArgumentError, match="other than"):
         criteria.register_criterion("taylor", lambda rows: rows.sum(1))
+
+
+def _two_bn_scales():
+    """Two conv-BN layers whose |gamma| differ by 100x: raw ranking cuts only the first."""
+    x = inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, keras.layers.Dense(3, name="head")(x))
+    rng = np.random.default_rng(0)
+    g1, g2 = rng.uniform(0.01, 0.02, 8), rng.uniform(1.0, 2.0, 8)
+    m.get_layer("bn1").gamma.assign(g1 * np.sign(rng.normal(size=8)))  # the sign is ignored
+    m.get_layer("bn2").gamma.assign(g2)
+    return m, g1, g2
+
+
+@pytest.mark.parametrize("normalize", ["mean", "max"])
+def test_bn_scale_normalised_within_each_bn(normalize):
+    """Each BN's |gamma| over that BN's mean (max), then one global ranking (numpy reference)."""
+    m, g1, g2 = _two_bn_scales()
+    raw = keras_slim.plan(m, 0.5)
+    assert len(raw.kept["bn1"]) == 1 and "bn2" not in raw.kept  # bn1 cut to min_channels
+    p = keras_slim.plan(m, 0.5, normalize=normalize, min_channels=1)
+    assert p.options["normalize"] == normalize
+    div = np.mean if normalize == "mean" else np.max
+    scores = {("bn1", i): v for i, v in enumerate(g1 / div(g1))}
+    scores.update({("bn2", i): v for i, v in enumerate(g2 / div(g2))})
+    cut = sorted(scores, key=scores.get)[:8]  # half of the 16 channels, lowest first
+    for name in ("bn1", "bn2"):
+        expected = sorted(i for layer, i in scores if layer == name and (layer, i) not in cut)
+        assert p.kept.get(name, list(range(8))) == expected, name
+    assert 2 <= len(p.kept["bn1"]) <= 6  # no layer is cut to nothing, unlike the raw ranking
+    again = keras_slim.Plan.from_json(p.to_json())
+    x = testing.random_inputs(m)
+    assert testing.max_difference(keras_slim.prune(m, p), keras_slim.prune(m, again), x) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bn_scale_normalised_is_exact_on_random_graphs(seed):
+    """Zero stays zero: dead and constant (act(beta)) channels prune exactly under "mean"."""
+    model = testing.random_model(seed, constants=True)
+    r = testing.exactness(model, 0.4, seed=seed, constants=True, normalize="mean")
+    assert r.killed > 0 and r.plan.options["normalize"] == "mean"
+    assert r.difference < 1e-4, r.difference

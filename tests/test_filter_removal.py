@@ -110,3 +110,58 @@ def test_bad_filter_removal():
         keras_slim.plan(m, 0.5, criterion="l1", filter_removal="average")
     with pytest.raises(keras_slim.ArgumentError, match="is for filter criteria"):
         keras_slim.plan(m, 0.5, filter_removal="mean")  # bn_scale
+
+
+def _walk(model, prefix=""):
+    """(plan name, layer) of every layer, nested models' as "outer/inner" as in `Plan.kept`."""
+    for layer in model.layers:
+        yield prefix + layer.name, layer
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer, prefix + layer.name + "/")
+
+
+def _removed_zeroed(model, p):
+    """The "mean" hypothesis on any graph: removed filters zero (biases kept) and removed BN
+    gammas zero, so a channel after a BN carries act(beta) and one without carries act(bias)."""
+    ref = keras.models.clone_model(model)
+    ref.set_weights(model.get_weights())
+    as_np = keras.ops.convert_to_numpy
+    for path, layer in _walk(ref):
+        if path not in p.kept or isinstance(layer, keras.Model):
+            continue
+        weights = {w.path.split("/")[-1]: w for w in layer.weights}
+        if isinstance(layer, keras.layers.BatchNormalization):
+            key = "gamma"
+        elif "pointwise_kernel" in weights:
+            key = "pointwise_kernel"
+        elif "kernel" in weights:
+            key = "kernel"
+        else:
+            continue
+        w = as_np(weights[key]).copy()
+        flat = w.reshape(w.shape[:-2] + (-1,)) if isinstance(
+            layer, keras.layers.DepthwiseConv2D) else w  # depthwise taps of output c*m+k
+        flat[..., np.setdiff1d(np.arange(flat.shape[-1]), p.kept[path])] = 0.0
+        weights[key].assign(flat.reshape(w.shape))
+    return ref
+
+
+@pytest.mark.parametrize("criterion", ["l1", "fpgm"])
+def test_mean_fill_is_exact_on_random_graphs(criterion):
+    """Random graphs (merges, concatenations, SE, depthwise, nested models, activations whose
+    value at 0 is not 0, every kind of reader head): the pruned model equals the model with
+    the removed filters and gammas zeroed."""
+    pruned_any = mattered = 0
+    for seed in range(16):
+        m = testing.random_model(seed, constants=True)
+        testing.randomize_batchnorm(m, seed)
+        p = keras_slim.plan(m, 0.4, criterion=criterion, filter_removal="mean",
+                            border_folds=False)
+        if not p.removed_channels:
+            continue
+        pruned_any += 1
+        x = testing.random_inputs(m, batch=2, seed=1)
+        small = keras_slim.prune(m, p)
+        assert testing.max_difference(_removed_zeroed(m, p), small, x) < 1e-5, seed
+        mattered += testing.max_difference(m, small, x) > 1e-3  # the hypothesis changed outputs
+    assert pruned_any >= 10 and mattered >= 8, (pruned_any, mattered)

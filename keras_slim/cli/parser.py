@@ -294,7 +294,8 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                         "mean, act(beta); closer before fine-tuning)")
     g.add_argument("--normalize", choices=["auto", "mean", "max", "none"], default="auto",
                    help="per-layer score normalisation before the global ranking (auto: none "
-                        "for bn_scale, mean for filter criteria)")
+                        "for bn_scale, mean for filter criteria; with bn_scale, mean/max divide "
+                        "each BN's |gamma| by that BN's mean/max)")
     g.add_argument("--input-shape", type=_shape, action="append", metavar="H,W,C",
                    help="input size MACs are counted at, without the batch axis, e.g. "
                         "224,224,3; repeat it once per input for multi-input models. It fills "
