@@ -79,6 +79,8 @@ def main(argv=None):
                     help="fractions of the MACs kept (default: 0.5 0.3)")
     ap.add_argument("--methods", nargs="+",
                     help="run only these methods (names as in the table; default: all)")
+    ap.add_argument("--no-ablation", action="store_true",
+                    help="skip the normalisation ablation (accuracy right after pruning)")
     ap.add_argument("--bases-only", action="store_true",
                     help="train (or load) the two base models, then stop")
     ap.add_argument("--work", default="criteria_work",
@@ -160,7 +162,10 @@ def main(argv=None):
         return sens_cache[0]
 
     rows, ablation = [], []
-    taylor_data = train.take(16)
+    # the same 16 batches in every run (a shuffled take(16) differs per run, and so would
+    # the taylor plans that a resumed run checks against its saved fine-tunes)
+    taylor_data = cifar.make_dataset(x_tr[: 16 * batch], y_tr[: 16 * batch], batch,
+                                     training=False)
     for goal in args.targets:
         plans = {  # built lazily: --methods may skip the costly ones
             "bn_scale (sparsity-trained)": ("sparse", lambda: keras_slim.plan(
@@ -193,7 +198,7 @@ def main(argv=None):
             rows.append(_finetuned_row(args.work, f"{tag}{args.scale}{budget}", goal, method, base_name, p,
                                        bases, fit, accuracy, val, s["finetune"], cfg.lr * 0.1))
         # normalisation ablation: accuracy right after pruning, no fine-tuning
-        for criterion, norms in (("bn_scale", ("mean", "max", None)),
+        for criterion, norms in () if args.no_ablation else (("bn_scale", ("mean", "max", None)),
                                  ("l1", ("mean", "max", None)), ("fpgm", ("mean", "max", None)),
                                  ("taylor", ("mean", None))):
             removals = ("zero",) if criterion == "bn_scale" else ("zero", "mean")

@@ -165,3 +165,24 @@ def test_mean_fill_is_exact_on_random_graphs(criterion):
         assert testing.max_difference(_removed_zeroed(m, p), small, x) < 1e-5, seed
         mattered += testing.max_difference(m, small, x) > 1e-3  # the hypothesis changed outputs
     assert pruned_any >= 10 and mattered >= 8, (pruned_any, mattered)
+
+
+@pytest.mark.parametrize("filter_removal", ["zero", "mean"])
+def test_bn_off_the_channel_axis_is_a_barrier(filter_removal):
+    """A BN over axis 1 mixes nothing per channel: its input channels stay, the rest prune."""
+    x = inp = keras.Input((8, 8, 3))
+    a = _conv_bn(x, 8, 3, "a", "relu")
+    b = keras.layers.Conv2D(6, 3, padding="same", name="b")(a)
+    b = keras.layers.BatchNormalization(axis=1, name="b_bn")(b)  # not the channel axis
+    y = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(a),
+                                    keras.layers.GlobalAveragePooling2D()(b)])
+    m = keras.Model(inp, keras.layers.Dense(3, name="head")(y))
+    testing.randomize_batchnorm(m, seed=2)
+    p = keras_slim.plan(m, 0.5, criterion="l1", filter_removal=filter_removal)
+    assert "b" not in p.kept and "b_bn" not in p.kept  # the barrier's channels are kept
+    assert len(p.kept["a"]) < 8
+    small = keras_slim.prune(m, p)
+    assert small.get_layer("b_bn").get_config()["axis"] in (1, [1])
+    for criterion in ("bn_scale", "l1"):  # dead channels around the barrier prune exactly
+        r = testing.exactness(keras.models.clone_model(m), 0.5, seed=3, criterion=criterion)
+        assert r.plan.removed_channels > 0 and r.difference < 1e-5, (criterion, r.difference)

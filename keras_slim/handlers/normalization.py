@@ -8,6 +8,14 @@ from keras_slim.handlers.context import ChannelInfo
 from keras_slim.handlers.base import Handler, slice_weights
 
 
+def _last_axis(layer, in_shapes) -> bool:
+    """Whether a BN's `axis` is the last axis of its input (the channel axis)."""
+    rank = len(in_shapes[0]) if in_shapes and in_shapes[0] is not None else 0
+    axis = layer.axis if isinstance(layer.axis, int) else (
+        layer.axis[0] if len(layer.axis) == 1 else None)
+    return axis is not None and rank > 0 and axis % rank == rank - 1
+
+
 class BatchNormHandler(Handler):
     """BN on the channel axis; with scale=True its |gamma| scores its channels.
 
@@ -24,14 +32,15 @@ class BatchNormHandler(Handler):
     emits_constants = True
     scores_gamma = True  # False under a filter criterion (AffineBatchNormHandler)
 
+    @staticmethod
+    def on_channel_axis(ctx, ins) -> bool:
+        """Whether the BN normalises the last axis, the channel axis (else it is a barrier)."""
+        return bool(ins) and ins[0] is not None and _last_axis(ctx.layer, ctx.in_shapes)
+
     def flow(self, ctx, ins):
-        x = ins[0] if ins else None
-        layer = ctx.layer
-        rank = len(ctx.in_shapes[0]) if ctx.in_shapes else 0
-        axis = layer.axis if isinstance(layer.axis, int) else (
-            layer.axis[0] if len(layer.axis) == 1 else None)
-        if x is None or axis is None or axis % rank != rank - 1:
+        if not self.on_channel_axis(ctx, ins):
             return ctx.barrier(ins, "BatchNormalization not on the last axis")
+        x, layer = ins[0], ctx.layer
         if not layer.scale or not self.scores_gamma:
             # gamma * (x - mean) / std + beta: per-channel affine, nothing to score.
             return [x.not_zero()]
@@ -50,6 +59,8 @@ class BatchNormHandler(Handler):
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         n = len(consts[0])
+        if not _last_axis(layer, in_shapes):  # a barrier: its statistics are not per channel
+            return [np.full(n, np.nan)]
         beta = _keras.weight(layer, "beta")
         beta = np.zeros(n) if beta is None else beta
         if layer.scale and self.scores_gamma:
@@ -64,7 +75,14 @@ class BatchNormHandler(Handler):
         return _AFFINE
 
     def weight_rules(self, layer, in_keep, out_keep):
-        return {n: [(0, out_keep[0])] for n in ("gamma", "beta", "moving_mean", "moving_variance")}
+        keep = out_keep[0]
+        spec = getattr(layer, "input_spec", None)
+        rank = getattr(spec, "ndim", None) if not isinstance(spec, (list, tuple)) else None
+        if keep is None or (rank and not _last_axis(layer, [(None,) * rank])):
+            # a BN off the channel axis is a barrier: every channel stays, and its
+            # statistics have the length of its own axis, not of the channels
+            return {}
+        return {n: [(0, keep)] for n in ("gamma", "beta", "moving_mean", "moving_variance")}
 
     def rebuild(self, layer, in_keep, out_keep):
         return layer.get_config(), slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
@@ -103,16 +121,17 @@ class MeanFillBatchNormHandler(AffineBatchNormHandler):
     """
 
     def flow(self, ctx, ins):
-        out = super().flow(ctx, ins)
-        x = ins[0] if ins else None
-        if x is None or len(out) != 1 or out[0] is None or out[0].ids is not x.ids:
-            return out  # a barrier
+        if not self.on_channel_axis(ctx, ins):
+            return super().flow(ctx, ins)  # the barrier
+        x = ins[0]
         beta = _keras.weight(ctx.layer, "beta")
         zero = x.const & (True if beta is None else beta == 0)
         return [ChannelInfo(x.ids, zero, x.const.copy())]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         c = np.asarray(consts[0], np.float64)
+        if not _last_axis(layer, in_shapes):
+            return super().constant(layer, consts, in_shapes, out_shapes)
         beta = _keras.weight(layer, "beta")
         beta = np.zeros(len(c)) if beta is None else beta.astype(np.float64)
         return [np.where(np.isfinite(c), beta, np.nan)]
