@@ -71,9 +71,10 @@ def warn_bottlenecks(layers: list, cut: float) -> None:
             "almost no output channels: " + ", ".join(narrow[:8])
             + (f" and {len(narrow) - 8} more" if len(narrow) > 8 else "")
             + ". Each becomes a bottleneck of the whole network. That is expected when "
-            "sparsity training drove their scaling factors to zero; if the model was not "
-            "sparsity-trained (keras_slim.add_bn_l1), bound the cut with max_layer_ratio "
-            "(e.g. 0.9) or min_channels.", stacklevel=3)
+            "sparsity training drove their scaling factors to zero; if it did not (no or "
+            "short sparsity training, keras_slim.add_bn_l1), rank each layer's scores "
+            "against its own mean with normalize='mean', or bound the cut with "
+            "max_layer_ratio (e.g. 0.9) or min_channels.", stacklevel=3)
 
 
 def warn_barriers(coupling, scored) -> None:

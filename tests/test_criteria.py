@@ -329,3 +329,25 @@ def test_bn_scale_normalised_is_exact_on_random_graphs(seed):
     r = testing.exactness(model, 0.4, seed=seed, constants=True, normalize="mean")
     assert r.killed > 0 and r.plan.options["normalize"] == "mean"
     assert r.difference < 1e-4, r.difference
+
+
+def test_bottleneck_warning_names_normalize_and_mean_avoids_it():
+    """Raw |gamma| cut a small-gamma layer to one channel; the warning names the fix."""
+    x = inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(64, 3, padding="same", name="c1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", name="c2")(keras.layers.ReLU()(x))
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    m = keras.Model(inp, keras.layers.Dense(3, name="head")(x))
+    rng = np.random.default_rng(1)
+    m.get_layer("bn1").gamma.assign(rng.uniform(0.01, 0.02, 64))
+    m.get_layer("bn2").gamma.assign(rng.uniform(1.0, 2.0, 64))
+    with pytest.warns(UserWarning, match="normalize='mean'") as caught:
+        raw = keras_slim.plan(m, 0.5)
+    assert "'c1' (1 of 64)" in str(caught[0].message) and len(raw.kept["bn1"]) == 1
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mean = keras_slim.plan(m, 0.5, normalize="mean")
+    assert 16 <= len(mean.kept["bn1"]) <= 48
