@@ -308,6 +308,8 @@ def _markdown(meta, bases, rows, ablation) -> str:
                      f"{r['macs']:,}", f"{r.get('latency_ms', nan):.2f}"])
     lines += [""] + table(["MACs kept", "method", "val pruned", "val fine-tuned", "test",
                            "params", "MACs", "TFLite ms"], body)
+    if not ablation:  # --no-ablation
+        return "\n".join(lines) + "\n"
     lines += ["", "Normalisation and filter_removal ablation (no fine-tuning; bn_scale on the "
                   "sparsity-trained base, the others on the plain one; `auto` is None for "
                   "bn_scale, mean for l1, fpgm and taylor):", ""]
