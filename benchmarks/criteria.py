@@ -38,6 +38,7 @@ benchmarks/torch_pruning_compare.py (a benchmark-only PyTorch environment).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ import platform
 import sys
 import time
 import warnings
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -162,6 +164,9 @@ def main(argv=None):
         return sens_cache[0]
 
     rows, ablation = [], []
+    finetuner = _FineTuner(work=args.work, stem=f"{tag}{args.scale}{budget}", bases=bases,
+                           fit=fit, accuracy=accuracy, val=val, epochs=s["finetune"],
+                           lr=cfg.lr * 0.1)
     # the same 16 batches in every run (a shuffled take(16) differs per run, and so would
     # the taylor plans that a resumed run checks against its saved fine-tunes)
     taylor_data = cifar.make_dataset(x_tr[: 16 * batch], y_tr[: 16 * batch], batch,
@@ -195,8 +200,7 @@ def main(argv=None):
             if p is None:
                 rows.append(dict(target=goal, method=method, error="target not reachable"))
                 continue
-            rows.append(_finetuned_row(args.work, f"{tag}{args.scale}{budget}", goal, method, base_name, p,
-                                       bases, fit, accuracy, val, s["finetune"], cfg.lr * 0.1))
+            rows.append(finetuner.row(goal, method, base_name, p))
         # normalisation ablation: accuracy right after pruning, no fine-tuning
         for criterion, norms in () if args.no_ablation else (("bn_scale", ("mean", "max", None)),
                                  ("l1", ("mean", "max", None)), ("fpgm", ("mean", "max", None)),
@@ -241,34 +245,46 @@ def main(argv=None):
                  _markdown(meta, base_rows, rows, ablation))
 
 
-def _finetuned_row(work, stem, goal, method, base_name, p, bases, fit, accuracy, val, epochs, lr):
-    """Prune, fine-tune and measure one plan; kept in `work` so that a rerun resumes."""
-    slug = "".join(c if c.isalnum() else "_" for c in method).strip("_")
-    path = os.path.join(work, f"ft_{stem}_{int(goal * 100)}_{slug}")
-    fingerprint = hashlib.sha1(json.dumps(p.kept, sort_keys=True).encode()).hexdigest()
-    if os.path.exists(path + ".json") and os.path.exists(path + ".keras"):
-        with open(path + ".json") as f:
-            row = json.load(f)
-        # the same plan, or it is fine-tuned again (a changed default changes the plan);
-        # rows from before fingerprints were kept are matched by their params and MACs
-        same = (row["plan"] == fingerprint if "plan" in row else
-                (row["params"], row["macs"]) == (p.params_after, p.macs_after))
-        if same:
-            print(f"loading {path}.keras (fine-tuned by an earlier run)", flush=True)
-            row["_model"] = keras.models.load_model(path + ".keras")
-            return row
-        print(f"{path}.keras was fine-tuned from another plan: fine-tuning again", flush=True)
-    small = keras_slim.prune(bases[base_name], p)
-    before = accuracy(small, val)
-    fit(small, epochs, lr=lr)
-    row = dict(target=goal, method=method, base=base_name, val_pruned=before,
-               val_finetuned=accuracy(small, val), params=p.params_after, macs=p.macs_after,
-               macs_kept=p.macs_after / p.macs_before, plan=fingerprint)
-    small.save(path + ".keras")
-    with open(path + ".json", "w") as f:
-        json.dump(row, f)
-    print(method, goal, row["val_pruned"], row["val_finetuned"], flush=True)
-    return dict(row, _model=small)
+@dataclasses.dataclass
+class _FineTuner:
+    """Prunes, fine-tunes and measures plans; each result is kept in `work` so that a
+    rerun resumes."""
+    work: str
+    stem: str  # file-name prefix: architecture, scale and budget
+    bases: dict
+    fit: Callable
+    accuracy: Callable
+    val: object  # the validation dataset
+    epochs: int
+    lr: float
+
+    def row(self, goal, method, base_name, p):
+        slug = "".join(c if c.isalnum() else "_" for c in method).strip("_")
+        path = os.path.join(self.work, f"ft_{self.stem}_{int(goal * 100)}_{slug}")
+        fingerprint = hashlib.sha1(json.dumps(p.kept, sort_keys=True).encode()).hexdigest()
+        if os.path.exists(path + ".json") and os.path.exists(path + ".keras"):
+            with open(path + ".json") as f:
+                row = json.load(f)
+            # the same plan, or it is fine-tuned again (a changed default changes the plan);
+            # rows from before fingerprints were kept are matched by their params and MACs
+            same = (row["plan"] == fingerprint if "plan" in row else
+                    (row["params"], row["macs"]) == (p.params_after, p.macs_after))
+            if same:
+                print(f"loading {path}.keras (fine-tuned by an earlier run)", flush=True)
+                row["_model"] = keras.models.load_model(path + ".keras")
+                return row
+            print(f"{path}.keras was fine-tuned from another plan: fine-tuning again", flush=True)
+        small = keras_slim.prune(self.bases[base_name], p)
+        before = self.accuracy(small, self.val)
+        self.fit(small, self.epochs, lr=self.lr)
+        row = dict(target=goal, method=method, base=base_name, val_pruned=before,
+                   val_finetuned=self.accuracy(small, self.val), params=p.params_after,
+                   macs=p.macs_after, macs_kept=p.macs_after / p.macs_before, plan=fingerprint)
+        small.save(path + ".keras")
+        with open(path + ".json", "w") as f:
+            json.dump(row, f)
+        print(method, goal, row["val_pruned"], row["val_finetuned"], flush=True)
+        return dict(row, _model=small)
 
 
 def _sensitivity_plan(model, sens, goal):

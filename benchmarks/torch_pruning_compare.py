@@ -136,8 +136,10 @@ def _torch_layer(layer):
         if layer.use_bias:
             conv.bias.data = torch.from_numpy(layer.get_weights()[1].copy())
         if stride != 1 and layer.padding == "same" and k.shape[0] > 1:
-            # TensorFlow's "same" pads the extra row/column at the bottom/right
-            total = k.shape[0] - 1
+            # TensorFlow's "same" pads what the strided window needs past the input, the
+            # extra row/column at the bottom/right (for an even input and k = 3, s = 2: 0 and 1)
+            size = layer.input.shape[1]
+            total = max((-(-size // stride) - 1) * stride + k.shape[0] - size, 0)
             return "module", nn.Sequential(
                 nn.ZeroPad2d((total // 2, total - total // 2, total // 2, total - total // 2)),
                 conv)
@@ -300,12 +302,24 @@ def main(argv=None):
                     help="criteria.py's --work folder holding the two base models")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int,
+                    help="read the base models criteria.py trained with this --epochs")
+    ap.add_argument("--finetune-epochs", type=int,
+                    help="fine-tuning epochs per pruned model (default: the scale's)")
+    ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
+                    help="fractions of the MACs kept (default: 0.5 0.3)")
     ap.add_argument("--merge-only", action="store_true",
                     help="only rewrite the report from the saved JSON and the current "
                          "criteria JSON (when criteria.py finished after this script)")
     args = ap.parse_args(argv)
+    s = dict(SCALES[args.scale])
+    # the same file names as criteria.py for a budget other than the scale's
+    base_budget = f"_e{args.epochs}" if args.epochs is not None else ""
+    budget = base_budget
+    if args.finetune_epochs is not None:
+        s["finetune"], budget = args.finetune_epochs, budget + f"_ft{args.finetune_epochs}"
     stem = "torch_pruning" + ("" if args.arch == "vgg" else f"_{args.arch}") + (
-        "" if args.scale == "cpu" else f"_{args.scale}")
+        "" if args.scale == "cpu" else f"_{args.scale}") + budget
     if args.merge_only:
         with open(os.path.join(args.out, stem + ".json")) as f:
             data = json.load(f)
@@ -319,7 +333,6 @@ def main(argv=None):
 
     from keras_slim.training import cifar
 
-    s = SCALES[args.scale]
     tag = "" if args.arch == "vgg" else f"{args.arch}_"
     (x_all, y_all), (x_test, y_test) = cifar.load_cifar10(args.data)
     order = np.random.default_rng(0).permutation(len(x_all))  # criteria.py's split
@@ -331,10 +344,12 @@ def main(argv=None):
     t0 = time.time()
     bases, base_rows = {}, {}
     for name in ("plain", "sparse"):
-        path = os.path.join(args.work, f"base_{tag}{args.scale}_{name}.keras")
+        path = os.path.join(args.work, f"base_{tag}{args.scale}{base_budget}_{name}.keras")
         if not os.path.exists(path):
+            again = f" --epochs {args.epochs}" if args.epochs is not None else ""
             raise SystemExit(f"{path} does not exist: run benchmarks/criteria.py --arch "
-                             f"{args.arch} --scale {args.scale} --work {args.work} first")
+                             f"{args.arch} --scale {args.scale}{again} --work {args.work} "
+                             "--bases-only first")
         km = keras.models.load_model(path)
         tm = _Graph(km).eval()
         probe = x_val[:64]
@@ -349,7 +364,7 @@ def main(argv=None):
                                params=params(tm), port_error=err)
         print(name, base_rows[name], flush=True)
     rows = []
-    for keep in TARGETS:
+    for keep in args.targets:
         for method, (base_name, cls, imp) in PRUNERS.items():
             t1 = time.time()
             found = prune_to(bases[base_name], cls, imp, keep)

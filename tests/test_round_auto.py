@@ -15,20 +15,13 @@ import pytest
 import keras_slim
 from keras_slim import testing
 
+from _models import conv_bn_relu_chain
+
 MULTIPLE = 8
 
 
 def _model(name="round_net"):
-    x = inp = keras.Input((16, 16, 3))
-    for i, width in enumerate((24, 40, 64)):
-        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"c{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(5, name="head")(x)
-    m = keras.Model(inp, out, name=name)
-    testing.randomize_batchnorm(m, seed=5)
-    return m
+    return conv_bn_relu_chain((24, 40, 64), seed=5, name=name)
 
 
 class _FakeLatency:

@@ -1,25 +1,17 @@
 """plan(target_macs=/target_params=): the fewest channels that meet a budget."""
-import keras
 import numpy as np
 import pytest
 
 import keras_slim
 from keras_slim import testing
 
+from _models import conv_bn_relu_chain
+
 pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
 
 
 def _model():
-    x = inp = keras.Input((16, 16, 3))
-    for i, width in enumerate((16, 24, 32)):
-        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"c{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(5, name="head")(x)
-    m = keras.Model(inp, out)
-    testing.randomize_batchnorm(m, seed=4)
-    return m
+    return conv_bn_relu_chain((16, 24, 32), seed=4)
 
 
 @pytest.mark.parametrize("goal", [0.3, 0.5, 0.8])
