@@ -264,13 +264,17 @@ def paused(pids):
     stopped = []
     try:
         for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:  # a job that finished meanwhile needs no pause
+                continue
             stopped.append(pid)
         time.sleep(1 if stopped else 0)  # let their running threads park
         yield
     finally:
         for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def machine() -> str:

@@ -249,6 +249,38 @@ def test_dynamic_sizes_and_zero_padding(tmp_path):
         assert [s[0] for s in report.verified_shapes] == [(12, 16, 3), (160, 160, 3)]
 
 
+def _padded_pool(act):
+    """keras.applications ResNet-50's stem: conv, BN, `act`, ZeroPadding2D(1), MaxPool 3/2."""
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", use_bias=False)(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = x if act is None else keras.layers.Activation(act)(x)
+    x = keras.layers.MaxPooling2D(3, strides=2)(keras.layers.ZeroPadding2D(1)(x))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 1)(x))
+    return tm.randomize_bn(keras.Model(inp, keras.layers.Dense(5)(x)), seed=3)
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_zero_pad_before_a_max_pool_of_nonnegative_values_is_folded(tmp_path, act):
+    """Max over zero padding = max over MaxPool's -inf padding where values are >= 0."""
+    model = _padded_pool(act)
+    report = export_ncnn(model, tmp_path)
+    assert report.details["pads_folded"] == 1 and "Pad" not in report.op_histogram
+    assert report.max_rel_error < 1e-4
+    x = _fresh()
+    out = _ncnn_run(tmp_path / f"{model.name}.ncnn.param", tmp_path / f"{model.name}.ncnn.bin", x)
+    assert _rel(out, keras.ops.convert_to_numpy(model(x))) < 1e-4
+
+
+def test_zero_pad_before_a_max_pool_of_signed_values_stays(tmp_path):
+    """Without a Relu before it the pad is not -inf's equal: it stays, and ncnn's missing
+    Pad layer is the export's error."""
+    model = _padded_pool(None)
+    with pytest.raises(ExportError, match="ncnn has no layer 'Pad'"):
+        export_ncnn(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_compare_latency_covers_ncnn_and_mnn(ncnn_files, mnn_files):
     param = ncnn_files[1]["mbv2_se"].path
     table = compare_latency([param, mnn_files["mbv2_se"][0]], threads=(1, 2), runs=2,

@@ -5,6 +5,8 @@ set to 0 (every BN the removed class passes through), to float tolerance,
 where no fold is border-inexact (border_folds=False). Default "zero" is
 covered by test_criteria.py (zeroed filters prune exactly).
 """
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import keras_slim
 from keras_slim import testing
 
 pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))  # as test_property.py
 
 
 def _conv_bn(x, width, kernel, name, act=None, bias=False):
@@ -136,8 +139,9 @@ def test_mean_fill_is_exact_on_random_graphs(criterion):
     """Random graphs (merges, concatenations, SE, depthwise, nested models, activations whose
     value at 0 is not 0, every kind of reader head): the pruned model equals the model with
     the removed filters and gammas zeroed."""
+    graphs = min(16, max(6, EXAMPLES))  # the JAX pass of .ci/run draws fewer (5 -> 6 graphs)
     pruned_any = mattered = 0
-    for seed in range(16):
+    for seed in range(graphs):
         m = testing.random_model(seed, constants=True)
         testing.randomize_batchnorm(m, seed)
         p = keras_slim.plan(m, 0.4, criterion=criterion, filter_removal="mean",
@@ -149,7 +153,8 @@ def test_mean_fill_is_exact_on_random_graphs(criterion):
         small = keras_slim.prune(m, p)
         assert testing.max_difference(_removed_zeroed(m, p), small, x) < 1e-5, seed
         mattered += testing.max_difference(m, small, x) > 1e-3  # the hypothesis changed outputs
-    assert pruned_any >= 10 and mattered >= 8, (pruned_any, mattered)
+    # not vacuous: most graphs prune something and the pruning changes their outputs
+    assert pruned_any >= 0.6 * graphs and mattered >= 0.5 * graphs, (pruned_any, mattered)
 
 
 @pytest.mark.parametrize("filter_removal", ["zero", "mean"])

@@ -8,7 +8,11 @@
 * A zero Pad (Keras ZeroPadding2D, e.g. MobileNetV2's before its stride-2
   depthwise convs) is left as an ONNX `Pad` pnnx marks "todo", a layer ncnn
   does not have. Where every reader of the padded tensor is a Conv, the pads
-  move into the convs' own `pads` (zero padding either way: exact).
+  move into the convs' own `pads` (zero padding either way: exact). A MaxPool
+  reader takes them too where the padded tensor is a Relu's output (ResNet-50's
+  `pool1_pad` before `pool1_pool`): MaxPool pads with -inf, and on values >= 0
+  a window that keeps a real element (each pad smaller than the kernel) has the
+  same maximum over zeros as over -inf.
 """
 from __future__ import annotations
 
@@ -72,32 +76,38 @@ def split_gathers(proto) -> int:
 
 
 def fold_pads(proto) -> int:
-    """Zero Pads on spatial axes whose readers are all Convs -> the convs' `pads`. Count."""
+    """Zero Pads on spatial axes whose readers are all Convs (or MaxPools of a Relu's
+    output) -> the readers' own `pads`. Count."""
     from onnx import helper
 
     consts = _constants(proto)
     readers: dict[str, list] = {}
+    producers = {}
     for node in proto.graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+        for name in node.output:
+            producers[name] = node
     outputs = {o.name for o in proto.graph.output}
     removed = []
     for node in proto.graph.node:
         pads = _zero_spatial_pads(node, consts)
         users = readers.get(node.output[0], []) if pads is not None else []
-        if (not users or node.output[0] in outputs
-                or not all(_plain_conv_reads(u, node.output[0]) for u in users)):
+        if not users or node.output[0] in outputs:
             continue
         rank = len(pads) // 2
         begins, ends = pads[2:rank], pads[rank + 2:]
-        for conv in users:
-            old = next((list(a.ints) for a in conv.attribute if a.name == "pads"),
-                       [0] * (2 * (rank - 2)))
-            new = [a + b for a, b in zip(old, begins + ends)]
-            kept = [a for a in conv.attribute if a.name != "pads"]
-            del conv.attribute[:]
-            conv.attribute.extend(kept + [helper.make_attribute("pads", new)])
-            conv.input[0] = node.input[0]
+        nonnegative = _nonnegative(producers.get(node.input[0]), consts)
+        if not all(_plain_conv_reads(u, node.output[0]) or (
+                nonnegative and _max_pool_takes(u, node.output[0], begins + ends))
+                for u in users):
+            continue
+        for reader in users:
+            new = [a + b for a, b in zip(_pads(reader, rank), begins + ends)]
+            kept = [a for a in reader.attribute if a.name != "pads"]
+            del reader.attribute[:]
+            reader.attribute.extend(kept + [helper.make_attribute("pads", new)])
+            reader.input[0] = node.input[0]
         removed.append(node)
     for node in removed:
         proto.graph.node.remove(node)
@@ -129,3 +139,35 @@ def _plain_conv_reads(node, name: str) -> bool:
         return False
     auto = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
     return auto == b"NOTSET"
+
+
+def _pads(node, rank: int) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == "pads"),
+                [0] * (2 * (rank - 2)))
+
+
+def _nonnegative(producer, consts) -> bool:
+    """Whether a node's output is >= 0 everywhere: Relu, or Clip with a min >= 0 (ReLU6)."""
+    if producer is None:
+        return False
+    if producer.op_type == "Relu":
+        return True
+    if producer.op_type == "Clip":
+        low = consts.get(producer.input[1]) if len(producer.input) > 1 and producer.input[1] \
+            else next((a.f for a in producer.attribute if a.name == "min"), None)
+        return low is not None and float(np.min(low)) >= 0
+    return False
+
+
+def _max_pool_takes(node, name: str, extra: list[int]) -> bool:
+    """A MaxPool reading `name` with explicit padding that stays smaller than its kernel
+    (every window keeps a real element, and ONNX Runtime refuses larger pads)."""
+    if node.op_type != "MaxPool" or node.input[0] != name:
+        return False
+    auto = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
+    kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
+    dilated = any(d != 1 for a in node.attribute if a.name == "dilations" for d in a.ints)
+    if auto != b"NOTSET" or kernel is None or dilated:
+        return False
+    total = [a + b for a, b in zip(_pads(node, len(kernel) + 2), extra)]
+    return all(p < k for p, k in zip(total, kernel + kernel))
