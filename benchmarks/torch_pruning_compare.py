@@ -308,6 +308,8 @@ def main(argv=None):
                     help="fine-tuning epochs per pruned model (default: the scale's)")
     ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
                     help="fractions of the MACs kept (default: 0.5 0.3)")
+    ap.add_argument("--methods", nargs="+", choices=sorted(PRUNERS),
+                    help="run only these Torch-Pruning methods (default: all)")
     ap.add_argument("--merge-only", action="store_true",
                     help="only rewrite the report from the saved JSON and the current "
                          "criteria JSON (when criteria.py finished after this script)")
@@ -366,6 +368,8 @@ def main(argv=None):
     rows = []
     for keep in args.targets:
         for method, (base_name, cls, imp) in PRUNERS.items():
+            if args.methods and method not in args.methods:
+                continue
             t1 = time.time()
             found = prune_to(bases[base_name], cls, imp, keep)
             if found is None:
