@@ -29,8 +29,11 @@ fine-tuned with criteria.py's schedule (SGD momentum 0.9, lr 0.01 / 10 at 50%
 and 75% of 4 epochs, decoupled weight decay 1e-4 as Keras' SGD applies it,
 batch 128, the paper's pad-4 crop + flip, same split: 45,000 train / 5,000
 val, seed 0), then the test set is evaluated once. Writes
-benchmarks/results/torch_pruning[_resnet].{json,md}, with keras_slim's rows
-from criteria[_resnet].json beside them when that file exists.
+benchmarks/results/torch_pruning[_resnet][_eN][_ftM].{json,md}, with keras_slim's
+rows from the criteria file of the same name beside them when it exists.
+`--epochs N` reads the bases `criteria.py --epochs N` trained, `--finetune-epochs`,
+`--targets` and `--methods` narrow the run as in criteria.py (the ResNet-20
+comparison: `--arch resnet --epochs 4 --finetune-epochs 2 --targets 0.5`).
 """
 from __future__ import annotations
 
