@@ -167,7 +167,9 @@ def _max_pool_takes(node, name: str, extra: list[int]) -> bool:
     auto = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
     kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
     dilated = any(d != 1 for a in node.attribute if a.name == "dilations" for d in a.ints)
-    if auto != b"NOTSET" or kernel is None or dilated:
+    # ceil_mode may add a last window that starts in the padding: it would see only pads
+    ceil = any(a.i for a in node.attribute if a.name == "ceil_mode")
+    if auto != b"NOTSET" or kernel is None or dilated or ceil:
         return False
     total = [a + b for a, b in zip(_pads(node, len(kernel) + 2), extra)]
     return all(p < k for p, k in zip(total, kernel + kernel))
