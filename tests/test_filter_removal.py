@@ -108,9 +108,10 @@ def _walk(model, prefix=""):
 
 
 def _removed_zeroed(model, p):
-    """The "mean" hypothesis (written from `Plan.kept`, independent of the library's own
-    `testing._zero_filters`, so the reference shares no code with what it checks): removed filters zero (biases kept) and removed BN
-    gammas zero, so a channel after a BN carries act(beta) and one without carries act(bias)."""
+    """The "mean" hypothesis on any graph: removed filters zero (biases kept) and removed BN
+    gammas zero, so a channel after a BN carries act(beta) and one without carries act(bias).
+    Written from `Plan.kept`, apart from the library's `testing._zero_filters`, so that the
+    reference shares no code with what it checks."""
     ref = keras.models.clone_model(model)
     ref.set_weights(model.get_weights())
     as_np = keras.ops.convert_to_numpy
