@@ -1,13 +1,16 @@
 """What a decided plan removes: per-layer widths, parameters, MACs, groups.
 
-Counted from the kept positions and the handlers' `params`/`macs`; nothing
-here slices a weight or builds a layer (that is surgery's job).
+Counted from the kept positions and the handlers' `params`/`macs`, plus the
+bias that folding removed constants gives a bias-free layer (so a plan's
+`params_after` is the pruned model's `count_params()`); nothing here slices a
+weight or builds a layer (that is surgery's job).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.fold_constants import new_biases
 from keras_slim.handlers.base import Handler
 from keras_slim.plan_data import LayerPlan
 from keras_slim.state import PruneState
@@ -19,6 +22,7 @@ def report(state: PruneState):
     seen = set()
     params = [0, 0]
     macs = [0, 0]
+    biases = new_biases(state)  # folded constants give some bias-free layers a bias
     for call in graph.calls:
         handler = coupling.handlers[call.index]
         in_keep, out_keep = state.keeps(call)
@@ -32,6 +36,7 @@ def report(state: PruneState):
                           zip(in_keep + out_keep, in_before + out_before))
             # Counted from shapes: planning decides, surgery slices the weights.
             p_after = handler.params(call.layer, in_keep, out_keep) if changed else p_before
+            p_after += biases.get(call.index, 0)
         m_before, m_after = _macs(state, call, handler, in_keep, out_keep) if in_before else (0, 0)
         params[0] += p_before
         params[1] += p_after

@@ -33,9 +33,31 @@ def folds(state: PruneState) -> dict:
     conv/dense whose only reader is a BatchNormalization shifts that BN's
     moving mean instead (no new parameters); otherwise the layer gets a bias.
     """
+    result: dict = {}
+    for call, names, reader, delta in _fold_sites(state):
+        if "bias" not in names and reader is not None:
+            _chain(result, reader.index, _shift_moving_mean(reader.layer, delta))
+        else:
+            _chain(result, call.index, _add_bias(names, delta))
+    return result
+
+
+def new_biases(state: PruneState) -> dict:
+    """call index -> size of the bias `folds` gives a bias-free layer (for the plan's
+    parameter count, which is otherwise read off the weights' shapes)."""
+    return {call.index: int(np.size(delta)) for call, names, reader, delta in
+            _fold_sites(state, only_new_biases=True)}
+
+
+def _fold_sites(state: PruneState, only_new_biases: bool = False):
+    """(call, its weight names, its sole BN reader or None, bias change) per fold.
+
+    `only_new_biases`: only the folds that give a bias-free layer a bias, found
+    before any kernel is summed (planning counts them at every step of a target
+    search); the check that no constant is lost is then left to `folds`.
+    """
     consts = propagate_constants(state)
     graph, coupling = state.graph, state.coupling
-    result: dict = {}
     for call in graph.calls:
         if len(call.inputs) != 1 or call.inputs[0] not in consts or len(call.outputs) != 1:
             continue
@@ -43,19 +65,18 @@ def folds(state: PruneState) -> dict:
         c = consts[call.inputs[0]]
         if in_keep is None or out_keep is None or len(in_keep) == len(c):
             continue
+        # names only, no values read; an op (keras.ops.add, ...) has no weights
+        names = [_keras.weight_name(w) for w in getattr(call.layer, "weights", ())]
+        reader = _sole_batchnorm_reader(graph, call)
+        if only_new_biases and ("bias" in names or reader is not None):
+            continue
         handler = coupling.handlers[call.index]
         delta = handler.fold_delta(call.layer, c, in_keep, out_keep)
         if delta is None:
-            if call.index in coupling.mixers:
+            if not only_new_biases and call.index in coupling.mixers:
                 _check_nothing_lost(call, handler, c, in_keep)
             continue
-        names = [n for n, _ in _keras.get_weights(call.layer)]
-        reader = _sole_batchnorm_reader(graph, call)
-        if "bias" not in names and reader is not None:
-            _chain(result, reader.index, _shift_moving_mean(reader.layer, delta))
-        else:
-            _chain(result, call.index, _add_bias(names, delta))
-    return result
+        yield call, names, reader, delta
 
 
 def _check_nothing_lost(call, handler, const, in_keep) -> None:

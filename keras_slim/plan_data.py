@@ -33,7 +33,9 @@ class Plan:
     """What pruning `model` at a ratio would remove, and what it saves.
 
     `kept` maps each layer whose output narrows to the indices of the output
-    channels that stay. MACs count multiply-accumulates of conv/dense layers;
+    channels that stay. Parameters are those of `prune(model, plan)`'s model,
+    biases added by folding constants included (`fold_constants=False` gives a
+    model without them). MACs count multiply-accumulates of conv/dense layers;
     FLOPs = 2 x MACs as the paper counts them. They are counted at
     `input_shapes` (one shape per model input, without the batch axis);
     `dynamic_input` says those fill None axes of the model's inputs (a

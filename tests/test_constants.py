@@ -206,3 +206,24 @@ def test_check_exact_constant_mode_on_a_residual_net():
     assert r.difference < 1e-4
     assert r.killed > 0 and r.plan.removed_channels > 0  # softplus(beta) folded into Dense
     assert r.plan.options["border_folds"] is False
+
+
+def test_plan_counts_the_bias_a_fold_gives_a_bias_free_layer():
+    """A bias-free 1x1 conv feeding an Add (no BN to shift) gets a bias for the folded
+    constants: the plan's parameter count, and so target_params, include it."""
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inp)
+    y = layers.Activation("softplus")(layers.BatchNormalization(name="bn")(
+        layers.Conv2D(12, 1)(x)))
+    y = layers.Conv2D(8, 1, use_bias=False, name="proj")(y)
+    m = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(layers.Add()([x, y]))))
+    _make_constant(m)
+    p = keras_slim.plan(m, threshold=1e-12)
+    small = keras_slim.prune(m, p)
+    assert p.removed_channels == 6 and small.get_layer("proj").use_bias  # the fold's bias
+    assert small.count_params() == p.params_after
+    assert _relative(m, small, X[:, :8, :8]) < 1e-5
+    row = next(r for r in p.layers if r.name == "proj")
+    assert row.params_after == 6 * 8 + 8  # sliced kernel + the new bias
+    unfolded = keras_slim.prune(m, p, fold_constants=False)
+    assert unfolded.count_params() == p.params_after - 8  # the plan counts the default
