@@ -21,6 +21,11 @@ sparsity-trained (BN L1, the paper). Then, for each MACs target (keep 50% and
   is met);
 * `l1` with `filter_removal="mean"` (a removed channel carries its BN's mean,
   act(beta), instead of a zero filter's act(BN(0)));
+* `bn_scale, channel_selection=False` (each residual stream one group, as
+  Torch-Pruning groups it) and "Torch-Pruning BNScalePruner's channels": the
+  channels torch_pruning_compare.py's BNScalePruner kept, pruned and fine-tuned
+  here (it writes them to --work), to tell the channels apart from the
+  framework that fine-tunes them;
 
 each fine-tuned for the same number of epochs. Reported: validation accuracy
 before/after fine-tuning, test accuracy (once), params, MACs, TFLite latency.
@@ -83,6 +88,9 @@ def main(argv=None):
                     help="run only these methods (names as in the table; default: all)")
     ap.add_argument("--no-ablation", action="store_true",
                     help="skip the normalisation ablation (accuracy right after pruning)")
+    ap.add_argument("--suffix", default="",
+                    help="appended to the results' file names (a second experiment on the "
+                         "same budget keeps the first one's files)")
     ap.add_argument("--bases-only", action="store_true",
                     help="train (or load) the two base models, then stop")
     ap.add_argument("--work", default="criteria_work",
@@ -116,10 +124,12 @@ def main(argv=None):
     sens_val = cifar.make_dataset(x_val[: s["sens"]], y_val[: s["sens"]], 256, training=False)
     os.makedirs(args.work, exist_ok=True)
 
-    def fit(model, epochs, lr=None):
+    def fit(model, epochs, lr=None, seed=0):
         cifar.compile_model(model, cfg, lr)
         sched = keras.callbacks.LearningRateScheduler(cifar.step_schedule(cfg, epochs, lr))
-        model.fit(train, epochs=epochs, callbacks=[sched], verbose=2)
+        data = train if seed == 0 else cifar.make_dataset(x_tr, y_tr, batch, training=True,
+                                                          seed=seed)
+        model.fit(data, epochs=epochs, callbacks=[sched], verbose=2)
         return model
 
     def accuracy(model, data):
@@ -144,9 +154,13 @@ def main(argv=None):
         model.save(path)
         return model
 
-    plain = base("plain", 0.0)
-    sparse = base("sparse", cfg.sparsity)
-    bases = {"plain": plain, "sparse": sparse}
+    # with --methods and --no-ablation, only the bases those methods read (the name of
+    # each method on the sparsity-trained base says so)
+    narrow = args.methods and args.no_ablation
+    wanted = [n for n in ("plain", "sparse") if not narrow or any(
+        ("sparsity-trained" in m) == (n == "sparse") for m in args.methods)]
+    bases = {n: base(n, cfg.sparsity if n == "sparse" else 0.0) for n in wanted}
+    plain, sparse = bases.get("plain"), bases.get("sparse")
     if args.bases_only:
         return
     base_rows = {k: dict(val=accuracy(m, val), params=int(m.count_params()),
@@ -177,9 +191,18 @@ def main(argv=None):
                 sparse, target_macs=goal)),
             "bn_scale, normalize=mean (sparsity-trained)": ("sparse", lambda: keras_slim.plan(
                 sparse, target_macs=goal, normalize="mean")),
-            # the raw plan again: its spread against the first is the fine-tuning noise
+            # the raw plan again, fine-tuned on data shuffled and augmented from another
+            # seed (the same seed repeats the first run): the spread is the fine-tuning noise
             "bn_scale (sparsity-trained), fine-tuned again": ("sparse", lambda: keras_slim.plan(
                 sparse, target_macs=goal)),
+            # the residual streams pruned as one group each, as Torch-Pruning does
+            "bn_scale, channel_selection=False (sparsity-trained)": ("sparse", lambda: (
+                keras_slim.plan(sparse, target_macs=goal, channel_selection=False))),
+            # the channels Torch-Pruning's BNScalePruner kept (torch_pruning_compare.py
+            # writes them), fine-tuned here: "which channels" apart from "which framework"
+            "Torch-Pruning BNScalePruner's channels (sparsity-trained)": ("sparse", lambda: (
+                _plan_from_bn_kept(sparse, os.path.join(
+                    args.work, f"tp_kept_{tag}{args.scale}{base_budget}_{int(goal * 100)}.json")))),
             "l1": ("plain", lambda: keras_slim.plan(plain, target_macs=goal, criterion="l1")),
             "fpgm": ("plain", lambda: keras_slim.plan(plain, target_macs=goal, criterion="fpgm")),
             "taylor": ("plain", lambda: keras_slim.plan(plain, target_macs=goal, criterion="taylor",
@@ -197,10 +220,11 @@ def main(argv=None):
             if args.methods and method not in args.methods:
                 continue
             p = make_plan()
-            if p is None:
-                rows.append(dict(target=goal, method=method, error="target not reachable"))
+            if p is None or isinstance(p, str):
+                rows.append(dict(target=goal, method=method, error=p or "target not reachable"))
                 continue
-            rows.append(finetuner.row(goal, method, base_name, p))
+            rows.append(finetuner.row(goal, method, base_name, p,
+                                      seed=1 if method.endswith("fine-tuned again") else 0))
         # normalisation ablation: accuracy right after pruning, no fine-tuning
         for criterion, norms in () if args.no_ablation else (("bn_scale", ("mean", "max", None)),
                                  ("l1", ("mean", "max", None)), ("fpgm", ("mean", "max", None)),
@@ -239,7 +263,7 @@ def main(argv=None):
                          f"pre-activation ResNet-20 {cfg.model}"), epochs=s["epochs"],
                 finetune_epochs=s["finetune"], bn_l1=cfg.sparsity)
     name = "criteria" + ("" if args.arch == "vgg" else f"_{args.arch}") + (
-        "" if args.scale == "cpu" else f"_{args.scale}") + budget
+        "" if args.scale == "cpu" else f"_{args.scale}") + budget + args.suffix
     save_results(args.out, name, dict(meta=meta, bases=base_rows, rows=rows, ablation=ablation,
                                       sensitivity=sens_cache[0].to_dict() if sens_cache else None),
                  _markdown(meta, base_rows, rows, ablation))
@@ -258,7 +282,7 @@ class _FineTuner:
     epochs: int
     lr: float
 
-    def row(self, goal, method, base_name, p):
+    def row(self, goal, method, base_name, p, seed=0):
         slug = "".join(c if c.isalnum() else "_" for c in method).strip("_")
         path = os.path.join(self.work, f"ft_{self.stem}_{int(goal * 100)}_{slug}")
         fingerprint = hashlib.sha1(json.dumps(p.kept, sort_keys=True).encode()).hexdigest()
@@ -269,22 +293,78 @@ class _FineTuner:
             # rows from before fingerprints were kept are matched by their params and MACs
             same = (row["plan"] == fingerprint if "plan" in row else
                     (row["params"], row["macs"]) == (p.params_after, p.macs_after))
+            same = same and row.get("seed", 0) == seed
             if same:
                 print(f"loading {path}.keras (fine-tuned by an earlier run)", flush=True)
                 row["_model"] = keras.models.load_model(path + ".keras")
+                # counted again: the plan's accounting may have been corrected since
+                row.update(params=p.params_after, macs=p.macs_after)
                 return row
-            print(f"{path}.keras was fine-tuned from another plan: fine-tuning again", flush=True)
+            print(f"{path}.keras was fine-tuned from another plan or data seed: fine-tuning "
+                  "again", flush=True)
         small = keras_slim.prune(self.bases[base_name], p)
         before = self.accuracy(small, self.val)
-        self.fit(small, self.epochs, lr=self.lr)
+        self.fit(small, self.epochs, lr=self.lr, seed=seed)
         row = dict(target=goal, method=method, base=base_name, val_pruned=before,
                    val_finetuned=self.accuracy(small, self.val), params=p.params_after,
-                   macs=p.macs_after, macs_kept=p.macs_after / p.macs_before, plan=fingerprint)
+                   macs=p.macs_after, macs_kept=p.macs_after / p.macs_before, plan=fingerprint,
+                   seed=seed)
         small.save(path + ".keras")
         with open(path + ".json", "w") as f:
             json.dump(row, f)
         print(method, goal, row["val_pruned"], row["val_finetuned"], flush=True)
         return dict(row, _model=small)
+
+
+def _plan_from_bn_kept(model, path):
+    """keras_slim's plan keeping exactly the channels of each BN listed in `path` (JSON
+    {BN layer: kept indices}, chosen by another tool), or why there is none.
+
+    Torch-Pruning also cuts residual streams that a projection shortcut reads
+    before any BN (stages 1-2 of this ResNet): zero scaling factors do not make
+    those channels dead, so bn_scale never offers them, but zero filters do. So
+    a copy is planned with the l1 criterion, each conv's output filters scaled by
+    1e-6 where the BN that reads them (through Adds) drops the channel, with each
+    residual stream as one group; the plan is checked against the list and
+    replayed on `model` (removed channels are then pruned as zero filters).
+    """
+    if not os.path.exists(path):
+        return f"{path} missing: run torch_pruning_compare.py first"
+    with open(path) as f:
+        wanted = json.load(f)
+    readers: dict = {}
+    for layer in model.layers:
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        for t in inputs:
+            if hasattr(t, "_keras_history"):
+                readers.setdefault(t._keras_history.operation.name, []).append(layer)
+
+    def kept_by_reader(name):  # the listed BN reading this layer's output (through Adds)
+        for r in readers.get(name, ()):
+            if r.name in wanted:
+                return wanted[r.name]
+            if isinstance(r, keras.layers.Add):
+                found = kept_by_reader(r.name)
+                if found is not None:
+                    return found
+        return None
+
+    marked = keras.models.clone_model(model)
+    marked.set_weights(model.get_weights())
+    for layer in marked.layers:
+        keep = kept_by_reader(layer.name) if isinstance(layer, keras.layers.Conv2D) else None
+        if keep is not None:
+            scale = np.full(layer.filters, 1e-6, np.float32)
+            scale[keep] = 1.0
+            layer.kernel.assign(layer.kernel.numpy() * scale)
+    p = keras_slim.plan(marked, threshold=1e-4, criterion="l1", normalize=None,
+                        channel_selection=False)
+    for name, keep in wanted.items():
+        got = p.kept.get(name, list(range(model.get_layer(name).gamma.shape[0])))
+        if sorted(got) != sorted(keep):
+            raise SystemExit(f"{path}: keras_slim cannot keep exactly these channels of {name} "
+                             f"({len(keep)} listed, {len(got)} kept): the coupling differs")
+    return keras_slim.plan(model, kept=p.kept, criterion="l1", channel_selection=False)
 
 
 def _sensitivity_plan(model, sens, goal):

@@ -34,6 +34,16 @@ rows from the criteria file of the same name beside them when it exists.
 `--epochs N` reads the bases `criteria.py --epochs N` trained, `--finetune-epochs`,
 `--targets` and `--methods` narrow the run as in criteria.py (the ResNet-20
 comparison: `--arch resnet --epochs 4 --finetune-epochs 2 --targets 0.5`).
+
+To tell "which channels" apart from "which framework fine-tuned them":
+`--methods "keras_slim bn_scale, fine-tuned in PyTorch (sparsity-trained)"`
+prunes the Keras base with keras_slim, ports the pruned model (its
+ChannelSelection layers too; checked like the bases) and fine-tunes it here;
+`--seeds 0 1` fine-tunes every pruned model once per seed. The report lists,
+per BN layer, how many channels each method kept and how many it shares with
+the first. BNScalePruner's kept channels are written to
+`--work/tp_kept_<arch>_<scale>[_eN]_<target>.json`, which criteria.py's method
+"Torch-Pruning BNScalePruner's channels" prunes and fine-tunes in Keras.
 """
 from __future__ import annotations
 
@@ -107,6 +117,15 @@ class _Graph(nn.Module):
         return values[self.output]
 
 
+class _Select(nn.Module):
+    def __init__(self, indices):
+        super().__init__()
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long))
+
+    def forward(self, x):
+        return x.index_select(1, self.indices)
+
+
 def _inbound(cfg):
     """Names of the layers whose outputs a layer's config says it reads."""
     found = []
@@ -165,6 +184,8 @@ def _torch_layer(layer):
         return "gap", None
     if cls == "Add":
         return "add", None
+    if cls == "ChannelSelection":  # keras_slim's selection of a shared stream's channels
+        return "module", _Select(layer.indices)
     if cls == "Dense":
         w, b = layer.get_weights()
         fc = nn.Linear(w.shape[0], w.shape[1])
@@ -231,6 +252,7 @@ def augment(batch, rng, pad=4):
 
 def finetune(model, x, y, epochs, lr0=0.01, momentum=0.9, wd=1e-4, batch=128, seed=0):
     """criteria.py's fine-tuning: SGD momentum, lr / 10 at 50% and 75% of the epochs."""
+    torch.manual_seed(seed)
     drops = [int(round(f * epochs)) for f in (0.5, 0.75)]
     opt = torch.optim.SGD(model.parameters(), lr=lr0, momentum=momentum)
     rng = np.random.default_rng(seed)
@@ -267,6 +289,30 @@ PRUNERS = {
     "TP MagnitudePruner (L1)": (
         "plain", tp.pruner.MagnitudePruner, lambda: tp.importance.MagnitudeImportance(p=1)),
 }
+
+
+# keras_slim's plan of the same Keras base, pruned by keras_slim, ported and fine-tuned
+# here: the channels of criteria.py's row with this script's fine-tuning, which separates
+# "which channels" from "which framework trained them"
+KS_PLANS = {
+    "keras_slim bn_scale, fine-tuned in PyTorch (sparsity-trained)": ("sparse", {}),
+    "keras_slim bn_scale, channel_selection=False, fine-tuned in PyTorch (sparsity-trained)": (
+        "sparse", {"channel_selection": False}),
+}
+
+
+def bn_kept(base, pruned) -> dict:
+    """{BN layer: indices of the base's channels it kept}, read off the moving means
+    (Torch-Pruning copies the kept entries exactly)."""
+    out = {}
+    for name, mod in pruned.mods.items():
+        if isinstance(mod, nn.BatchNorm2d):
+            full = base.mods[name].running_mean.numpy()
+            idx = [int(np.flatnonzero(full == v)[0]) for v in mod.running_mean.numpy()]
+            if len(set(idx)) != len(idx):
+                raise SystemExit(f"cannot tell which channels of {name} were kept (equal means)")
+            out[name] = idx
+    return out
 
 
 def _classifier(model):
@@ -311,8 +357,13 @@ def main(argv=None):
                     help="fine-tuning epochs per pruned model (default: the scale's)")
     ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
                     help="fractions of the MACs kept (default: 0.5 0.3)")
-    ap.add_argument("--methods", nargs="+", choices=sorted(PRUNERS),
-                    help="run only these Torch-Pruning methods (default: all)")
+    ap.add_argument("--methods", nargs="+", choices=sorted(PRUNERS) + sorted(KS_PLANS),
+                    help="run only these methods (default: the Torch-Pruning ones)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="fine-tuning seeds: each pruned model is fine-tuned once per seed "
+                         "(data order and augmentation; default: 0)")
+    ap.add_argument("--suffix", default="",
+                    help="appended to the results' file names, as criteria.py's --suffix")
     ap.add_argument("--merge-only", action="store_true",
                     help="only rewrite the report from the saved JSON and the current "
                          "criteria JSON (when criteria.py finished after this script)")
@@ -324,13 +375,13 @@ def main(argv=None):
     if args.finetune_epochs is not None:
         s["finetune"], budget = args.finetune_epochs, budget + f"_ft{args.finetune_epochs}"
     stem = "torch_pruning" + ("" if args.arch == "vgg" else f"_{args.arch}") + (
-        "" if args.scale == "cpu" else f"_{args.scale}") + budget
+        "" if args.scale == "cpu" else f"_{args.scale}") + budget + args.suffix
     if args.merge_only:
         with open(os.path.join(args.out, stem + ".json")) as f:
             data = json.load(f)
         ks = _keras_slim_rows(args.out, stem.replace("torch_pruning", "criteria"))
         save_results(args.out, stem, dict(data, keras_slim=ks),
-                     _markdown(data["meta"], data["bases"], data["rows"], ks))
+                     _markdown(data["meta"], data["bases"], data["rows"], ks, data.get("kept")))
         return
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -347,8 +398,10 @@ def main(argv=None):
         pick = np.random.default_rng(1).permutation(len(x_test))[:256]
         x_test, y_test = x_test[pick], y_test[pick]
     t0 = time.time()
-    bases, base_rows = {}, {}
-    for name in ("plain", "sparse"):
+    methods = args.methods or sorted(PRUNERS)
+    table_all = {**PRUNERS, **KS_PLANS}
+    bases, base_rows, keras_bases = {}, {}, {}
+    for name in [n for n in ("plain", "sparse") if any(table_all[m][0] == n for m in methods)]:
         path = os.path.join(args.work, f"base_{tag}{args.scale}{base_budget}_{name}.keras")
         if not os.path.exists(path):
             again = f" --epochs {args.epochs}" if args.epochs is not None else ""
@@ -364,31 +417,40 @@ def main(argv=None):
         err = float(np.abs(ref - got).max())
         if err > 1e-3:
             raise SystemExit(f"the PyTorch port of {path} differs from Keras by {err:.2e}")
-        bases[name] = tm
+        bases[name], keras_bases[name] = tm, km
         base_rows[name] = dict(val=accuracy(tm, x_val, y_val), macs=macs(tm),
                                params=params(tm), port_error=err)
         print(name, base_rows[name], flush=True)
-    rows = []
+    rows, kept = [], {}
     for keep in args.targets:
-        for method, (base_name, cls, imp) in PRUNERS.items():
-            if args.methods and method not in args.methods:
-                continue
-            t1 = time.time()
-            found = prune_to(bases[base_name], cls, imp, keep)
-            if found is None:
-                rows.append(dict(target=keep, method=method, error="target not reachable"))
-                continue
-            ratio, model = found
-            row = dict(target=keep, method=method, base=base_name, pruning_ratio=ratio,
-                       search_s=time.time() - t1, macs=macs(model),
-                       params=params(model),
-                       val_pruned=accuracy(model, x_val, y_val))
-            finetune(model, x_tr, y_tr, s["finetune"])
-            row["val_finetuned"] = accuracy(model, x_val, y_val)
+        kept[keep] = {}
+        for method in [m for m in table_all if m in methods]:
+            base_name, t1 = table_all[method][0], time.time()
+            if method in PRUNERS:
+                found = prune_to(bases[base_name], *PRUNERS[method][1:], keep)
+                if found is None:
+                    rows.append(dict(target=keep, method=method, error="target not reachable"))
+                    continue
+                ratio, model = found
+                kept[keep][method] = bn_kept(bases[base_name], model)
+                extra = dict(pruning_ratio=ratio)
+            else:
+                model, kept[keep][method], extra = _keras_slim_port(
+                    keras_bases[base_name], KS_PLANS[method][1], keep, x_val[:64])
+            row = dict(target=keep, method=method, base=base_name, search_s=time.time() - t1,
+                       macs=macs(model), params=params(model),
+                       val_pruned=accuracy(model, x_val, y_val), **extra)
             row["macs_kept"] = row["macs"] / base_rows[base_name]["macs"]
-            row["_model"] = model
-            rows.append(row)
-            print(method, keep, row["val_pruned"], row["val_finetuned"], flush=True)
+            if method == "TP BNScalePruner (sparsity-trained)":  # for criteria.py to refit
+                with open(os.path.join(args.work, f"tp_kept_{tag}{args.scale}{base_budget}_"
+                                       f"{int(keep * 100)}.json"), "w") as f:
+                    json.dump(kept[keep][method], f)
+            for seed in args.seeds:
+                tuned = finetune(copy.deepcopy(model), x_tr, y_tr, s["finetune"], seed=seed)
+                rows.append(dict(row, seed=seed, val_finetuned=accuracy(tuned, x_val, y_val),
+                                 _model=tuned))
+                print(method, keep, seed, row["val_pruned"], rows[-1]["val_finetuned"],
+                      flush=True)
     for name, m in bases.items():  # the test set, once per final model
         base_rows[name]["test"] = accuracy(m, x_test, y_test)
     for r in rows:
@@ -401,8 +463,28 @@ def main(argv=None):
         minutes=round((time.time() - t0) / 60, 1), finetune_epochs=s["finetune"],
         split=f"{len(x_tr)} train / {len(x_val)} val (seed 0) / {len(x_test)} test")
     ks = _keras_slim_rows(args.out, stem.replace("torch_pruning", "criteria"))
-    save_results(args.out, stem, dict(meta=meta, bases=base_rows, rows=rows, keras_slim=ks),
-                 _markdown(meta, base_rows, rows, ks))
+    kept_json = {str(k): v for k, v in kept.items()}
+    save_results(args.out, stem, dict(meta=meta, bases=base_rows, rows=rows, keras_slim=ks,
+                                      kept=kept_json),
+                 _markdown(meta, base_rows, rows, ks, kept_json))
+
+
+def _keras_slim_port(keras_base, options, keep, probe):
+    """keras_slim's plan and pruned model at `keep` of the MACs, ported to PyTorch."""
+    import keras_slim
+
+    p = keras_slim.plan(keras_base, target_macs=keep, **options)
+    small = keras_slim.prune(keras_base, p)
+    tm = _Graph(small).eval()
+    ref = small.predict(((probe.astype(np.float32) / 255 - MEAN) / STD), verbose=0)
+    with torch.no_grad():
+        err = float(np.abs(ref - tm(to_input(probe)).numpy()).max())
+    if err > 1e-3:
+        raise SystemExit(f"the PyTorch port of keras_slim's pruned model differs by {err:.2e}")
+    names = [layer.name for layer in keras_base.layers
+             if type(layer).__name__ == "BatchNormalization"]
+    full = {layer.name: layer.gamma.shape[0] for layer in keras_base.layers if layer.name in names}
+    return tm, {n: list(p.kept.get(n, range(full[n]))) for n in names}, dict(port_error=err)
 
 
 def _tp_version() -> str:
@@ -419,7 +501,7 @@ def _keras_slim_rows(out, stem):
     return dict(bases=data["bases"], rows=[r for r in data["rows"] if "val_finetuned" in r])
 
 
-def _markdown(meta, bases, rows, ks) -> str:
+def _markdown(meta, bases, rows, ks, kept=None) -> str:
     lines = [f"Command: `{meta['command'].strip()}`; {meta['machine']}; torch {meta['torch']}, "
              f"Torch-Pruning {meta['torch_pruning']}; {meta['minutes']} min.  ",
              f"Same base weights as benchmarks/criteria.py (ported; max logit difference "
@@ -429,19 +511,44 @@ def _markdown(meta, bases, rows, ks) -> str:
              ]
     body = [["100%", f"base, {b}", f"{r['val']:.4f}", "", f"{r['test']:.4f}", f"{r['params']:,}",
              f"{r['macs']:,}"] for b, r in bases.items()]
-    merged = [(r["target"], "Torch-Pruning", r) for r in rows]
+    merged = [(r["target"], "keras_slim" if r["method"] in KS_PLANS else "Torch-Pruning", r)
+              for r in rows]
     if ks:
         merged += [(r["target"], "keras_slim", r) for r in ks["rows"]]
     for target, lib, r in sorted(merged, key=lambda t: (-t[0], t[1], t[2]["method"])):
-        name = f"{lib}, {r['method'].replace('TP ', '')}"
+        name = f"{lib}, {r['method'].replace('TP ', '').replace('keras_slim ', '')}"
         if "val_finetuned" not in r:
             body.append([f"{target:.0%}", name, r["error"], "", "", "", ""])
             continue
-        body.append([f"{target:.0%}", name, f"{r['val_pruned']:.4f}", f"{r['val_finetuned']:.4f}",
-                     f"{r['test']:.4f}", f"{r['params']:,}", f"{r['macs']:,}"])
+        seed = f" (seed {r['seed']})" if "seed" in r else ""
+        body.append([f"{target:.0%}", name + seed, f"{r['val_pruned']:.4f}",
+                     f"{r['val_finetuned']:.4f}", f"{r['test']:.4f}", f"{r['params']:,}",
+                     f"{r['macs']:,}"])
     lines += table(["MACs kept", "library, method", "val pruned", "val fine-tuned", "test",
                     "params", "MACs"], body)
+    for target, per_method in (kept or {}).items():
+        lines += ["", *_kept_table(target, per_method)]
     return "\n".join(lines) + "\n"
+
+
+def _kept_table(target, per_method):
+    """Channels each method kept per BN layer, and how many it shares with the first."""
+    names = list(per_method)
+    if len(names) < 2:
+        return []
+    first = names[0]
+    short = [n.replace(" (sparsity-trained)", "") for n in names]
+    lines = [f"Channels kept per BN layer at {float(target):.0%} of the MACs "
+             f"(shared: channels also kept by {short[0]}):", ""]
+    body = []
+    for bn in per_method[first]:
+        ref = set(per_method[first][bn])
+        cells = [bn, str(len(ref))]
+        for n in names[1:]:
+            got = set(per_method[n].get(bn, ()))
+            cells.append(f"{len(got)} ({len(got & ref)} shared)")
+        body.append(cells)
+    return lines + table(["BN layer", short[0], *short[1:]], body)
 
 
 if __name__ == "__main__":
