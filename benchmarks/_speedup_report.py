@@ -140,6 +140,8 @@ def _paired(on: dict, off: dict, t: str, key) -> str:
 
 def _selection_text(case: dict) -> str:
     """'on (18 sel.: 0 GATHER)'; older JSON counted selections as GATHERs."""
+    if case.get("criterion", "bn_scale") != "bn_scale":
+        return f"{case['criterion']} (streams cut)"
     if not case["channel_selection"]:
         return "off"
     if not case.get("order_channels", True):
@@ -196,7 +198,9 @@ def observations(result: dict) -> list[str]:
         for label, other in (("without channel selection, t(off) / t(on)",
                               lambda c: not c["channel_selection"]),
                              ("not reordered (GATHER), t(not reordered) / t(on)",
-                              lambda c: c["channel_selection"] and not c.get("order_channels", True))):
+                              lambda c: c["channel_selection"] and not c.get("order_channels", True)),
+                             ("the streams cut (bn_scale_readers), t(readers) / t(on)",
+                              lambda c: c.get("criterion", "bn_scale") != "bn_scale")):
             pairs = [(key, c, o) for o in e["cases"] if other(o)
                      for key, c in on.items()
                      if key == (o["round_to"], o["ratio"], o.get("budget"))]

@@ -198,6 +198,15 @@ def main(argv=None):
             # the residual streams pruned as one group each, as Torch-Pruning does
             "bn_scale, channel_selection=False (sparsity-trained)": ("sparse", lambda: (
                 keras_slim.plan(sparse, target_macs=goal, channel_selection=False))),
+            # every BN reading a channel scores it, as Torch-Pruning groups them: the residual
+            # streams read raw by the projection shortcuts are cut too (not exact there)
+            "bn_scale_readers (sparsity-trained)": ("sparse", lambda: keras_slim.plan(
+                sparse, target_macs=goal, criterion="bn_scale_readers")),
+            "bn_scale_readers (sparsity-trained), fine-tuned again": ("sparse", lambda: (
+                keras_slim.plan(sparse, target_macs=goal, criterion="bn_scale_readers"))),
+            "bn_scale_readers, normalize=mean (sparsity-trained)": ("sparse", lambda: (
+                keras_slim.plan(sparse, target_macs=goal, criterion="bn_scale_readers",
+                                normalize="mean"))),
             # the channels Torch-Pruning's BNScalePruner kept (torch_pruning_compare.py
             # writes them), fine-tuned here: "which channels" apart from "which framework"
             "Torch-Pruning BNScalePruner's channels (sparsity-trained)": ("sparse", lambda: (

@@ -139,7 +139,8 @@ def depthwise_macs_share(the_plan) -> float:
 
 
 def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
-            unordered: bool = False, runtimes=("litert",), equal_macs=()) -> dict:
+            unordered: bool = False, runtimes=("litert",), equal_macs=(),
+            readers: bool = False) -> dict:
     """Build, sparsify, prune and export one architecture; sizes and MACs per case.
 
     Cases are every (round_to, ratio) pair with channel selection on (the
@@ -150,7 +151,9 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
     `equal_macs` is also planned as `plan(target_macs=M, round_to=...)`, M
     being the MACs of the round_to=1 plan at that ratio: widths at multiples
     of round_to for the same compression (`budget: "equal_macs"`), where the
-    ratio alone rounds every layer up and keeps more MACs.
+    ratio alone rounds every layer up and keeps more MACs. With `readers`,
+    models that needed a selection are also planned with
+    criterion="bn_scale_readers", which cuts the shared streams instead.
     """
     model = ARCHS[arch]()
     sparsity_like_gammas(model, seed)
@@ -162,19 +165,20 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
     zero = keras_slim.plan(model, 0.0)
     unreachable: list[dict] = []
 
-    def build(selection: bool, order: bool = True) -> list[dict]:
+    def build(selection: bool, order: bool = True, criterion: str = "bn_scale") -> list[dict]:
         out = []
         plans = [(round_to, ratio, None) for round_to in round_tos for ratio in ratios]
         plans += [(round_to, ratio, keras_slim.plan(
-            model, ratio, channel_selection=selection).macs_after)
+            model, ratio, channel_selection=selection, criterion=criterion).macs_after)
             for round_to in equal_macs for ratio in ratios]
         for round_to, ratio, budget in plans:
             if budget is None:
-                p = keras_slim.plan(model, ratio, round_to=round_to, channel_selection=selection)
+                p = keras_slim.plan(model, ratio, round_to=round_to, channel_selection=selection,
+                                    criterion=criterion)
             else:
                 try:
                     p = keras_slim.plan(model, target_macs=budget, round_to=round_to,
-                                        channel_selection=selection)
+                                        channel_selection=selection, criterion=criterion)
                 except keras_slim.ModelError as err:  # widths already at the multiple
                     unreachable.append(dict(ratio=ratio, round_to=round_to,
                                             channel_selection=selection, reason=str(err)))
@@ -185,7 +189,8 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
                              for layer in _keras.walk_layers(small))
             path = os.path.join(workdir, f"{slug}_r{int(ratio * 100)}_q{round_to}"
                                          f"{'_eq' if budget else ''}"
-                                         f"_cs{int(selection)}_o{int(order)}.tflite")
+                                         f"_cs{int(selection)}_o{int(order)}"
+                                         f"{'_readers' if criterion != 'bn_scale' else ''}.tflite")
             log(f"{arch}: ratio {ratio} round_to {round_to} channel_selection {selection}: "
                 f"MACs {p.macs_after / p.macs_before:.3f} of the original; exporting")
             report = keras_slim.export_tflite(small, path, order_channels=order)
@@ -194,7 +199,7 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
             gathers = report.op_histogram.get("GATHER", 0)
             widths = conv_widths(small)
             out.append(dict(
-                ratio=ratio, round_to=round_to, channel_selection=selection,
+                ratio=ratio, round_to=round_to, channel_selection=selection, criterion=criterion,
                 budget="equal_macs" if budget else "ratio",
                 conv_widths=widths,
                 selections=selections, gathers=gathers, order_channels=order,
@@ -215,6 +220,8 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
         cases += build(False)
         if unordered:  # the file as before export reordered channels: GATHERs
             cases += build(True, order=False)
+        if readers:  # cut the shared streams rather than select from them
+            cases += build(True, criterion="bn_scale_readers")
     partitions, outside = xnnpack_partitions(base_path)
     return dict(arch=arch, path=base_path, files=base_files, params=zero.params_before,
                 macs=zero.macs_before,
@@ -307,6 +314,9 @@ def main(argv=None) -> int:
                     help="runtimes to time besides LiteRT (which always runs)")
     ap.add_argument("--unordered", action="store_true",
                     help="also time the selection cases exported with order_channels=False")
+    ap.add_argument("--readers", action="store_true",
+                    help="also plan the selection cases with criterion='bn_scale_readers' "
+                         "(cuts the shared streams instead of selecting from them)")
     ap.add_argument("--equal-macs", type=int, nargs="*", metavar="ROUND_TO",
                     help="also plan at the MACs of the round_to=1 plan (target_macs=) with "
                          "these round_to values (none given: every --round-to > 1): aligned "
@@ -345,7 +355,7 @@ def main(argv=None) -> int:
             arch = ARCH_KEYS[key]
             keras.backend.clear_session()
             entry = prepare(arch, args.ratios, args.round_tos, workdir, args.seed,
-                            args.unordered, runtimes, equal_macs)
+                            args.unordered, runtimes, equal_macs, args.readers)
             for t in args.threads:
                 for rt in runtimes:
                     with paused(args.pause):

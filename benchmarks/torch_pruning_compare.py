@@ -298,6 +298,8 @@ KS_PLANS = {
     "keras_slim bn_scale, fine-tuned in PyTorch (sparsity-trained)": ("sparse", {}),
     "keras_slim bn_scale, channel_selection=False, fine-tuned in PyTorch (sparsity-trained)": (
         "sparse", {"channel_selection": False}),
+    "keras_slim bn_scale_readers, fine-tuned in PyTorch (sparsity-trained)": (
+        "sparse", {"criterion": "bn_scale_readers"}),
 }
 
 

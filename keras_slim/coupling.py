@@ -41,7 +41,9 @@ class Options:
     channel_selection: bool = True
     exclude: frozenset = frozenset()
     border_folds: bool = True  # fold constants where exact only away from 'same' borders
-    scores: str = "bn"  # what a class is scored by: "bn" (gamma) or "filters" (weights)
+    # what a class is scored by: "bn" (gamma of the BN after it), "filters" (weights), or
+    # "bn_readers" (gamma of every BN reading it, removed as zero filters + mean fill)
+    scores: str = "bn"
     # under "filters": what a removed filter's channel carries ("zero": the filter is taken
     # as zero; "mean": its BN's moving mean, so the BN emits beta; plan's filter_removal)
     filter_removal: str = "zero"
@@ -120,9 +122,9 @@ class Coupling:
                                               value=np.full(n, np.nan))
         for call in graph.calls:
             handler = resolve(call.layer)
-            if options.scores == "filters":
+            if options.scores in ("filters", "bn_readers"):
                 handler = handler.under_filter_scores()
-                if options.filter_removal == "mean":
+                if options.filter_removal == "mean" or options.scores == "bn_readers":
                     handler = handler.under_mean_fill()
             self.handlers[call.index] = handler
             ctx = FlowContext(self, call, handler)

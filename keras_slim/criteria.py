@@ -4,6 +4,19 @@ Criteria (`plan(model, ..., criterion=...)`):
 
 * "bn_scale" (default, the paper): |gamma| of the BatchNormalization scaling
   factors. Removal is exact where every factor of a class is 0.
+* "bn_scale_readers": |gamma| of every BN that *reads* the channel, as
+  Torch-Pruning's BNScalePruner groups them. Where each channel has its own
+  BN after its producer this ranks as "bn_scale" does. It differs on
+  channels several layers read: a pre-activation ResNet's residual stream
+  (read by the next blocks' BNs and, raw, by the projection shortcut),
+  DenseNet's concatenations. "bn_scale" never cuts those, since a zero
+  gamma in a reader does not make them dead (it selects per reader instead);
+  this criterion cuts them under the zero-filter hypothesis: the removed
+  channel's producing filters are taken as zero, so it carries act(bias)
+  into the raw readers, and each reading BN emits beta (as at gamma = 0).
+  Exact only for channels whose every reader is a BN with gamma = 0;
+  otherwise an approximation for fine-tuning to repair, like "l1". Opt-in:
+  measured on a CIFAR pre-activation ResNet-20 in benchmarks/criteria.py.
 * "l1", "l2": the norm of each output filter of the layer that creates the
   channel (Li et al., 2017), plus each depthwise filter coupled to it.
   Removal is exact where every such filter is 0 (the channel then carries
@@ -86,6 +99,8 @@ _DATA_CRITERIA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "taylor": lambda terms: np.abs(terms).mean(axis=1),
 }
 BN_SCALE = "bn_scale"
+BN_READERS = "bn_scale_readers"
+_BN_CRITERIA = (BN_SCALE, BN_READERS)
 _NORMALIZE = {
     None: lambda s: s,
     "mean": lambda s: s / s.mean() if s.size and s.mean() > 0 else s,
@@ -99,9 +114,9 @@ def register_criterion(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Non
 
     Then `plan(model, ratio, criterion=name)` uses it like "l1".
     """
-    if not isinstance(name, str) or not name or name == BN_SCALE or name in _DATA_CRITERIA:
+    if not isinstance(name, str) or not name or name in _BN_CRITERIA or name in _DATA_CRITERIA:
         raise ArgumentError(f"register_criterion: name must be a non-empty string other than "
-                            f"{[BN_SCALE, *sorted(_DATA_CRITERIA)]}, got {name!r}")
+                            f"{[*_BN_CRITERIA, *sorted(_DATA_CRITERIA)]}, got {name!r}")
     if not callable(fn):
         raise ArgumentTypeError(f"register_criterion: fn must be callable (rows -> scores), "
                                 f"got {type(fn).__name__}")
@@ -109,7 +124,12 @@ def register_criterion(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Non
 
 
 def criteria_names() -> list[str]:
-    return [BN_SCALE] + sorted(set(_FILTER_CRITERIA) | set(_DATA_CRITERIA))
+    return list(_BN_CRITERIA) + sorted(set(_FILTER_CRITERIA) | set(_DATA_CRITERIA))
+
+
+def scores_gammas(criterion: str) -> bool:
+    """True for the criteria that rank BN scaling factors ("bn_scale", "bn_scale_readers")."""
+    return criterion in _BN_CRITERIA
 
 
 def uses_data(criterion: str) -> bool:
@@ -118,17 +138,22 @@ def uses_data(criterion: str) -> bool:
 
 
 def check_criterion(criterion, normalize) -> tuple[str, str | None]:
-    """(what scores channels: "bn" or "filters", the normalisation in effect)."""
+    """(what scores channels, the normalisation in effect).
+
+    What scores: "bn" (gamma of the BN after the producer, exact), "bn_readers"
+    (gamma of every reading BN, zero-filter hypothesis) or "filters".
+    """
     if criterion not in criteria_names():
         raise ArgumentError(f"criterion={criterion!r} is not known; use one of "
                             f"{criteria_names()} or add one with "
                             "keras_slim.criteria.register_criterion(name, fn)")
     if normalize == "auto":
-        normalize = None if criterion == BN_SCALE else "mean"
+        normalize = None if criterion in _BN_CRITERIA else "mean"
     if normalize not in _NORMALIZE:
         raise ArgumentError(f"normalize={normalize!r} is not known; use 'auto', 'mean', 'max' "
                             "or None")
-    return ("bn" if criterion == BN_SCALE else "filters"), normalize
+    scores_by = {BN_SCALE: "bn", BN_READERS: "bn_readers"}.get(criterion, "filters")
+    return scores_by, normalize
 
 
 FILTER_REMOVALS = ("zero", "mean")
@@ -140,10 +165,11 @@ def check_filter_removal(criterion: str, filter_removal) -> None:
         raise ArgumentError(f"filter_removal={filter_removal!r} is not known; use 'zero' (a "
                             "removed filter is taken as zero: exact where it is) or 'mean' (its "
                             "channel carries its BN's mean, act(beta))")
-    if filter_removal != "zero" and criterion == BN_SCALE:
+    if filter_removal != "zero" and criterion in _BN_CRITERIA:
         raise ArgumentError(f"filter_removal={filter_removal!r} is for filter criteria ('l1', "
-                            "'l2', 'fpgm', 'taylor'); under 'bn_scale' a removed channel already "
-                            "carries act(beta). Drop filter_removal, or choose a filter criterion")
+                            f"'l2', 'fpgm', 'taylor'); under {criterion!r} a removed channel "
+                            "already carries act(beta) after its BN. Drop filter_removal, or "
+                            "choose a filter criterion")
 
 
 def bn_scores(scored: Sequence, normalize: str | None) -> list:

@@ -25,7 +25,7 @@ def no_scaling_factor_message(model, graph, criterion: str = criteria.BN_SCALE) 
             why = graph.trace_failures.get(id(call.layer))
             if why and not reasons:
                 reasons.append(why)
-    if criterion != criteria.BN_SCALE:
+    if not criteria.scores_gammas(criterion):
         return (f"model {model.name!r} has no Conv/Dense layer whose output channels "
                 f"criterion {criterion!r} could score (they are all model outputs, barriers "
                 "or inside custom layers keras_slim cannot see into)"

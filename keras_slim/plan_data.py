@@ -135,7 +135,8 @@ class Plan:
 
     def _score_name(self) -> str:
         criterion = self.options.get("criterion", "bn_scale")
-        return "|gamma|" if criterion == "bn_scale" else criterion
+        return {"bn_scale": "|gamma|", "bn_scale_readers": "|gamma| of readers"}.get(
+            criterion, criterion)
 
     def _target_line(self) -> str:
         if not self.target:

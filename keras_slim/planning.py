@@ -86,6 +86,10 @@ def plan(
         group_reduction: how the scores of coupled layers combine: "mean",
             "max" or "sum" (see keras_slim.criteria).
         criterion: what ranks channels: "bn_scale" (|gamma|, the paper),
+            "bn_scale_readers" (|gamma| of every BN reading the channel, as
+            Torch-Pruning groups them: also cuts residual streams and
+            concatenations read raw elsewhere, under the zero-filter
+            hypothesis, so not exact there; see keras_slim.criteria),
             "l1" / "l2" (norm of the filter that creates the channel) or
             "fpgm" (distance to the layer's other filters), "taylor" (the
             first-order estimate of the loss change when a filter goes,
@@ -119,7 +123,7 @@ def plan(
             the largest ratio it tolerated (`SensitivityResult.group_ratios`).
         normalize: how scores are made comparable across layers before the
             global ranking: "mean" (each layer's scores over their mean),
-            "max", None (raw), or "auto" (None for "bn_scale", "mean" for
+            "max", None (raw), or "auto" (None for the bn_scale criteria, "mean" for
             filter criteria, taylor included). With "bn_scale", "mean" and
             "max" divide each BN's |gamma| by that BN's mean / max, as
             Torch-Pruning's BNScaleImportance; `threshold=` then compares
@@ -132,7 +136,7 @@ def plan(
             those BN gammas are 0, and for non-zero filters a closer
             approximation before fine-tuning (measured in
             benchmarks/results/criteria.md). Layers without a BN after them
-            keep "zero" (act(bias)). Not for "bn_scale".
+            keep "zero" (act(bias)). Not for the bn_scale criteria.
         kept: instead of ratio/threshold, reproduce a saved plan: the kept
             output channels per layer (`Plan.kept`, e.g. from `Plan.from_json`).
         border_folds: a removed channel with gamma = 0 but beta != 0 emits a
@@ -227,7 +231,7 @@ def plan(
         if not math.isfinite(s):
             bad = sorted({m.layer for m in coupling.members([r])[r]})
             raise ModelError(
-                f"non-finite {'BatchNormalization scaling factor (gamma)' if scores_by == 'bn' else criterion + ' score'} in {bad}; "
+                f"non-finite {criterion + ' score' if scores_by == 'filters' else 'BatchNormalization scaling factor (gamma)'} in {bad}; "
                 "the model's weights are broken (diverged training?). Fix or retrain first."
             )
         scores[r] = s

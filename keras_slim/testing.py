@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.errors import ModelError
+from keras_slim.errors import ArgumentError, ModelError
 
 
 def randomize_batchnorm(model, seed: int = 0) -> None:
@@ -48,6 +48,12 @@ def kill_channels(model, fraction: float = 0.4, seed: int = 0, keep_beta: bool =
     """
     from keras_slim.planning import plan
 
+    if criterion == "bn_scale_readers":
+        raise ArgumentError(
+            "kill_channels: criterion='bn_scale_readers' also removes channels that a zero "
+            "gamma does not make dead (read raw by other layers), so killed channels prove "
+            "nothing about it; compare its pruned model with the original whose removed "
+            "filters and removed BN gammas are zeroed instead (tests/test_bn_readers.py)")
     filters = criterion != "bn_scale"
     shifted = [layer for layer in _keras.walk_layers(model)
                if (_keras.is_batch_norm(layer) and not filters)

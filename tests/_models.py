@@ -1,5 +1,6 @@
 """Small test models shared by several test files (not part of the package)."""
 import keras
+import numpy as np
 
 from keras_slim import testing
 
@@ -16,3 +17,39 @@ def conv_bn_relu_chain(widths, seed: int, name: str | None = None):
     m = keras.Model(inp, keras.layers.Dense(5, name="head")(x), name=name)
     testing.randomize_batchnorm(m, seed=seed)
     return m
+
+
+def walk_layers(model, prefix=""):
+    """(plan name, layer) of every layer, nested models' as "outer/inner" as in `Plan.kept`."""
+    for layer in model.layers:
+        yield prefix + layer.name, layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer, prefix + layer.name + "/")
+
+
+def removed_zeroed(model, p):
+    """The "mean" hypothesis on any graph: removed filters zero (biases kept) and removed BN
+    gammas zero, so a channel after a BN carries act(beta) and one without carries act(bias).
+    Written from `Plan.kept`, apart from the library's `testing._zero_filters`, so that the
+    reference shares no code with what it checks."""
+    ref = keras.models.clone_model(model)
+    ref.set_weights(model.get_weights())
+    as_np = keras.ops.convert_to_numpy
+    for path, layer in walk_layers(ref):
+        if path not in p.kept or isinstance(layer, keras.Model):
+            continue
+        weights = {w.path.split("/")[-1]: w for w in layer.weights}
+        if isinstance(layer, keras.layers.BatchNormalization):
+            key = "gamma"
+        elif "pointwise_kernel" in weights:
+            key = "pointwise_kernel"
+        elif "kernel" in weights:
+            key = "kernel"
+        else:
+            continue
+        w = as_np(weights[key]).copy()
+        flat = w.reshape(w.shape[:-2] + (-1,)) if isinstance(
+            layer, keras.layers.DepthwiseConv2D) else w  # depthwise taps of output c*m+k
+        flat[..., np.setdiff1d(np.arange(flat.shape[-1]), p.kept[path])] = 0.0
+        weights[key].assign(flat.reshape(w.shape))
+    return ref

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_slim
 from keras_slim.training import cifar
 from keras_slim.training.cifar import CIFAR10_CLASSES
 from keras_slim.training.cifar import stages as cifar_stages
@@ -95,6 +96,25 @@ def test_vgg_smoke_pipeline_and_resume(fake_archive, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_resnet_smoke_with_the_readers_criterion(fake_archive, tmp_path):
+    """--criterion bn_scale_readers reaches every prune of the recipe (single pass and
+    multi-pass): the pre-activation streams are cut, so no ChannelSelection is left."""
+    out = tmp_path / "run"
+    results = cifar.main("resnet", ["--scale", "smoke", "--data", str(fake_archive), "--out",
+                                    str(out), "--cache-dir", str(tmp_path / "cache"),
+                                    "--verbose", "0", "--no-export", "--no-sweep",
+                                    "--criterion", "bn_scale_readers"])
+    assert results["config"]["criterion"] == "bn_scale_readers"
+    plan = keras_slim.Plan.from_json((out / "plans" / "plan_40.json").read_text())
+    assert plan.options["criterion"] == "bn_scale_readers"
+    assert "conv1" in plan.kept  # the stem's stream is cut (bn_scale only selects from it)
+    tuned = keras.models.load_model(out / "models" / "finetune_40.keras")
+    assert not any(isinstance(la, keras_slim.ChannelSelection) for la in tuned.layers)
+    assert results["multipass"]["passes"]
+    assert "criterion='bn_scale_readers'" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
 def test_interrupted_stage_resumes_from_its_checkpoint(fake_archive, tmp_path):
     cfg = cifar.make_config("vgg", "smoke")
     data = cifar.limit_data(cifar.load_cifar10(fake_archive, cache_dir=tmp_path / "c"), cfg)
@@ -143,6 +163,11 @@ def test_command_line_overrides_and_errors():
     args = cifar.parse_args("vgg", ["--no-sweep", "--no-export", "--max-layer-ratio", "0.8"])
     cfg = cifar.config_from_args("vgg", args)
     assert (cfg.sweep, cfg.export, cfg.max_layer_ratio) == ((), False, 0.8)
+    assert cfg.criterion == "bn_scale"
+    args = cifar.parse_args("resnet", ["--criterion", "bn_scale_readers"])
+    assert cifar.config_from_args("resnet", args).criterion == "bn_scale_readers"
+    with pytest.raises(SystemExit):
+        cifar.parse_args("resnet", ["--criterion", "l3"])
     args = cifar.parse_args("vgg", ["--finetune-lr", "0.01", "--sparsity", "2e-3"])
     cfg = cifar.config_from_args("vgg", args)
     assert (cfg.finetune_lr, cfg.sparsity) == (0.01, 2e-3)

@@ -14,6 +14,8 @@ import pytest
 import keras_slim
 from keras_slim import testing
 
+from _models import removed_zeroed
+
 pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
 EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))  # as test_property.py
 
@@ -62,7 +64,7 @@ def test_mean_fill_equals_the_model_with_those_gammas_zeroed(build, act, criteri
     testing.randomize_batchnorm(m, seed=3)
     p = keras_slim.plan(m, 0.4, criterion=criterion, filter_removal="mean", border_folds=False)
     assert p.removed_channels > 0 and p.options["filter_removal"] == "mean"
-    ref = _removed_zeroed(m, p)
+    ref = removed_zeroed(m, p)
     small = keras_slim.prune(m, p)
     x = testing.random_inputs(m, batch=4, seed=1)
     as_np = keras.ops.convert_to_numpy
@@ -99,42 +101,6 @@ def test_bad_filter_removal():
         keras_slim.plan(m, 0.5, filter_removal="mean")  # bn_scale
 
 
-def _walk(model, prefix=""):
-    """(plan name, layer) of every layer, nested models' as "outer/inner" as in `Plan.kept`."""
-    for layer in model.layers:
-        yield prefix + layer.name, layer
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer, prefix + layer.name + "/")
-
-
-def _removed_zeroed(model, p):
-    """The "mean" hypothesis on any graph: removed filters zero (biases kept) and removed BN
-    gammas zero, so a channel after a BN carries act(beta) and one without carries act(bias).
-    Written from `Plan.kept`, apart from the library's `testing._zero_filters`, so that the
-    reference shares no code with what it checks."""
-    ref = keras.models.clone_model(model)
-    ref.set_weights(model.get_weights())
-    as_np = keras.ops.convert_to_numpy
-    for path, layer in _walk(ref):
-        if path not in p.kept or isinstance(layer, keras.Model):
-            continue
-        weights = {w.path.split("/")[-1]: w for w in layer.weights}
-        if isinstance(layer, keras.layers.BatchNormalization):
-            key = "gamma"
-        elif "pointwise_kernel" in weights:
-            key = "pointwise_kernel"
-        elif "kernel" in weights:
-            key = "kernel"
-        else:
-            continue
-        w = as_np(weights[key]).copy()
-        flat = w.reshape(w.shape[:-2] + (-1,)) if isinstance(
-            layer, keras.layers.DepthwiseConv2D) else w  # depthwise taps of output c*m+k
-        flat[..., np.setdiff1d(np.arange(flat.shape[-1]), p.kept[path])] = 0.0
-        weights[key].assign(flat.reshape(w.shape))
-    return ref
-
-
 @pytest.mark.parametrize("criterion", ["l1", "fpgm"])
 def test_mean_fill_is_exact_on_random_graphs(criterion):
     """Random graphs (merges, concatenations, SE, depthwise, nested models, activations whose
@@ -152,7 +118,7 @@ def test_mean_fill_is_exact_on_random_graphs(criterion):
         pruned_any += 1
         x = testing.random_inputs(m, batch=2, seed=1)
         small = keras_slim.prune(m, p)
-        assert testing.max_difference(_removed_zeroed(m, p), small, x) < 1e-5, seed
+        assert testing.max_difference(removed_zeroed(m, p), small, x) < 1e-5, seed
         mattered += testing.max_difference(m, small, x) > 1e-3  # the hypothesis changed outputs
     # not vacuous: most graphs prune something and the pruning changes their outputs
     assert pruned_any >= 0.6 * graphs and mattered >= 0.5 * graphs, (pruned_any, mattered)

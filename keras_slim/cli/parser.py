@@ -284,17 +284,20 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
                         "without it: compare with 'keras-slim bench')")
     g.add_argument("--group-reduction", choices=["mean", "max", "sum"], default="mean",
                    help="how coupled layers' scores combine into one (default mean)")
-    g.add_argument("--criterion", choices=["bn_scale", "l1", "l2", "fpgm"], default="bn_scale",
-                   help="what ranks channels: BN |gamma| (default, the paper), or the l1/l2 "
-                        "norm of the filter creating each channel, or fpgm (redundancy); filter "
-                        "criteria also prune models without BN")
+    g.add_argument("--criterion", choices=["bn_scale", "bn_scale_readers", "l1", "l2", "fpgm"],
+                   default="bn_scale",
+                   help="what ranks channels: BN |gamma| (default, the paper); "
+                        "bn_scale_readers (|gamma| of every BN reading a channel, as "
+                        "Torch-Pruning: also cuts residual streams read raw by shortcuts, not "
+                        "exact there); or the l1/l2 norm of the filter creating each channel, "
+                        "or fpgm (redundancy); filter criteria also prune models without BN")
     g.add_argument("--filter-removal", choices=["zero", "mean"], default="zero",
                    help="with a filter criterion, what a removed channel carries: zero (its "
                         "filter taken as zero; exact where it is) or mean (its BN's moving "
                         "mean, act(beta); closer before fine-tuning)")
     g.add_argument("--normalize", choices=["auto", "mean", "max", "none"], default="auto",
                    help="per-layer score normalisation before the global ranking (auto: none "
-                        "for bn_scale, mean for filter criteria; with bn_scale, mean/max divide "
+                        "for the bn_scale criteria, mean for filter criteria; with them, mean/max divide "
                         "each BN's |gamma| by that BN's mean/max)")
     g.add_argument("--input-shape", type=_shape, action="append", metavar="H,W,C",
                    help="input size MACs are counted at, without the batch axis, e.g. "

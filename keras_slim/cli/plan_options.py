@@ -50,7 +50,7 @@ def check_prunable(model: Any, args: argparse.Namespace) -> list:
     layers = list(_keras.walk_layers(model))
     bns = [layer for layer in layers if _keras.is_batch_norm(layer)
            and getattr(layer, "gamma", None) is not None]
-    if not bns and getattr(args, "criterion", "bn_scale") == "bn_scale":
+    if not bns and getattr(args, "criterion", "bn_scale") in ("bn_scale", "bn_scale_readers"):
         raise CliError(f"model {model.name!r} has no BatchNormalization layer with a scaling "
                        "factor (gamma), so Network Slimming has nothing to rank; add BN after "
                        "the convolutions and sparsity-train with keras_slim.add_bn_l1, or rank "

@@ -92,7 +92,13 @@ class FlowContext:
         layer that creates channels scores them with `score_filters` and
         emits act(bias) (`filter_zeroed`); a BN only maps that affinely.
         """
-        return self.options.scores == "filters"
+        return self.options.scores in ("filters", "bn_readers")
+
+    @property
+    def scores_readers(self) -> bool:
+        """True under "bn_scale_readers": every BN scores the channels it reads (its input's
+        ids, not a selection), while producers are removed as zero filters."""
+        return self.options.scores == "bn_readers"
 
     def score(self, info: ChannelInfo, gammas: np.ndarray) -> None:
         """Attach this layer's scaling factors to the channels of `info`."""

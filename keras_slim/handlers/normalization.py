@@ -92,12 +92,17 @@ class AffineBatchNormHandler(BatchNormHandler):
     """BatchNormalization when a filter criterion (l1, l2, fpgm) scores channels.
 
     The removal hypothesis is then "the producing filters are zero", so the
-    BN scores nothing and emits nothing of its own: it maps the constant its
-    input carries through gamma * (c - mean) / std + beta.
+    BN emits nothing of its own: it maps the constant its input carries
+    through gamma * (c - mean) / std + beta. Under "bn_scale_readers" its
+    |gamma| scores the channels it reads (its input's ids: no selection).
     """
 
     emits_constants = False
     scores_gamma = False
+
+    def flow(self, ctx, ins):
+        _score_read(ctx, ins)
+        return super().flow(ctx, ins)
 
     def under_filter_scores(self) -> Handler:
         return self
@@ -107,7 +112,8 @@ class AffineBatchNormHandler(BatchNormHandler):
 
 
 class MeanFillBatchNormHandler(AffineBatchNormHandler):
-    """BatchNormalization under a filter criterion with plan(filter_removal="mean").
+    """BatchNormalization under a filter criterion with plan(filter_removal="mean"),
+    and under criterion="bn_scale_readers" (which always removes this way).
 
     The removal hypothesis is then "the removed filter's output is replaced
     by its mean", which the BN's moving mean records: the BN emits beta for
@@ -123,6 +129,7 @@ class MeanFillBatchNormHandler(AffineBatchNormHandler):
     def flow(self, ctx, ins):
         if not self.on_channel_axis(ctx, ins):
             return super().flow(ctx, ins)  # the barrier
+        _score_read(ctx, ins)
         x = ins[0]
         beta = _keras.weight(ctx.layer, "beta")
         zero = x.const & (True if beta is None else beta == 0)
@@ -138,6 +145,12 @@ class MeanFillBatchNormHandler(AffineBatchNormHandler):
 
     def under_mean_fill(self) -> Handler:
         return self
+
+
+def _score_read(ctx, ins) -> None:
+    """Under "bn_scale_readers": this BN's |gamma| scores the channels it reads."""
+    if ctx.scores_readers and ctx.layer.scale and BatchNormHandler.on_channel_axis(ctx, ins):
+        ctx.score(ins[0], np.abs(_keras.weight(ctx.layer, "gamma")))
 
 
 _AFFINE = AffineBatchNormHandler()

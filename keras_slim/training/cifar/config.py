@@ -54,6 +54,9 @@ class Config:
     weight_decay: float = 1e-4
     lr_drops: tuple = (0.5, 0.75)  # lr / 10 at these fractions of each stage's epochs
     finetune_lr: float | None = None  # first lr of fine-tuning stages; None: `lr`, as the paper
+    # what ranks channels in every prune: "bn_scale" (the paper, exact at gamma = 0) or
+    # "bn_scale_readers" (also cuts residual streams / concatenations read raw elsewhere)
+    criterion: str = "bn_scale"
     max_layer_ratio: float | None = None  # single-pass cap per layer (None: the paper's pure
     # global threshold, which can cut a layer whose factors are all small to 1 channel)
     train_limit: int | None = None  # use only this many training images (smoke)
@@ -143,6 +146,11 @@ def parse_args(arch: str, argv: list[str] | None = None, *,
                     help="initial learning rate of fine-tuning (default: --lr, as the paper)")
     ap.add_argument("--sparsity", type=float, help="lambda of the BN-scale L1 penalty")
     ap.add_argument("--ratios", type=float, nargs="+", help="single-pass prune ratios")
+    ap.add_argument("--criterion", choices=("bn_scale", "bn_scale_readers"),
+                    help="what ranks channels (default bn_scale, the paper); "
+                         "bn_scale_readers scores a channel by every BN that reads it, as "
+                         "Torch-Pruning does, and also cuts the residual streams and "
+                         "concatenations other layers read raw (not exact there)")
     ap.add_argument("--max-layer-ratio", type=float,
                     help="single-pass pruning removes at most this fraction of any layer "
                          "(default: no cap, the paper's global threshold)")
@@ -180,6 +188,7 @@ def config_from_args(arch: str, args: argparse.Namespace) -> Config:
     overrides = {"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
                  "multipass_epochs": args.multipass_epochs,
                  "max_layer_ratio": args.max_layer_ratio,
+                 "criterion": getattr(args, "criterion", None),
                  "batch_size": args.batch_size, "lr": args.lr, "sparsity": args.sparsity,
                  "finetune_lr": args.finetune_lr, "val_images": args.val_images,
                  "ratios": tuple(args.ratios) if args.ratios else None}

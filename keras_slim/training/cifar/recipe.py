@@ -129,7 +129,8 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
     finals: dict[str, keras.Model] = {"baseline": baseline}
     for ratio in cfg.ratios:
         tag = f"{round(100 * ratio)}"
-        plan = make_plan(sparse, ratio, max_layer_ratio=cfg.max_layer_ratio)
+        plan = make_plan(sparse, ratio, max_layer_ratio=cfg.max_layer_ratio,
+                         criterion=cfg.criterion)
         plan.to_json(run.path("plans", f"plan_{tag}.json"))
         _plot(lambda: plots.plot_channels_per_layer(
             plan, run.path("plots", f"channels_{tag}.png")))
@@ -167,7 +168,8 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
             sparse, per_pass_ratio=cfg.multipass_per_pass,
             max_layer_ratio=cfg.multipass_max_layer_ratio, max_passes=cfg.multipass_passes,
             fine_tune=fine_tune, evaluate=run.validate, compile_fn=compile_fn,
-            max_accuracy_drop=cfg.multipass_max_drop, sparsity=cfg.sparsity)
+            max_accuracy_drop=cfg.multipass_max_drop, sparsity=cfg.sparsity,
+            plan_options={"criterion": cfg.criterion})
         timings["multipass"] = time.time() - t
         result.to_json(run.path("multipass.json"))
         best = result.best_model
@@ -194,8 +196,8 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
     # 6. accuracy vs ratio without fine-tuning, plots
     t = time.time()
     sweep = {"ratios": list(cfg.sweep), "on": chooser,
-             "sparse": [_pruned_accuracy(run, sparse, r) for r in cfg.sweep],
-             "baseline": [_pruned_accuracy(run, baseline, r) for r in cfg.sweep]}
+             "sparse": [_pruned_accuracy(run, sparse, r, cfg.criterion) for r in cfg.sweep],
+             "baseline": [_pruned_accuracy(run, baseline, r, cfg.criterion) for r in cfg.sweep]}
     timings["sweep"] = time.time() - t
     ft_rows = [r for r in rows if r.get("model", "").startswith("finetune_")]
     if cfg.sweep:
@@ -235,9 +237,10 @@ def run_pipeline(cfg: Config, data_source: str | os.PathLike | None, out: str | 
 
 
 
-def _pruned_accuracy(run: Run, model: keras.Model, ratio: float) -> float | None:
+def _pruned_accuracy(run: Run, model: keras.Model, ratio: float,
+                     criterion: str = "bn_scale") -> float | None:
     try:
-        return run.validate(prune(model, ratio))
+        return run.validate(prune(model, ratio, criterion=criterion))
     except Exception as e:  # a ratio the model cannot take: record, keep going
         logger.warning("sweep: pruning %s at %.0f%% failed: %s", model.name, 100 * ratio, e)
         return None

@@ -18,7 +18,8 @@ def results_markdown(results: dict) -> str:
         "",
         f"Data: {data['train_images']:,} training / {held}{data['test_images']:,} "
         f"test images from {data['source']}. Total time "
-        f"{results['total_seconds'] / 60:.1f} min.",
+        f"{results['total_seconds'] / 60:.1f} min."
+        + _criterion_note(results.get("config", {}).get("criterion", "bn_scale")),
         "",
         "| model | test acc. | error | params | MACs | params vs baseline | FLOPs vs baseline "
         "| TFLite | latency (1 thread) |",
@@ -67,3 +68,12 @@ def _delta(after: int, before: int) -> str:
 
 def _pct(v) -> str:
     return "-" if v is None else f"{v:.2%}"
+
+
+def _criterion_note(criterion: str) -> str:
+    """Said only when the channels were not ranked by the paper's criterion."""
+    if criterion == "bn_scale":
+        return ""
+    return (f" Channels ranked by criterion={criterion!r} (every BN reading a channel scores "
+            "it; shared streams are cut, not exactly: the fine-tuning repairs them).")
+
