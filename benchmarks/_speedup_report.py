@@ -86,19 +86,20 @@ def _not_multiple(case: dict) -> str:
 def goal_lines(result: dict) -> list[str]:
     """Efficiency (IQR) per model, ratio and round_to at every thread count: the goal check."""
     threads = [str(t) for t in result["meta"]["threads"]]
-    head = ["model", "prune ratio", "round_to", "MACs"] + [f"{t}T efficiency (IQR)"
-                                                         for t in threads]
+    head = ["model", "prune ratio", "round_to", "channel selection", "MACs"] + [
+        f"{t}T efficiency (IQR)" for t in threads]
     head += [f"{t}T ms" for t in threads] + [f"{t}T vs round_to 1" for t in threads]
     lines = ["## Goal: efficiency >= 0.9", "",
              "Paired median over rounds (IQR of the per-round efficiencies); bold meets the "
              "goal. ms: median pruned latency, the original's in the model's first row. \"vs "
-             "round_to 1\": t(round_to 1 plan at that ratio) / t(this plan), same-round median "
-             "(> 1: this plan runs faster).", "",
-             "| " + " | ".join(head) + " |", "|---|---:|---|" + "---:|" * (len(head) - 3)]
+             "round_to 1\": t(round_to 1 plan at that ratio, same channel selection) / t(this "
+             "plan), same-round median (> 1: this plan runs faster).", "",
+             "| " + " | ".join(head) + " |", "|---|---:|---|---|" + "---:|" * (len(head) - 4)]
     for e in result["models"]:
         cases = [c for c in e["cases"] if c.get("order_channels", True) and not c["gathers"]]
         cases.sort(key=lambda c: (c["ratio"], c.get("budget") == "equal_macs", c["round_to"]))
-        lines.append("| " + " | ".join([e["arch"], "", "original", "1.000"] + [""] * len(threads)
+        lines.append("| " + " | ".join([e["arch"], "", "original", "", "1.000"]
+                                       + [""] * len(threads)
                                        + [f"{e['latency_ms'][t]:.2f}" for t in threads]
                                        + [""] * len(threads)) + " |")
         for c in cases:
@@ -108,10 +109,12 @@ def goal_lines(result: dict) -> list[str]:
                 low, high = c["speedup_iqr"][t]
                 cells.append(_bold(c["efficiency"][t]) + f" ({low / red:.2f}-{high / red:.2f})")
             plain = next((o for o in cases if o["ratio"] == c["ratio"] and o["round_to"] == 1
-                          and o.get("budget", "ratio") == "ratio"), None)
+                          and o.get("budget", "ratio") == "ratio"
+                          and _variant(o) == _variant(c)), None)
             versus = [_same_round(plain, c, t) if plain is not None and plain is not c else ""
                       for t in threads]
             lines.append("| " + " | ".join(["", f"{c['ratio']:.1f}", round_to_text(c),
+                                           _selection_text(c),
                                            f"{c['macs'] / e['macs']:.3f}"] + cells
                                           + [f"{c['latency_ms'][t]:.2f}" for t in threads]
                                           + versus) + " |")
@@ -136,6 +139,11 @@ def _paired(on: dict, off: dict, t: str, key) -> str:
     return (f"round_to {key[0]} ratio {key[1]}: {statistics.median(ratios):.2f} "
             f"(IQR {low:.2f}-{high:.2f}; efficiency {on['efficiency'][t]:.2f} vs "
             f"{off['efficiency'][t]:.2f})")
+
+
+def _variant(case: dict) -> tuple:
+    """What a case's plan did with shared channels: (selection allowed, criterion)."""
+    return case["channel_selection"], case.get("criterion", "bn_scale")
 
 
 def _selection_text(case: dict) -> str:
@@ -224,6 +232,7 @@ def observations(result: dict) -> list[str]:
         if misses:
             notes.append(f"Below the 0.9 goal at {t} thread(s) by either estimate, without "
                          "GATHER: " + "; ".join(f"{a} ratio {c['ratio']} round_to "
-                                                f"{round_to_text(c)} ({low:.3f})"
+                                                f"{round_to_text(c)}, selection "
+                                                f"{_selection_text(c)} ({low:.3f})"
                                                 for a, c, low in misses) + ".")
     return notes

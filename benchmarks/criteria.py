@@ -26,6 +26,9 @@ sparsity-trained (BN L1, the paper). Then, for each MACs target (keep 50% and
   channels torch_pruning_compare.py's BNScalePruner kept, pruned and fine-tuned
   here (it writes them to --work), to tell the channels apart from the
   framework that fine-tunes them;
+* `bn_scale_readers` (raw and `normalize="mean"`, and the raw plan fine-tuned
+  again from another data seed): every BN reading a channel scores it, so the
+  pre-activation streams are cut as Torch-Pruning cuts them;
 
 each fine-tuned for the same number of epochs. Reported: validation accuracy
 before/after fine-tuning, test accuracy (once), params, MACs, TFLite latency.

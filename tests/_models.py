@@ -1,8 +1,14 @@
 """Small test models shared by several test files (not part of the package)."""
+import os
+
 import keras
 import numpy as np
 
 from keras_slim import testing
+
+# How many random graphs the property tests draw: .ci/run's JAX pass sets 5 (eager JAX
+# compiles every op per shape); the TensorFlow pass draws the default.
+PROPERTY_EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))
 
 
 def conv_bn_relu_chain(widths, seed: int, name: str | None = None):

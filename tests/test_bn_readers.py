@@ -8,7 +8,6 @@ stream read raw by a projection, and random graphs with constant channels and ac
 whose value at 0 is not 0. Where every reader of a channel is its own BN with gamma = 0
 (what "bn_scale" removes) the pruned model equals the original itself.
 """
-import os
 
 import keras
 import numpy as np
@@ -18,10 +17,9 @@ import keras_slim
 from keras_slim import testing
 from keras_slim.training.cifar.models import densenet, preact_resnet
 
-from _models import removed_zeroed
+from _models import PROPERTY_EXAMPLES, removed_zeroed
 
 pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
-EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))  # as test_property.py
 CRITERION = "bn_scale_readers"
 
 
@@ -130,7 +128,7 @@ def test_random_graphs_prune_to_the_reference():
     constant channels, activations whose value at 0 is not 0)."""
     # border_folds=False (exact folds only) leaves about half of these graphs nothing to cut:
     # their constants reach 'same'-padded readers
-    graphs = min(16, max(8, EXAMPLES))
+    graphs = min(16, max(8, PROPERTY_EXAMPLES))
     pruned_any = mattered = 0
     for seed in range(graphs):
         m = testing.random_model(seed, constants=True)

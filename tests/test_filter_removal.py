@@ -5,7 +5,6 @@ set to 0 (every BN the removed class passes through), to float tolerance,
 where no fold is border-inexact (border_folds=False). Default "zero" is
 covered by test_criteria.py (zeroed filters prune exactly).
 """
-import os
 
 import keras
 import numpy as np
@@ -14,10 +13,9 @@ import pytest
 import keras_slim
 from keras_slim import testing
 
-from _models import removed_zeroed
+from _models import PROPERTY_EXAMPLES, removed_zeroed
 
 pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
-EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))  # as test_property.py
 
 
 def _conv_bn(x, width, kernel, name, act=None, bias=False):
@@ -106,7 +104,7 @@ def test_mean_fill_is_exact_on_random_graphs(criterion):
     """Random graphs (merges, concatenations, SE, depthwise, nested models, activations whose
     value at 0 is not 0, every kind of reader head): the pruned model equals the model with
     the removed filters and gammas zeroed."""
-    graphs = min(16, max(6, EXAMPLES))  # the JAX pass of .ci/run draws fewer (5 -> 6 graphs)
+    graphs = min(16, max(6, PROPERTY_EXAMPLES))  # .ci/run's JAX pass: 5 -> 6 graphs
     pruned_any = mattered = 0
     for seed in range(graphs):
         m = testing.random_model(seed, constants=True)

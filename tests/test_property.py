@@ -1,5 +1,4 @@
 """Property: on random graphs, pruning dead or constant channels never changes outputs."""
-import os
 import warnings
 
 import pytest
@@ -8,9 +7,9 @@ from hypothesis import strategies as st
 
 from keras_slim import testing
 
-pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+from _models import PROPERTY_EXAMPLES
 
-EXAMPLES = int(os.environ.get("KERAS_SLIM_PROPERTY_EXAMPLES", "25"))
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
 
 
 def _run(seed, fraction, constants):
@@ -27,14 +26,14 @@ def _run(seed, fraction, constants):
     return r
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.2, 0.5, 0.8]))
 def test_random_graphs_prune_exactly(seed, fraction):
     _run(seed, fraction, constants=False)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.3, 0.6, 0.9]))
 def test_random_graphs_with_constant_channels_prune_exactly(seed, fraction):
