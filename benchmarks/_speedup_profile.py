@@ -13,9 +13,13 @@ fastest invoke; what that sum misses is what running the ops together costs
 or saves (XNNPACK fuses some ops, reuses caches across others).
 
     python benchmarks/_speedup_profile.py FILE.tflite [FILE2.tflite ...] [--threads 1 2]
-        [--curves] [--stem speedup_profile]
+        [--curves] [--grid] [--pause PID ...] [--stem speedup_profile]
 
-writes benchmarks/results/STEM.{json,md}.
+writes benchmarks/results/STEM.{json,md}: per file, the time per op type and per
+(op, kernel, output size) -- the stages of a CNN -- with their share of the MACs.
+`--grid` adds narrow convs at 32x32 timed against both widths (3x3 w -> w,
+1x1 64 -> w, 1x1 w -> 64), which shows how a kernel's time follows its input
+and output widths where MACs follow their product.
 """
 from __future__ import annotations
 
@@ -169,6 +173,41 @@ def curves(threads, runs: int = 30, warmup: int = 5) -> dict:
     return out
 
 
+GRID_WIDTHS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+GRID_SHAPES = {  # name -> (kernel, cin of width w, cout of width w), 32x32 pixels, ReLU
+    "3x3 w -> w": (3, lambda w: w, lambda w: w),
+    "1x1 64 -> w": (1, lambda w: 64, lambda w: w),
+    "1x1 w -> 64": (1, lambda w: w, lambda w: 64),
+}
+
+
+def grid(threads, runs: int = 30, warmup: int = 5) -> dict:
+    """us of each GRID_SHAPES conv at every GRID_WIDTHS width (fastest invoke, overhead off)."""
+    out = {}
+    for t in threads:
+        base = overhead_ms(t)
+        for name, (k, cin, cout) in GRID_SHAPES.items():
+            spec = ProbeSpec("conv", (32, 32), (32, 32), (k, k), activation="relu")
+            out[f"{name}, {t}T"] = {w: 1000 * max(time_file(probe_file(spec, cin(w), cout(w)), t,
+                                                            runs, warmup) - base, 0.0)
+                                    for w in GRID_WIDTHS}
+    return out
+
+
+def by_stage(result: dict) -> list[tuple]:
+    """(op, kernel, output HxW, count, ms, MACs) per group of ops, most time first."""
+    groups: dict[tuple, list] = {}
+    for o in result["ops"]:
+        kernel = ("x".join(map(str, o["inputs"][1][1:3]))
+                  if o["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D") else "")
+        hw = "x".join(map(str, o["output"][1:3])) if len(o["output"]) == 4 else ""
+        g = groups.setdefault((o["op"], kernel, hw), [0, 0.0, 0])
+        g[0] += 1
+        g[1] += o["ms"]
+        g[2] += _macs(o)
+    return sorted(((*k, *v) for k, v in groups.items()), key=lambda r: -r[4])
+
+
 def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = ["# Where the time goes: each op of the exported files timed alone (LiteRT, XNNPACK)",
@@ -196,6 +235,28 @@ def markdown(result: dict) -> str:
                                         f"{r['ops_sum_ms']:.3f}",
                                         f"{r['whole_ms'] - r['ops_sum_ms']:.3f}"] + cells
                                        + [f"{misaligned_ms(r):.3f}"]) + " |")
+    for r in result["profiles"]:
+        total_ms = r["ops_sum_ms"] or 1.0
+        total_macs = sum(_macs(o) for o in r["ops"]) or 1
+        lines += ["", f"By op, kernel and output size: {r['path']}, {r['threads']} thread(s) "
+                  "(ops under 1% of the time left out)", "",
+                  "| op | kernel | output | ops | ms | time % | MACs % | ns per kMAC |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for op, kernel, hw, n, ms, macs in by_stage(r):
+            if ms / total_ms < 0.01:
+                continue
+            per = f"{1e9 * ms / macs:.1f}" if macs else ""
+            lines.append(f"| {op} | {kernel} | {hw} | {n} | {ms:.3f} | "
+                         f"{100 * ms / total_ms:.0f} | {100 * macs / total_macs:.0f} | {per} |")
+    if result.get("grid"):
+        lines += ["", "Narrow convs at 32x32 pixels (ReLU), us per invoke with the empty-invoke "
+                  "overhead off, at each width w:", ""]
+        lines += ["| conv, threads | " + " | ".join(map(str, GRID_WIDTHS)) + " |",
+                  "|---|" + "---:|" * len(GRID_WIDTHS)]
+        for name, row in result["grid"].items():
+            row = {int(k): v for k, v in row.items()}
+            lines.append(f"| {name} | " + " | ".join(f"{row[w]:.1f}" for w in GRID_WIDTHS)
+                         + " |")
     if result.get("curves"):
         lines += ["", "Width curves: one reference op (3x3, 16x16 pixels; conv: 32 input "
                   "channels) timed at each output width, in microseconds:", ""]
@@ -217,20 +278,27 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--curves", action="store_true", help="also measure the width curves")
+    ap.add_argument("--grid", action="store_true",
+                    help="also time narrow convs against their input and output widths")
+    ap.add_argument("--pause", metavar="PID", type=int, nargs="+", default=[],
+                    help="stop these processes (SIGSTOP) while timing (speedup.py's --pause)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results"))
     ap.add_argument("--stem", default="speedup_profile")
     args = ap.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _results import save_results
-    from speedup import machine
+    from speedup import machine, paused
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    profiles = [profile(path, t, args.runs) for t in args.threads for path in args.files]
+    with paused(args.pause):
+        profiles = [profile(path, t, args.runs) for t in args.threads for path in args.files]
+        grid_us = grid(args.threads, args.runs) if args.grid else None
+        curve_ms = curves(args.threads, args.runs) if args.curves else None
     result = dict(meta=dict(command="python benchmarks/_speedup_profile.py " + " ".join(
         sys.argv[1:] if argv is None else argv), machine=machine(), runs=args.runs,
         platform=platform.platform(), load_before=load_before, time=time.ctime()),
-        profiles=profiles, curves=curves(args.threads, args.runs) if args.curves else None)
+        profiles=profiles, grid=grid_us, curves=curve_ms)
     result["meta"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     save_results(args.out, args.stem, result, markdown(result))
     return 0

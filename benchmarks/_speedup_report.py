@@ -62,7 +62,7 @@ def markdown(result: dict) -> str:
     notes = observations(result)
     if notes:
         lines += ["", "Checks on this run's data:", ""] + [f"* {n}" for n in notes]
-    lines += runtimes_.markdown_lines(result)
+    lines += runtimes_.markdown_lines(result, round_to_text, _selection_text)
     return "\n".join(lines) + "\n"
 
 
@@ -88,18 +88,31 @@ def goal_lines(result: dict) -> list[str]:
     threads = [str(t) for t in result["meta"]["threads"]]
     head = ["model", "prune ratio", "round_to", "channel selection", "MACs"] + [
         f"{t}T efficiency (IQR)" for t in threads]
+    floors = any(e.get("floor") for e in result["models"])
+    if floors:
+        head += [f"{t}T above floor (ceiling)" for t in threads]
     head += [f"{t}T ms" for t in threads] + [f"{t}T vs round_to 1" for t in threads]
     lines = ["## Goal: efficiency >= 0.9", "",
              "Paired median over rounds (IQR of the per-round efficiencies); bold meets the "
              "goal. ms: median pruned latency, the original's in the model's first row. \"vs "
              "round_to 1\": t(round_to 1 plan at that ratio, same channel selection) / t(this "
-             "plan), same-round median (> 1: this plan runs faster).", "",
+             "plan), same-round median (> 1: this plan runs faster)."
+             + (FLOOR_TEXT if floors else ""), "",
              "| " + " | ".join(head) + " |", "|---|---:|---|---|" + "---:|" * (len(head) - 4)]
     for e in result["models"]:
         cases = [c for c in e["cases"] if c.get("order_channels", True) and not c["gathers"]]
         cases.sort(key=lambda c: (c["ratio"], c.get("budget") == "equal_macs", c["round_to"]))
-        lines.append("| " + " | ".join([e["arch"], "", "original", "", "1.000"]
-                                       + [""] * len(threads)
+        floor = e.get("floor")
+        if floor:  # the floor's own row: its MACs and its latency as a share of the original's
+            lines.append("| " + " | ".join(
+                [e["arch"], "", "floor", "every layer at its minimum",
+                 f"{floor['macs'] / e['macs']:.4f}"] + [""] * len(threads)
+                + [f"{_floor_share(e, t):.3f} of the original" for t in threads]
+                + [f"{floor['latency_ms'][t]:.2f}" for t in threads]
+                + [""] * len(threads)) + " |")
+        lines.append("| " + " | ".join([e["arch"] if not floor else "", "", "original", "",
+                                        "1.000"]
+                                       + [""] * len(threads) * (2 if floors else 1)
                                        + [f"{e['latency_ms'][t]:.2f}" for t in threads]
                                        + [""] * len(threads)) + " |")
         for c in cases:
@@ -113,6 +126,8 @@ def goal_lines(result: dict) -> list[str]:
                           and _variant(o) == _variant(c)), None)
             versus = [_same_round(plain, c, t) if plain is not None and plain is not c else ""
                       for t in threads]
+            if floors:
+                cells += [_above_floor(e, c, t) if floor else "" for t in threads]
             lines.append("| " + " | ".join(["", f"{c['ratio']:.1f}", round_to_text(c),
                                            _selection_text(c),
                                            f"{c['macs'] / e['macs']:.3f}"] + cells
@@ -125,6 +140,34 @@ def goal_lines(result: dict) -> list[str]:
                   "threads): " + " | ".join(f"{e['arch']}: {text}" for e, text in
                                             zip(result["models"], loads)) + "."]
     return lines + [""]
+
+
+FLOOR_TEXT = (
+    " \"floor\": the model with every layer cut to its minimum width (speedup.py --floor), "
+    "timed in the same rounds: the time no cut removes (one invoke per op, each kernel's "
+    "minimum), as a share f of the original's. \"above floor\": m (t0 - tf) / (t - tf), "
+    "m the MACs ratio, same-round median: 1.0 is the time above the floor falling exactly "
+    "with the MACs. \"ceiling\": m / (f + m (1 - f)), the efficiency such a plan would "
+    "have; an efficiency below its ceiling is lost to how the widths map onto the kernels, "
+    "the rest of the gap to 1.0 is the floor.")
+
+
+def _floor_share(entry: dict, t: str) -> float:
+    """Same-round median of t(floor) / t(original)."""
+    return statistics.median(f / b for f, b in zip(entry["floor"]["latency_rounds_ms"][t],
+                                                    entry["latency_rounds_ms"][t]))
+
+
+def _above_floor(entry: dict, case: dict, t: str) -> str:
+    """'0.81 (0.86)': efficiency of the time above the floor, and the linear ceiling."""
+    m = case["macs"] / entry["macs"]
+    per_round = [m * (b - f) / (c - f) for b, c, f in zip(
+        entry["latency_rounds_ms"][t], case["latency_rounds_ms"][t],
+        entry["floor"]["latency_rounds_ms"][t]) if c > f]
+    f = _floor_share(entry, t)
+    ceiling = m / (f + m * (1 - f))
+    above = f"{statistics.median(per_round):.2f}" if per_round else "n/a"
+    return f"{above} ({ceiling:.2f})"
 
 
 def _same_round(slow: dict, fast: dict, t: str) -> str:

@@ -62,8 +62,14 @@ def versions(runtimes) -> dict[str, str]:
     return out
 
 
-def markdown_lines(result: dict) -> list[str]:
-    """The speed-up of every pruned model in every runtime measured, side by side."""
+def markdown_lines(result: dict, round_to_text=lambda c: str(c["round_to"]),
+                   selection_text=lambda c: "on" if c["channel_selection"] else "off"
+                   ) -> list[str]:
+    """The speed-up of every pruned model in every runtime measured, side by side.
+
+    `round_to_text` / `selection_text` label a case's columns (the report's own
+    labels, so that both tables name a case alike).
+    """
     runtimes = result["meta"].get("runtimes", ["litert"])
     if len(runtimes) < 2:
         return []
@@ -87,7 +93,7 @@ def markdown_lines(result: dict) -> list[str]:
         for c in e["cases"]:
             if not c.get("order_channels", True):
                 continue
-            row = ["", str(c["round_to"]), "on" if c["channel_selection"] else "off",
+            row = ["", round_to_text(c), selection_text(c),
                    f"{c['ratio']:.1f}", f"{c['macs'] / e['macs']:.3f}"]
             for t in threads:
                 for rt in runtimes:

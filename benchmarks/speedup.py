@@ -3,7 +3,7 @@
     python benchmarks/speedup.py [--archs vgg resnet mobilenetv2 resnet50 mobilenetv2_96]
         [--ratios 0.3 0.5 0.7] [--round-to 1 8] [--equal-macs [16 32]] [--rounds 9] [--runs 30]
         [--threads 1 2] [--runtimes litert onnx ncnn mnn] [--stem speedup] [--keep DIR]
-        [--pause PID [PID ...]]
+        [--pause PID [PID ...]] [--floor]
 
 Architectures (`--archs`, default the first three): CIFAR VGG-16 at 32x32
 (vgg), pre-activation bottleneck ResNet-56 at 32x32 (resnet), MobileNetV2
@@ -49,7 +49,9 @@ least disturbed. Where the two estimates disagree, the run was contended.
 
 Writes benchmarks/results/STEM.{json,md} (default speedup). `--keep DIR`
 keeps the exported files (for `_speedup_profile.py`, which times each op);
-`--pause PID...` stops other jobs on a shared machine while timing (SIGSTOP,
+`--floor` also times each model with every layer at its minimum width
+(`latency_floor`): the time no plan can remove, reported with each case's
+efficiency above it. `--pause PID...` stops other jobs on a shared machine while timing (SIGSTOP,
 SIGCONT after each timing phase, also when it fails).
 """
 from __future__ import annotations
@@ -140,7 +142,7 @@ def depthwise_macs_share(the_plan) -> float:
 
 def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
             unordered: bool = False, runtimes=("litert",), equal_macs=(),
-            readers: bool = False) -> dict:
+            readers: bool = False, floor: bool = False) -> dict:
     """Build, sparsify, prune and export one architecture; sizes and MACs per case.
 
     Cases are every (round_to, ratio) pair with channel selection on (the
@@ -223,7 +225,10 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
         if readers:  # cut the shared streams rather than select from them
             cases += build(True, criterion="bn_scale_readers")
     partitions, outside = xnnpack_partitions(base_path)
+    floor_record = latency_floor(model, os.path.join(workdir, f"{slug}_floor.tflite")) if floor \
+        else None
     return dict(arch=arch, path=base_path, files=base_files, params=zero.params_before,
+                floor=floor_record,
                 macs=zero.macs_before,
                 xnnpack_partitions=partitions, ops_outside_xnnpack=outside,
                 size_bytes=base_report.size_bytes, op_histogram=base_report.op_histogram,
@@ -232,10 +237,28 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
                 cases=cases, unreachable=unreachable)
 
 
+def latency_floor(model, path: str) -> dict:
+    """The model with every layer cut to its minimum width, exported to `path`.
+
+    `plan(model, 0.99, criterion="bn_scale_readers")` cuts nearly every channel
+    the constraints allow, residual streams included: what is left is the time
+    that does not depend on the widths (one invoke per op, the input, the
+    per-op minimum of each kernel). No plan can run faster than this file, so
+    it bounds what efficiency a cut can reach (`_speedup_report`).
+    """
+    with warnings.catch_warnings():  # "leaves these layers almost no channels": the point
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(model, 0.99, criterion="bn_scale_readers")
+    keras_slim.export_tflite(keras_slim.prune(model, p), path)
+    return dict(path=path, files={"litert": path}, macs=p.macs_after, params=p.params_after)
+
+
 def measure(entry: dict, threads: int, rounds: int, runs: int, warmup: int,
             runtime: str = "litert") -> None:
     """Interleaved latency rounds in `runtime`: per-case speed-up and latency at `threads`."""
     cases = [c for c in entry["cases"] if runtime in c["files"]]
+    if entry.get("floor") and runtime in entry["floor"]["files"]:
+        cases.append(entry["floor"])  # timed in the same rounds; reported apart from the cases
     paths = [entry["files"][runtime]] + [c["files"][runtime] for c in cases]
     per_round: dict[str, list[float]] = {p: [] for p in paths}
     for r in range(rounds):
@@ -317,6 +340,10 @@ def main(argv=None) -> int:
     ap.add_argument("--readers", action="store_true",
                     help="also plan the selection cases with criterion='bn_scale_readers' "
                          "(cuts the shared streams instead of selecting from them)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time each model with every layer at its minimum width (the "
+                         "latency no cut can go below; LiteRT only): the report adds each "
+                         "case's efficiency above that floor and the ceiling it sets")
     ap.add_argument("--equal-macs", type=int, nargs="*", metavar="ROUND_TO",
                     help="also plan at the MACs of the round_to=1 plan (target_macs=) with "
                          "these round_to values (none given: every --round-to > 1): aligned "
@@ -355,7 +382,7 @@ def main(argv=None) -> int:
             arch = ARCH_KEYS[key]
             keras.backend.clear_session()
             entry = prepare(arch, args.ratios, args.round_tos, workdir, args.seed,
-                            args.unordered, runtimes, equal_macs, args.readers)
+                            args.unordered, runtimes, equal_macs, args.readers, args.floor)
             for t in args.threads:
                 for rt in runtimes:
                     with paused(args.pause):
@@ -363,7 +390,7 @@ def main(argv=None) -> int:
                         measure(entry, t, args.rounds, args.runs, args.warmup, rt)
                         entry.setdefault("load", {})[f"{rt} {t}"] = [
                             load, [round(x, 2) for x in os.getloadavg()]]
-            for record in [entry] + entry["cases"]:
+            for record in [entry] + entry["cases"] + ([entry["floor"]] if entry["floor"] else []):
                 record["path"] = os.path.basename(record["path"])
                 record["files"] = {k: os.path.basename(v) for k, v in record["files"].items()}
             entries.append(entry)
