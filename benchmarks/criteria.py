@@ -62,6 +62,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
+from keras_slim import _keras  # noqa: E402
 from keras_slim.training import cifar  # noqa: E402
 from _results import save_results, table  # noqa: E402
 
@@ -348,8 +349,9 @@ def _plan_from_bn_kept(model, path):
     for layer in model.layers:
         inputs = layer.input if isinstance(layer.input, list) else [layer.input]
         for t in inputs:
-            if hasattr(t, "_keras_history"):
-                readers.setdefault(t._keras_history.operation.name, []).append(layer)
+            producer = _keras.input_name(t)  # the layer whose output `t` is
+            if producer is not None:
+                readers.setdefault(producer, []).append(layer)
 
     def kept_by_reader(name):  # the listed BN reading this layer's output (through Adds)
         for r in readers.get(name, ()):
