@@ -243,8 +243,10 @@ def latency_floor(model, path: str) -> dict:
     `plan(model, 0.99, criterion="bn_scale_readers")` cuts nearly every channel
     the constraints allow, residual streams included: what is left is the time
     that does not depend on the widths (one invoke per op, the input, the
-    per-op minimum of each kernel). No plan can run faster than this file, so
-    it bounds what efficiency a cut can reach (`_speedup_report`).
+    per-op minimum of each kernel). A plan's latency t cannot go below this
+    file's tf, so efficiency at MACs ratio m is at most m t0 / tf; the report
+    also shows the efficiency if the time above tf fell with the MACs
+    (`_speedup_report`).
     """
     with warnings.catch_warnings():  # "leaves these layers almost no channels": the point
         warnings.simplefilter("ignore")
