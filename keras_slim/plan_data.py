@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 from keras_slim import _jsonio
-from keras_slim.errors import ArgumentError
+from keras_slim.errors import ArgumentError, ArgumentTypeError
 from keras_slim.state import PruneState
 
 
@@ -108,11 +109,16 @@ class Plan:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text_or_path: str) -> "Plan":
-        """Read a plan written by `to_json` (a JSON string or a file path)."""
+    def from_json(cls, text_or_path: str | os.PathLike) -> "Plan":
+        """Read a plan written by `to_json` (a JSON string, or a file path: str or Path)."""
+        if isinstance(text_or_path, os.PathLike):
+            text_or_path = os.fspath(text_or_path)
+        if not isinstance(text_or_path, str):
+            raise ArgumentTypeError(f"Plan.from_json takes a JSON string or a file path, got "
+                                    f"{type(text_or_path).__name__}")
         text = text_or_path
-        if not text_or_path.lstrip().startswith("{"):
-            with open(text_or_path) as f:
+        if not text.lstrip().startswith("{"):
+            with open(text) as f:
                 text = f.read()
         return cls.from_dict(json.loads(text))
 
@@ -147,6 +153,8 @@ class Plan:
             line += (f" (estimated {reached['latency_ms']:.3g} ms by "
                      f"{self.target.get('estimate', 'a latency model')}; "
                      "keras_slim.export.check_latency measures it)")
+        if self.target.get("allocation") == "latency":
+            line += "\nallocation: score per estimated ms saved (HALP, first order)"
         return line
 
     def _mac_input_line(self) -> str:

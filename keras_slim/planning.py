@@ -1,7 +1,9 @@
 """plan(): score channels, cut globally, apply per-layer constraints.
 
 The result types are in plan_data.py, the counting of what a plan saves in
-accounting.py.
+accounting.py, budgets in targets.py, the latency-aware order in allocation.py.
+Over 400 lines because `plan()` is the library's one entry point for every way
+of choosing channels: a third of the file is its argument documentation.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from keras_slim import _keras, accounting, criteria, plan_checks, targets, taylor
+from keras_slim import _keras, accounting, criteria, latency, plan_checks, targets, taylor
+from keras_slim import allocation as allocation_mod
 from keras_slim.coupling import Coupling, Options
 from keras_slim.graph import FlatGraph, resolve_input_shapes
 from keras_slim.handlers.registry import HandlerResolver
@@ -50,6 +53,7 @@ def plan(
     group_ratios: Mapping[str, float] | None = None,
     sensitivity=None,
     max_metric_drop: float | None = None,
+    allocation: str = "score",
 ) -> Plan:
     """Work out what pruning `model` would remove, without building anything.
 
@@ -114,6 +118,14 @@ def plan(
             model, threads=1)`, LiteRT on this machine (cached), or a function
             layers -> ms. `keras_slim.export.check_latency(plan, lm)` measures
             the exported result.
+        allocation: the order a latency target cuts channels in: "score"
+            (default: the global ranking, least important first) or
+            "latency" (score per millisecond the latency model estimates a
+            channel's group saves, HALP's greedy knapsack; see
+            keras_slim.allocation): the target is met with the channels that
+            buy the most time per unit of importance, e.g. none from a layer
+            whose cut the runtime rounds back up. Needs target_latency_ms;
+            `plan.target["prices"]` lists each group's ms per channel.
         group_ratios: instead of one global cut, a ratio per coupled group,
             `{layer name: ratio}`: the group whose channels that layer
             produces loses that fraction of its lowest-scored channels; groups
@@ -171,6 +183,7 @@ def plan(
         logger.info("keras_slim: round_to='auto' is %s (%s)", round_to, round_to_auto)
     budget = targets.check_targets(target_macs, target_params, target_latency_ms,
                                    latency_model, round_to_auto=round_to_auto is not None)
+    allocation_mod.check_allocation(allocation, budget)
     group_ratios = plan_checks.group_ratios_option(group_ratios, sensitivity, max_metric_drop)
     ways = [ratio is not None or threshold is not None, kept is not None, bool(budget),
             group_ratios is not None]
@@ -254,7 +267,14 @@ def plan(
     elif threshold is not None:
         removed = {r for r in order if scores[r] < threshold}
     elif budget:
+        prices = None
+        if allocation == "latency":
+            order, prices = allocation_mod.latency_order(
+                order, scores, coupling, decide, latency.estimator(model, latency_model,
+                                                                   input_shape))
         k, target = targets.meet(order, decide, budget, model, latency_model, input_shape)
+        if prices is not None:  # a record, not an option: a replay reads kept=
+            target.update(allocation=allocation, prices=prices)
         removed = set(order[:k])
     elif group_ratios is not None:
         removed = _removed_by_group(coupling, scores, group_ratios, model.name)

@@ -436,6 +436,12 @@ def test_prune_to_a_latency_target(work, tmp_path, capsys, monkeypatch):
     assert keras.models.load_model(out).count_params() < \
         keras.models.load_model(work / "vgg.keras").count_params()
     assert os.listdir(tmp_path / "cache")  # measured once, kept for next time
+    assert cli.main(["prune", str(work / "vgg.keras"), "--target-latency-ms", "60%",
+                     "--allocation", "latency", "-o", out, "-q"]) == 0
+    assert "score per estimated ms saved" in capsys.readouterr().out
+    assert cli.main(["prune", str(work / "vgg.keras"), "--ratio", "0.5", "--allocation",
+                     "latency", "-o", out]) == 2
+    assert "--allocation latency needs a latency target" in capsys.readouterr().err
     for bad in ("0", "-1", "150%", "fast"):
         assert cli.main(["prune", str(work / "vgg.keras"), "--target-latency-ms", bad,
                          "-o", out]) == 2

@@ -268,6 +268,9 @@ def test_plan_round_trips_through_json(vgg, tmp_path):
     assert small.count_params() == p.params_after
     x = testing.random_inputs(vgg)
     assert testing.max_difference(keras_slim.prune(vgg, p), small, x) == 0.0
+    assert keras_slim.Plan.from_json(tmp_path / "plan.json").kept == p.kept  # a pathlib.Path
+    with pytest.raises(keras_slim.ArgumentTypeError, match="JSON string or a file path, got dict"):
+        keras_slim.Plan.from_json(p.to_dict())
 
 
 def test_saved_plan_rejected_on_another_model(vgg):

@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="instead of --ratio: an estimated LiteRT latency of at most MS "
                           "milliseconds, or N%% of the unpruned model's (per-layer latency "
                           "model measured once on this machine, cached)")
+    p.add_argument("--allocation", choices=("score", "latency"), default="score",
+                   help="with --target-latency-ms: cut channels by score alone (default) or by "
+                        "score per estimated ms saved (latency: HALP's greedy knapsack)")
     p.add_argument("--latency-threads", type=_positive_int, default=1, metavar="N",
                    help="LiteRT threads the latency model (--target-latency-ms, --round-to "
                         "auto) is measured with (default 1)")

@@ -21,12 +21,15 @@ def run(args: argparse.Namespace) -> int:
     if os.path.abspath(args.output) == os.path.abspath(args.model):
         raise CliError(f"-o {args.output!r} is the input model; write the pruned model to a "
                        "new file")
+    if args.allocation == "latency" and args.target_latency_ms is None:
+        raise CliError("--allocation latency needs a latency target (it ranks channels by the "
+                       "time they save): add --target-latency-ms MS|N%, or drop --allocation")
     model = load_model(args.model, args.unsafe)
     check_prunable(model, args)
     logger.info("Planning ...")
     options = plan_options(args)
     options.update(target_macs=args.target_macs, target_params=args.target_params,
-                   target_latency_ms=args.target_latency_ms)
+                   target_latency_ms=args.target_latency_ms, allocation=args.allocation)
     if args.target_latency_ms is not None or args.round_to == "auto":  # one model serves both
         options.update(latency_model=latency_model(model, args.latency_threads,
                                                    options.get("input_shape")))
