@@ -96,7 +96,8 @@ def make_config(arch: str, scale: str) -> Config:
         # VGG timing: half-width VGG-11, batch 128: ~50 s/epoch on 2 idle cores, 105-150 s
         # when they are shared; pruned models train 2-3x faster. ResNet-20: ~160-210 s/epoch
         # on 2 shared cores, 102 min for the whole run (benchmarks/results/
-        # example_resnet_cpu.md). DenseNet-22's size is chosen by analogy, not timed.
+        # example_resnet_cpu.md). DenseNet-22: ~250-300 s/epoch on 2 idle cores, 81 min for
+        # 5 + 5 epochs and 2 x 3 fine-tuning epochs (example_densenet_cpu.md).
         model = {"vgg": dict(depth=11, width=0.5), "resnet": dict(depth=20),
                  "densenet": dict(depth=22, growth_rate=12)}[arch]
         # lambda x 10: 10 epochs at batch 128 give the L1 term ~1/30 of the paper's
