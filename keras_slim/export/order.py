@@ -15,9 +15,15 @@ becomes a few slices and one concatenation.
 Only streams whose every reader and writer is understood are reordered:
 Conv2D (groups=1) and Dense write and read them, BatchNormalization on the
 last axis, element-wise merges (Add, Multiply, ...), activations, dropout,
-pooling and padding pass them through, ChannelSelection reads them. Anything
-else (a model input or output, Concatenate, Reshape, a depthwise conv, a
-custom layer, a layer called twice) leaves that stream in its order. The
+pooling and padding pass them through, ChannelSelection reads them, and a
+Concatenate on the channel axis is its inputs side by side: DenseNet's
+selections read concatenations of every earlier layer's output, so each
+layer's output is ordered for the selections of every concatenation it is
+in (their indices restricted to its channels), and each concatenation's
+order is its inputs' orders side by side. Anything else (a model input or
+output, Reshape, a depthwise conv, a custom layer, a layer called twice)
+leaves that stream in its order (and a concatenation it writes or reads,
+with all its inputs). The
 result equals the input model up to float rounding (a conv adds its input
 channels in another order).
 """
@@ -110,6 +116,7 @@ def _reorder(model) -> OrderReport:
     streams = _Streams()
     frozen: set = set(graph.inputs) | set(graph.outputs)
     roles: list[tuple[object, str, object]] = []  # (layer, role, tensor key)
+    concats: list[tuple[tuple, object]] = []  # (input keys, output key) on the channel axis
     calls_of: dict[int, int] = {}
     for call in graph.calls:
         calls_of[id(call.layer)] = calls_of.get(id(call.layer), 0) + 1
@@ -126,6 +133,8 @@ def _reorder(model) -> OrderReport:
         for kind, k in role_pairs:
             if kind == "unite":
                 streams.union(k[0], k[1])
+            elif kind == "concat":
+                concats.append(k)
             else:
                 roles.append((layer, kind, k))
     frozen_roots = {streams.find(k) for k in frozen}
@@ -137,11 +146,25 @@ def _reorder(model) -> OrderReport:
     orders: dict = {}
     sel_in = {id(layer): streams.find(k) for layer, kind, k in roles if kind == "sel_in"}
     sel_out = {id(layer): streams.find(k) for layer, kind, k in roles if kind == "sel_out"}
-    for root, members in by_root.items():  # the streams selections read
-        readers = [layer for layer, kind in members if kind == "sel_in"]
-        if readers and root not in frozen_roots and root not in sel_out.values():
-            width = _width(graph, root, streams)
-            orders[root] = _chain_order(width, [s.indices for s in readers])
+    width = lambda root: _width(graph, root, streams)  # noqa: E731
+    segments = _concat_segments(concats, streams, by_root, set(sel_out.values()), frozen_roots,
+                                width)
+    readers: dict = {}  # base stream -> the index lists selections read from it
+    for s in sels:
+        root = sel_in.get(id(s))
+        if root is None:
+            continue
+        for base, offset, w in segments(root):
+            part = [i - offset for i in s.indices if offset <= i < offset + w]
+            if part:
+                readers.setdefault(base, []).append(part)
+    for root, parts in readers.items():  # the streams selections read, directly or in a concat
+        if root not in frozen_roots and root not in sel_out.values():
+            orders[root] = _chain_order(width(root), parts)
+    for root in segments.composites:  # a concatenation: its inputs' orders, side by side
+        if root not in frozen_roots and any(b in orders for b, _, _ in segments(root)):
+            orders[root] = np.concatenate([offset + orders.get(b, np.arange(w))
+                                           for b, offset, w in segments(root)])
     for s in sels:  # then each selection's output in the order it reads
         out = sel_out.get(id(s))
         if out is None or out in frozen_roots or out in orders:
@@ -173,6 +196,10 @@ def _roles(layer, ins: list, outs: list, graph: FlatGraph):
         shape = graph.shapes.get(k)
         return shape[-1] if shape else None
 
+    if isinstance(layer, keras.layers.Concatenate) and len(outs) == 1 and \
+            all(graph.shapes.get(k) for k in ins + outs) and \
+            _last_axis(layer.axis, outs[0], graph):
+        return [("concat", (tuple(ins), outs[0]))]
     if isinstance(layer, ChannelSelection) and len(ins) == 1:
         return [("sel_in", ins[0]), ("sel_out", outs[0])]
     if isinstance(layer, keras.layers.BatchNormalization) and _last_axis(layer.axis, ins[0], graph):
@@ -194,6 +221,61 @@ def _roles(layer, ins: list, outs: list, graph: FlatGraph):
             return None
         return [("unite", (ins[0], outs[0]))]
     return None
+
+
+class _Segments:
+    """Concatenation outputs as side-by-side runs of their inputs' channels.
+
+    `segments(root)` is `[(base stream, offset, width)]`: the streams (not
+    themselves concatenations) whose channels make up `root`, in order; a
+    stream that is not a concatenation is one segment of itself.
+    """
+
+    def __init__(self, parts: dict, width):
+        self.composites = parts  # root -> [input roots]
+        self._width = width
+
+    def __call__(self, root) -> list:
+        if root not in self.composites:
+            return [(root, 0, self._width(root))]
+        out, offset = [], 0
+        for part in self.composites[root]:
+            out.extend((b, offset + o, w) for b, o, w in self(part))
+            offset += self._width(part)
+        return out
+
+
+def _concat_segments(concats: list, streams: _Streams, by_root: dict, sel_outs: set,
+                     frozen_roots: set, width) -> _Segments:
+    """The concatenations whose order can follow their inputs'; `frozen_roots` grows.
+
+    A concatenation's order is its inputs' orders side by side, so it is
+    frozen (and so are its inputs) when something else also fixes it: a
+    second writer (a conv, a selection, another concatenation joined to it
+    by an Add) or an input that is a selection's output (whose order follows
+    the selection); and a frozen one keeps its inputs in their order.
+    """
+    parts: dict = {}
+    for ins, out in concats:
+        root = streams.find(out)
+        if root in parts:
+            frozen_roots.add(root)
+        parts[root] = [streams.find(k) for k in ins]
+    for root, inputs in parts.items():
+        writes = {kind for _, kind in by_root.get(root, ())} & {"conv_out", "dense_out",
+                                                                "sel_out"}
+        if writes or any(r in sel_outs for r in inputs):
+            frozen_roots.add(root)
+    changed = True
+    while changed:  # nested concatenations: freeze downwards to a fixed point
+        changed = False
+        for root, inputs in parts.items():
+            if root in frozen_roots:
+                for r in inputs:
+                    if r not in frozen_roots:
+                        frozen_roots.add(r)
+                        changed = True
+    return _Segments(parts, width)
 
 
 def _last_axis(axis, key, graph: FlatGraph) -> bool:

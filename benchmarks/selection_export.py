@@ -1,0 +1,115 @@
+"""Export the trained models of a CIFAR example run again and time them beside the run's files.
+
+The DenseNet example (benchmarks/results/example_densenet_cpu.md) exported its
+pruned models before `export.order` reordered channels through Concatenate, so
+its selections were absorbed into full-width convs or left as GATHER. This
+script re-exports the run's `models/*.keras` with the current exporter and
+times the new files and the run's own `tflite/*.tflite` in the same
+interleaved rounds (LiteRT + XNNPACK, batch 1), with the selection runs,
+XNNPACK partitions, GATHER count and file size of each.
+
+    python benchmarks/selection_export.py --run /work/runs/densenet_cpu --threads 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _results import save_results, table  # noqa: E402
+
+
+def _ops(path: str) -> collections.Counter:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return collections.Counter(d["op_name"] for d in Interpreter(model_path=path)._get_ops_details())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="an example's --out folder (models/, tflite/)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--pause", type=int, nargs="+", default=[], metavar="PID")
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    ap.add_argument("--stem", default="selection_export")
+    args = ap.parse_args(argv)
+    start = time.time()
+
+    import keras
+
+    from keras_slim.export import benchmark_tflite, export_tflite
+    from keras_slim.export._litert import xnnpack_partitions
+    from keras_slim.export.absorb import selections_for_export
+
+    names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(args.run, "tflite"))
+                   if f.endswith(".tflite"))
+    tmp = tempfile.mkdtemp(prefix="selection_export_")
+    files, info = {}, {}
+    for name in names:
+        model = keras.models.load_model(os.path.join(args.run, "models", name + ".keras"))
+        _, note = selections_for_export(model)  # what export_tflite does first
+        new = os.path.join(tmp, name + ".tflite")
+        report = export_tflite(model, new)
+        old = os.path.join(args.run, "tflite", name + ".tflite")
+        files[(name, "run's file")], files[(name, "re-exported")] = old, new
+        info[name] = dict(channel_order=note, reexport_max_abs_error=report.max_abs_error)
+    rounds: dict = collections.defaultdict(list)
+    for pid in args.pause:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(args.rounds):
+            for t in args.threads:
+                for key, path in files.items():
+                    rounds[key + (t,)].append(benchmark_tflite(path, threads=t,
+                                                               runs=args.runs).median_ms)
+    finally:
+        for pid in args.pause:
+            os.kill(pid, signal.SIGCONT)
+    base = {t: rounds[("baseline", "run's file", t)] for t in args.threads}
+    rows, data = [], []
+    for (name, which), path in files.items():
+        ops = _ops(path)
+        xnn = xnnpack_partitions(path, dict(ops))
+        note = info[name]["channel_order"]
+        row = dict(model=name, file=which, kib=os.path.getsize(path) / 1024,
+                   gather=ops.get("GATHER", 0), slices=ops.get("STRIDED_SLICE", 0),
+                   partitions=xnn.get("partitions"), **info[name])
+        cells = [name, which, (note or "") if which == "re-exported" else "",
+                 row["gather"], row["slices"],
+                 row["partitions"], f"{row['kib']:,.0f}"]
+        for t in args.threads:
+            ms = rounds[(name, which, t)]
+            med = statistics.median(ms)
+            speed = statistics.median(b / m for b, m in zip(base[t], ms))
+            row[f"ms_{t}t"], row[f"rounds_{t}t"], row[f"speedup_{t}t"] = med, ms, speed
+            cells += [f"{med:.3f}", f"{speed:.2f}x"]
+        rows.append(cells)
+        data.append(row)
+    head = ["model", "file", "channel order (re-export)", "GATHER", "STRIDED_SLICE", "XNNPACK partitions",
+            "KiB"]
+    for t in args.threads:
+        head += [f"ms ({t}T)", f"speed-up vs baseline ({t}T)"]
+    minutes = (time.time() - start) / 60
+    cmd = "python benchmarks/selection_export.py " + " ".join(argv or sys.argv[1:])
+    md = [f"Command: `{cmd}`; {platform.processor() or platform.machine()}, {os.cpu_count()} "
+          f"cores; {minutes:.1f} min; {args.rounds} interleaved rounds of {args.runs} invokes, "
+          "median per round, then the median; speed-up = the same round's baseline (the run's "
+          "file) over this file.", ""] + table(head, rows)
+    save_results(args.out, args.stem, dict(command=cmd, minutes=minutes, rows=data),
+                 "\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
