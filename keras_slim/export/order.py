@@ -146,9 +146,9 @@ def _reorder(model) -> OrderReport:
     orders: dict = {}
     sel_in = {id(layer): streams.find(k) for layer, kind, k in roles if kind == "sel_in"}
     sel_out = {id(layer): streams.find(k) for layer, kind, k in roles if kind == "sel_out"}
+    sel_out_roots = set(sel_out.values())
     width = lambda root: _width(graph, root, streams)  # noqa: E731
-    segments = _concat_segments(concats, streams, by_root, set(sel_out.values()), frozen_roots,
-                                width)
+    segments = _concat_segments(concats, streams, by_root, sel_out_roots, frozen_roots, width)
     readers: dict = {}  # base stream -> the index lists selections read from it
     for s in sels:
         root = sel_in.get(id(s))
@@ -159,7 +159,7 @@ def _reorder(model) -> OrderReport:
             if part:
                 readers.setdefault(base, []).append(part)
     for root, parts in readers.items():  # the streams selections read, directly or in a concat
-        if root not in frozen_roots and root not in sel_out.values():
+        if root not in frozen_roots and root not in sel_out_roots:
             orders[root] = _chain_order(width(root), parts)
     for root in segments.composites:  # a concatenation: its inputs' orders, side by side
         if root not in frozen_roots and any(b in orders for b, _, _ in segments(root)):
