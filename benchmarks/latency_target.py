@@ -26,7 +26,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_slim  # noqa: E402
-from keras_slim.export.latency_model import LatencyModel, check_latency, machine_info  # noqa: E402
+from keras_slim.export.latency_check import check_latency  # noqa: E402
+from keras_slim.export.latency_model import LatencyModel, machine_info  # noqa: E402
 from _results import save_results, table  # noqa: E402
 
 TARGETS = (None, "70%", "50%", "30%")  # None: the unpruned model

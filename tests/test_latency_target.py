@@ -9,6 +9,8 @@ import pytest
 
 import keras_slim
 from keras_slim.export import _latency_probes as probes
+from keras_slim.export import _latency_graph as graph_
+from keras_slim.export import latency_check
 from keras_slim.export import latency_model as lat
 
 pytest.importorskip("ai_edge_litert")
@@ -22,7 +24,7 @@ def _model():
     x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn2")(x))
     x = keras.layers.SeparableConv2D(32, 3, padding="same", activation="relu6", name="sep")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     out = keras.layers.Dense(4, name="head")(keras.layers.Dense(12, name="fc")(x))
     m = keras.Model(inp, out, name="latency_net")
     keras_slim.testing.randomize_batchnorm(m, seed=2)
@@ -94,6 +96,7 @@ def test_measure_plan_cache_and_estimates(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(lat, "time_file", no_timing)
     monkeypatch.setattr(probes, "time_file", no_timing)
+    monkeypatch.setattr(graph_, "time_file", no_timing)
     lm = lat.LatencyModel.measure(m)  # every layer, the overhead and the curves from the cache
     assert [c.name for c in lm.layers] == ["c1", "c2", "dw", "sep", "fc", "head"]
     assert share.target["estimate"] == lm.description and "1 thread" in lm.description
@@ -103,8 +106,15 @@ def test_measure_plan_cache_and_estimates(tmp_path, monkeypatch, caplog):
     assert p.target["reached"]["latency_ms"] <= p.target["goals"]["latency_ms"]
     assert p.removed_channels > 0 and "estimated" in p.summary()
     full = keras_slim.plan(m, 0.0)
-    expected = lm.overhead_ms + sum(max(c.ms(c.cin, c.cout) - lm.overhead_ms, 0)
-                                    for c in lm.layers)
+    # the three terms: conv/dense layers, ops without MACs (here the GAP's MEAN: both BNs
+    # fold), the graph's extra at the full model's weights
+    assert [(o.name, o.spec.op) for o in lm.ops] == [("gap", "mean")]
+    weights = sum(graph_.weights_mb(c.spec, c.cin, c.cout) for c in lm.layers)
+    expected = (lm.overhead_ms + sum(max(c.ms(c.cin, c.cout) - lm.overhead_ms, 0)
+                                     for c in lm.layers)
+                + sum(max(o.ms(o.channels) - lm.overhead_ms, 0) for o in lm.ops)
+                + graph_.extra_ms(lm.graph, weights))
+    assert len(lm.graph) == len(graph_.FRACTIONS)
     assert lm.estimate(full.layers) == pytest.approx(expected)
     assert lm.estimate(p.layers) == pytest.approx(p.target["reached"]["latency_ms"])
     # the pruned model's own widths give the plan's estimate (input widths read back from MACs)
@@ -126,14 +136,14 @@ def test_check_latency_exports_and_compares(tmp_path):
     lm = lat.LatencyModel.measure(m, cache_dir=tmp_path, runs=2, warmup=0)
     p = keras_slim.plan(m, target_latency_ms=_reachable_ms(m, lm), latency_model=lm)
     out = tmp_path / "pruned.tflite"
-    c = lat.check_latency(p, lm, runs=5, warmup=1, path=out)
+    c = latency_check.check_latency(p, lm, runs=5, warmup=1, path=out)
     assert out.exists() and c.measured_ms > 0 and c.min_ms <= c.measured_ms
     assert c.estimated_ms == pytest.approx(p.target["reached"]["latency_ms"])
     assert np.isfinite(c.error_pct) and "prediction error" in str(c)
     small = keras_slim.prune(m, p)
-    by_model = lat.check_latency(small, lm, runs=3, warmup=0)
+    by_model = latency_check.check_latency(small, lm, runs=3, warmup=0)
     assert by_model.estimated_ms == pytest.approx(c.estimated_ms, rel=1e-6)
     with pytest.raises(keras_slim.ArgumentError, match="pass the latency_model"):
-        lat.check_latency(small)
+        latency_check.check_latency(small)
     with pytest.raises(keras_slim.ArgumentError, match="read from JSON"):
-        lat.check_latency(keras_slim.Plan.from_json(p.to_json()), lm)
+        latency_check.check_latency(keras_slim.Plan.from_json(p.to_json()), lm)

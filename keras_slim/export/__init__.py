@@ -21,7 +21,8 @@ from keras_slim.export.bench import (
 )
 from keras_slim.export.calibration import CALIB_SCALES, load_calibration
 from keras_slim.export.fold import fold_batchnorm
-from keras_slim.export.latency_model import LatencyCheck, LatencyModel, check_latency
+from keras_slim.export.latency_check import LatencyCheck, check_latency
+from keras_slim.export.latency_model import LatencyModel
 from keras_slim.export.mnn import export_mnn
 from keras_slim.export.ncnn import export_ncnn
 from keras_slim.export.onnx import export_onnx

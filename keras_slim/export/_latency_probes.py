@@ -155,9 +155,15 @@ class _Builder:
 def probe_file(spec: ProbeSpec, cin: int, cout: int) -> bytes:
     """The .tflite bytes of `spec` with `cin` input and `cout` output channels."""
     b = _Builder()
+    x, y = add_probe(b, spec, cin, cout)
+    return b.finish([x], [y])
+
+
+def add_probe(b: _Builder, spec: ProbeSpec, cin: int, cout: int) -> tuple[int, int]:
+    """Add `spec`'s op(s) to `b`, reading a new graph input: (input, output) tensors."""
     if spec.kind == "dense":
         x = b.tensor((spec.in_hw[0], cin))
-        return b.finish([x], [b.dense(x, spec.in_hw[0], cin, cout, spec.activation)])
+        return x, b.dense(x, spec.in_hw[0], cin, cout, spec.activation)
     x = b.tensor((1, *spec.in_hw, cin))
     if spec.kind == "conv":
         y = b.conv(x, spec, cin, cout, False, spec.activation)
@@ -168,7 +174,7 @@ def probe_file(spec: ProbeSpec, cin: int, cout: int) -> bytes:
         y = b.conv(mid, spec, cin * spec.multiplier, cout, True, spec.activation)
     else:
         raise ValueError(f"no probe for layer kind {spec.kind!r}")
-    return b.finish([x], [y])
+    return x, y
 
 
 def time_file(content: bytes, threads: int, runs: int, warmup: int) -> float:
@@ -183,9 +189,9 @@ def time_file(content: bytes, threads: int, runs: int, warmup: int) -> float:
     interp = Interpreter(model_content=content, num_threads=threads,
                          experimental_op_resolver_type=OpResolverType.AUTO)
     interp.allocate_tensors()
-    detail = interp.get_input_details()[0]
-    interp.set_tensor(detail["index"], np.random.default_rng(0).uniform(
-        -1, 1, detail["shape"]).astype(np.float32))
+    rng = np.random.default_rng(0)
+    for detail in interp.get_input_details():  # every input: no uninitialized floats
+        interp.set_tensor(detail["index"], rng.uniform(-1, 1, detail["shape"]).astype(np.float32))
     for _ in range(warmup):
         interp.invoke()
     times = np.empty(runs)

@@ -1,4 +1,4 @@
-"""A per-layer LiteRT latency model for `plan(target_latency_ms=...)`, and its check.
+"""A per-layer LiteRT latency model for `plan(target_latency_ms=...)`.
 
 `LatencyModel.measure(model, threads=1)` times, on this machine, every
 Conv1D/Conv2D, DepthwiseConv, SeparableConv and Dense call of `model` as a
@@ -12,11 +12,21 @@ where G is the machine's width curve (`_latency_probes.measure_curve`: the
 time of a reference layer at each output width, a step function on
 XNNPACK), so the d term is the MACs, b the reading of the input and c the
 writing of the output. A plan's estimate is the invoke overhead (an empty
-probe's time) plus each layer's fit minus that overhead, at the plan's
-widths. Layers it does not model (pooling, Add, Concatenate, channel
-selections, other layer types) count 0: `check_latency` says how much that
-and the single-op timing miss, by exporting the pruned model and timing it.
-`preferred_multiple()` reads the channel step the runtime likes off the
+probe's time) plus, at the plan's widths, three terms:
+
+1. each layer's fit minus that overhead;
+2. the ops without MACs that the exported file runs on their own
+   (unfolded BatchNormalization, Add and the other merges, Concatenate,
+   pooling), timed the same way (`_latency_elementwise`);
+3. what running the layers as one graph adds to their sum, as a function
+   of the total weights: the probes run hot, the whole file streams
+   weights beyond the cache (`_latency_graph`).
+
+`elementwise=False` / `graph=False` leave terms 2 / 3 out (the model before
+they existed). What is still missing (channel-selection slices,
+activations other than ReLU/ReLU6, layer types it does not know)
+`check_latency` (latency_check.py) measures, by exporting the pruned model
+and timing it. `preferred_multiple()` reads the channel step the runtime likes off the
 width curves (32 on an AVX512 Xeon), for `plan(..., round_to="auto")`.
 
 Fits are cached as JSON in `$KERAS_SLIM_CACHE` (default
@@ -33,12 +43,13 @@ import itertools
 import logging
 import math
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
 from keras_slim.errors import ArgumentError
+from keras_slim.export import _latency_elementwise as elementwise_
+from keras_slim.export import _latency_graph as graph_
 from keras_slim.export._latency_cache import cache_path, key, load, machine_info, save
 from keras_slim.export._latency_probes import (
     CURVE_WIDTHS, ProbeSpec, WidthCurve, curve_kind, measure_curve, probe_file, time_file,
@@ -99,16 +110,20 @@ class LatencyModel:
     layers: list  # LayerCost, in the model's order
     unmodelled: list  # class names of layers with MACs that count 0
     input_shapes: list
+    ops: list = dataclasses.field(default_factory=list)  # OpCost: layers without MACs
+    graph: list = dataclasses.field(default_factory=list)  # [[weights MB, extra ms]]
 
     @property
     def description(self) -> str:
-        return (f"LiteRT per-layer model ({len(self.layers)} layers, {self.threads} "
+        ops = f" + {len(self.ops)} elementwise" if self.ops else ""
+        ops += " + graph term" if self.graph else ""
+        return (f"LiteRT per-layer model ({len(self.layers)} layers{ops}, {self.threads} "
                 f"thread{'s' if self.threads > 1 else ''}, {self.machine['cpu']})")
 
     @classmethod
     def measure(cls, model, threads: int = 1, input_shape=None, *, runs: int = 20,
-                warmup: int = 5, cache_dir: str | os.PathLike | bool | None = None
-                ) -> "LatencyModel":
+                warmup: int = 5, cache_dir: str | os.PathLike | bool | None = None,
+                elementwise: bool = True, graph: bool = True) -> "LatencyModel":
         """Time `model`'s layers (or read them from the cache) and fit each one.
 
         Args:
@@ -119,13 +134,19 @@ class LatencyModel:
             runs, warmup: timed and discarded invokes per probe (the fastest counts).
             cache_dir: where fits are kept; None: `$KERAS_SLIM_CACHE` or
                 `~/.cache/keras_slim`; False: no cache (measure everything).
+            elementwise: also time the layers without MACs that the exported
+                file runs as ops of their own (unfolded BatchNormalization,
+                Add, Concatenate, pooling); False: conv/dense layers only.
+            graph: also time the model's layers written into one file at a
+                few widths, for what weights beyond the cache add to their
+                sum (`_latency_graph`); False: the per-layer sum only.
         """
         for name, value, low in (("threads", threads, 1), ("runs", runs, 1),
                                  ("warmup", warmup, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ArgumentError(f"LatencyModel.measure: {name} must be an int >= {low}, "
                                     f"got {value!r}")
-        calls, unmodelled, input_shapes = _modelled_calls(model, input_shape)
+        calls, op_calls, unmodelled, input_shapes = _read(model, input_shape)
         machine = machine_info()
         path = cache_path(cache_dir, machine)
         cache = load(path)
@@ -153,23 +174,39 @@ class LatencyModel:
             curve = curves[curve_kind(spec.kind)]
             layers.append(LayerCost(name, occurrence, class_name, spec, cin, cout,
                                     tuple(fit(points, curve)), points, curve))
+        ops = []
+        for name, occurrence, class_name, spec, channels in op_calls if elementwise else ():
+            points = timed(_op_key(spec, channels, threads),
+                           lambda: _measure_op(spec, channels, threads, runs, warmup))["points"]
+            ops.append(elementwise_.OpCost(name, occurrence, class_name, spec, channels,
+                                           elementwise_.fit(points), points))
+        extra = []
+        if graph and layers:
+            extra = timed(key("graph", graph_.cache_spec(layers), 0, 0, threads, []),
+                          lambda: {"points": graph_.measure(layers, float(overhead["ms"]),
+                                                            threads, runs, warmup)})["points"]
         if changed and path is not None:
             save(path, machine, cache)
         return cls(threads, machine, float(overhead["ms"]), curves, layers, unmodelled,
-                   input_shapes)
+                   input_shapes, ops, extra)
 
     def estimate(self, layers: Sequence) -> float:
         """Estimated ms of the model at each row's `channels_after` (rows: `Plan.layers`)."""
         costs = {(c.name, c.occurrence): c for c in self.layers}
+        ops = {(c.name, c.occurrence): c for c in self.ops}
         seen: dict = {}
-        total = self.overhead_ms
+        total, mb = self.overhead_ms, 0.0
         for row in layers:
             occurrence = seen[row.name] = seen.get(row.name, -1) + 1
             cost = costs.get((row.name, occurrence))
             if cost is not None:
                 cin, cout = cost.widths(row.channels_after, row.macs_after)
                 total += max(cost.ms(cin, cout) - self.overhead_ms, 0.0) if cout else 0.0
-        return total
+                mb += graph_.weights_mb(cost.spec, cin, cout) if cout else 0.0
+            op = ops.get((row.name, occurrence))
+            if op is not None and row.channels_after:
+                total += max(op.ms(row.channels_after) - self.overhead_ms, 0.0)
+        return total + graph_.extra_ms(self.graph, mb)
 
     def preferred_multiple(self) -> int:
         """The channel step this machine's runtime prefers (`plan(..., round_to="auto")`).
@@ -193,16 +230,22 @@ class LatencyModel:
     def estimate_model(self, model) -> float:
         """Estimated ms of `model` (this model pruned: same layer names), at its own widths."""
         costs = {(c.name, c.occurrence): c for c in self.layers}
-        calls, _, _ = _modelled_calls(model, self.input_shapes if len(self.input_shapes) > 1
+        calls, op_calls, _, _ = _read(model, self.input_shapes if len(self.input_shapes) > 1
                                       else self.input_shapes[0])
-        total = self.overhead_ms
+        total, mb = self.overhead_ms, 0.0
+        ops = {(c.name, c.occurrence): c for c in self.ops}
+        for name, occurrence, _, _, channels in op_calls:
+            op = ops.get((name, occurrence))
+            if op is not None:  # a BN the pruned model no longer has unfolded: not counted
+                total += max(op.ms(channels) - self.overhead_ms, 0.0)
         for name, occurrence, _, _, cin, cout in calls:
             cost = costs.get((name, occurrence))
             if cost is None:
                 raise ArgumentError(f"estimate_model: layer {name!r} of model {model.name!r} "
                                     "is not in the model this latency model was measured on")
             total += max(cost.ms(cin, cout) - self.overhead_ms, 0.0)
-        return total
+            mb += graph_.weights_mb(cost.spec, cin, cout)
+        return total + graph_.extra_ms(self.graph, mb)
 
     def table(self, layers: Sequence | None = None) -> str:
         """Per modelled layer: full widths and estimated ms (and at a plan's widths)."""
@@ -213,6 +256,9 @@ class LatencyModel:
                 occurrence = seen[row.name] = seen.get(row.name, -1) + 1
                 after[(row.name, occurrence)] = row
         lines = [f"{self.description}; invoke overhead {self.overhead_ms:.3f} ms"]
+        if self.graph:
+            lines.append("  graph term (weights MB: extra ms): " + ", ".join(
+                f"{mb:.1f}: {ms:.3f}" for mb, ms in sorted(self.graph)))
         for c in self.layers:
             text = f"  {c.name} ({c.class_name}) {c.cin}->{c.cout}: {c.ms(c.cin, c.cout):.3f} ms"
             row = after.get((c.name, c.occurrence))
@@ -220,12 +266,26 @@ class LatencyModel:
                 cin, cout = c.widths(row.channels_after, row.macs_after)
                 text += f"; at {cin:.0f}->{cout:.0f}: {c.ms(cin, cout):.3f} ms"
             lines.append(text)
+        for c in self.ops:
+            text = (f"  {c.name} ({c.class_name}: {elementwise_.describe(c.spec)}) "
+                    f"{c.channels}: {c.ms(c.channels):.3f} ms")
+            row = after.get((c.name, c.occurrence))
+            if row is not None and row.channels_after is not None:
+                text += f"; at {row.channels_after}: {c.ms(row.channels_after):.3f} ms"
+            lines.append(text)
         return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- reading the model
 def _modelled_calls(model, input_shape):
     """([(row name, occurrence, class, ProbeSpec, cin, cout)], unmodelled classes, input shapes)."""
+    calls, _, unmodelled, input_shapes = _read(model, input_shape)
+    return calls, unmodelled, input_shapes
+
+
+def _read(model, input_shape):
+    """`_modelled_calls` plus [(row name, occurrence, class, OpSpec, channels)] of the
+    layers without MACs that the exported file runs on their own."""
     from keras_slim import accounting
     from keras_slim.graph import FlatGraph
     from keras_slim.handlers.base import Handler
@@ -236,7 +296,7 @@ def _modelled_calls(model, input_shape):
     graph = FlatGraph(_graph_model(model, input_shape, True), resolver)
     concrete, input_shapes, _ = _mac_input(graph, input_shape)
     shapes = graph.shapes if concrete is None else concrete
-    out, unmodelled, seen = [], [], {}
+    out, ops, unmodelled, seen = [], [], [], {}
     for call in graph.calls:
         name = accounting.qualified_name(graph, call)
         occurrence = seen[name] = seen.get(name, -1) + 1
@@ -244,11 +304,15 @@ def _modelled_calls(model, input_shape):
             continue
         found = _spec(call.layer, shapes.get(call.inputs[0]), shapes.get(call.outputs[0]))
         if found is None:
+            op = elementwise_.op_spec(graph, call, shapes)
+            if op is not None:
+                ops.append((name, occurrence, type(call.layer).__name__) + op)
+                continue
             if type(resolver(call.layer)).macs is not Handler.macs:  # it has MACs: say so
                 unmodelled.append(type(call.layer).__name__)
             continue
         out.append((name, occurrence, type(call.layer).__name__) + found)
-    return out, sorted(set(unmodelled)), [list(s) for s in input_shapes]
+    return out, ops, sorted(set(unmodelled)), [list(s) for s in input_shapes]
 
 
 def _spec(layer, in_shape, out_shape):
@@ -287,6 +351,15 @@ def _spec(layer, in_shape, out_shape):
 # ---------------------------------------------------------------- measuring and fitting
 def _key(kind: str, spec: ProbeSpec, cin: int, cout: int, threads: int) -> str:
     return key(kind, spec.key(), cin, cout, threads, [list(WIDTHS), list(CURVE_WIDTHS)])
+
+
+def _op_key(spec, channels: int, threads: int) -> str:
+    return key("op", spec.key(), channels, 0, threads, [list(elementwise_.WIDTHS)])
+
+
+def _measure_op(spec, channels: int, threads: int, runs: int, warmup: int) -> dict:
+    return {"points": [[c, time_file(elementwise_.probe_file(spec, c), threads, runs, warmup)]
+                       for c in elementwise_.grid(channels)]}
 
 
 def _grid(n: int) -> list[int]:
@@ -328,79 +401,3 @@ def fit(points: Sequence, curve: WidthCurve | None = None) -> list[float]:
                     coef[1 + j] = float(s)
                 best, best_err = coef, err
     return best
-
-
-# ---------------------------------------------------------------- checking
-@dataclasses.dataclass
-class LatencyCheck:
-    """An estimate against the measured latency of the whole exported model."""
-
-    estimated_ms: float
-    measured_ms: float  # median of `runs` invokes of the exported .tflite file
-    min_ms: float
-    threads: int
-    runs: int
-    estimate: str  # what made the estimate
-
-    @property
-    def error_pct(self) -> float:
-        """(estimated - measured median) / measured median, in %."""
-        return 100.0 * (self.estimated_ms - self.measured_ms) / self.measured_ms
-
-    @property
-    def error_min_pct(self) -> float:
-        """The same against the fastest invoke (what the probes time: see time_file)."""
-        return 100.0 * (self.estimated_ms - self.min_ms) / self.min_ms
-
-    def __str__(self) -> str:
-        return (f"latency: estimated {self.estimated_ms:.3f} ms, measured {self.measured_ms:.3f} "
-                f"ms (median of {self.runs}, {self.threads} thread"
-                f"{'s' if self.threads > 1 else ''}; min {self.min_ms:.3f}): prediction error "
-                f"{self.error_pct:+.1f}% ({self.error_min_pct:+.1f}% against the min; "
-                f"{self.estimate})")
-
-
-def check_latency(plan_or_model, latency_model: LatencyModel | None = None, *,
-                  runs: int = 50, warmup: int = 10, path: str | os.PathLike | None = None
-                  ) -> LatencyCheck:
-    """Export the pruned model, time the file in LiteRT and compare with the estimate.
-
-    Args:
-        plan_or_model: a `Plan` made by `keras_slim.plan` (its model is pruned
-            with it), or a model pruned from the one `latency_model` measured.
-        latency_model: the model that estimated the plan; None measures (or
-            reads from the cache) the plan's model at 1 thread.
-        runs, warmup: invokes of the exported file (median of runs).
-        path: keep the exported .tflite file there (default: a temporary file).
-    """
-    from keras_slim.export.bench import benchmark_tflite
-    from keras_slim.export.tflite import export_tflite
-    from keras_slim.plan_data import Plan
-    from keras_slim.pruning import prune
-
-    if isinstance(plan_or_model, Plan):
-        if plan_or_model._state is None:
-            raise ArgumentError("check_latency: this plan was read from JSON and has no model; "
-                                "pass keras_slim.prune(model, plan) and its latency model")
-        shapes = plan_or_model.input_shapes
-        shape = None if not plan_or_model.dynamic_input else (
-            shapes[0] if len(shapes) == 1 else shapes)
-        if latency_model is None:
-            latency_model = LatencyModel.measure(plan_or_model._state.model, input_shape=shape)
-        small = prune(plan_or_model._state.model, plan_or_model)
-        estimated = latency_model.estimate(plan_or_model.layers)
-    else:
-        if latency_model is None:
-            raise ArgumentError("check_latency: with a model, pass the latency_model measured "
-                                "on the model it was pruned from")
-        small = plan_or_model
-        estimated = latency_model.estimate_model(small)
-    shapes = latency_model.input_shapes
-    with tempfile.TemporaryDirectory() as tmp:
-        target = os.fspath(path) if path is not None else os.path.join(tmp, "model.tflite")
-        export_tflite(small, target, verify=False,
-                      input_shape=shapes[0] if len(shapes) == 1 else shapes)
-        report = benchmark_tflite(target, threads=latency_model.threads, runs=runs,
-                                  warmup=warmup)
-    return LatencyCheck(estimated, report.median_ms, report.min_ms, latency_model.threads,
-                        runs, latency_model.description)
