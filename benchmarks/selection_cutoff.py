@@ -1,17 +1,17 @@
 """When are slices + concatenation cheaper than one GATHER for a channel selection?
 
-    python benchmarks/selection_cutoff.py [--rounds 7] [--runs 30]
+    python benchmarks/selection_cutoff.py [--rounds 7] [--runs 30] [--threads 1]
 
 At the three stream shapes of a CIFAR pre-activation ResNet (64 channels at
 32x32, 128 at 16x16, 256 at 8x8), builds a chain of 6 residual blocks, each
 reading its shared input through a selection of ~60% of the channels in k
 runs, expressed either way (`keras_slim.layers.select_channels` with the cut-off
 forced), plus the same chain with a plain slice (no selection cost). Exports
-float32 .tflite, times batch-1 LiteRT XNNPACK at 1 thread in interleaved
+float32 .tflite, times batch-1 LiteRT XNNPACK at `--threads` (1) in interleaved
 rounds, and reports the cost per selection over the plain chain and its
 XNNPACK partitions. `keras_slim.layers.MIN_MEAN_RUN` is set from this table.
 
-Writes benchmarks/results/selection_cutoff.{json,md}.
+Writes benchmarks/results/selection_cutoff.{json,md} (selection_cutoff_2threads.* at 2).
 """
 from __future__ import annotations
 
@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--stem", default=None, help="output name (default: selection_cutoff, "
+                    "selection_cutoff_2threads at 2 threads)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "results"))
     ap.add_argument("--render", metavar="JSON", help="only rewrite the markdown from a JSON")
@@ -96,7 +99,8 @@ def main(argv=None) -> int:
 
         with open(args.render) as f:
             result = json.load(f)
-        save_results(os.path.dirname(os.path.abspath(args.render)), "selection_cutoff", result,
+        stem = os.path.splitext(os.path.basename(args.render))[0]
+        save_results(os.path.dirname(os.path.abspath(args.render)), stem, result,
                      markdown(result))
         return 0
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -115,7 +119,7 @@ def main(argv=None) -> int:
                 keys = list(files)
                 keys = keys[r % len(keys):] + keys[:r % len(keys)]
                 for k in keys:
-                    times[k].append(benchmark_tflite(files[k], threads=1, runs=args.runs,
+                    times[k].append(benchmark_tflite(files[k], threads=args.threads, runs=args.runs,
                                                      warmup=5).median_ms)
             plain = times[(1, "none")]
             for (runs, form), path in files.items():
@@ -129,16 +133,21 @@ def main(argv=None) -> int:
                                       float(np.percentile(extra, 75))],
                                  partitions=_litert.xnnpack_partitions(path)["partitions"]))
     cmd = "python benchmarks/selection_cutoff.py" + "".join(" " + a for a in (argv or sys.argv[1:]))
-    meta = dict(command=cmd, rounds=args.rounds, runs=args.runs, load_before=load_before,
+    meta = dict(command=cmd, rounds=args.rounds, runs=args.runs, threads=args.threads,
+                load_before=load_before,
                 load_after=[round(x, 2) for x in os.getloadavg()])
     result = dict(meta=meta, rows=rows)
-    save_results(args.out, "selection_cutoff", result, markdown(result))
+    stem = args.stem or ("selection_cutoff" + (f"_{args.threads}threads" if args.threads > 1
+                                               else ""))
+    save_results(args.out, stem, result, markdown(result))
     return 0
 
 
 def markdown(result: dict) -> str:
     meta, rows = result["meta"], result["rows"]
-    lines = ["# Channel selection: slices + concatenation vs GATHER (LiteRT XNNPACK, 1 thread)", "",
+    threads = meta.get("threads", 1)
+    lines = [f"# Channel selection: slices + concatenation vs GATHER (LiteRT XNNPACK, {threads} "
+             f"thread{'s' if threads > 1 else ''})", "",
              f"Command: `{meta['command']}`. Load average {meta['load_before']} before, "
              f"{meta['load_after']} after (2 shared cores).", "",
              f"Extra latency per selection (us) over the same {BLOCKS}-block chain with a plain "

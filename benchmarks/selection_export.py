@@ -9,6 +9,11 @@ interleaved rounds (LiteRT + XNNPACK, batch 1), with the selection runs,
 XNNPACK partitions, GATHER count and file size of each.
 
     python benchmarks/selection_export.py --run /work/runs/densenet_cpu --threads 1 2
+        [--for-threads 1 2]
+
+`--for-threads` re-exports once per value (`export_tflite(for_threads=N)`: the
+absorb cost model of that thread count), so the layouts for 1 and 2 threads are
+timed side by side at every thread count.
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="an example's --out folder (models/, tflite/)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
+    ap.add_argument("--for-threads", type=int, nargs="+", default=[1],
+                    help="re-export once per value (export_tflite(for_threads=N))")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--pause", type=int, nargs="+", default=[], metavar="PID")
@@ -52,12 +59,15 @@ def main(argv=None) -> int:
     files, info = {}, {}
     for name in names:
         model = keras.models.load_model(os.path.join(args.run, "models", name + ".keras"))
-        new = os.path.join(tmp, name + ".tflite")
-        report = export_tflite(model, new)
-        note = report.details.get("channel_order")  # what the order/absorb step did
         old = os.path.join(args.run, "tflite", name + ".tflite")
-        files[(name, "run's file")], files[(name, "re-exported")] = old, new
-        info[name] = dict(channel_order=note, reexport_max_abs_error=report.max_abs_error)
+        files[(name, "run's file")] = old
+        for n in args.for_threads:
+            which = "re-exported" + (f" for {n}T" if args.for_threads != [1] else "")
+            new = os.path.join(tmp, f"{name}_for{n}.tflite")
+            report = export_tflite(model, new, for_threads=n)
+            files[(name, which)] = new  # channel_order: what the order/absorb step did
+            info[(name, which)] = dict(channel_order=report.details.get("channel_order"),
+                                       reexport_max_abs_error=report.max_abs_error)
     rounds: dict = collections.defaultdict(list)
     for pid in args.pause:
         os.kill(pid, signal.SIGSTOP)
@@ -76,11 +86,12 @@ def main(argv=None) -> int:
         with open(path, "rb") as f:
             ops = tflite_op_histogram(f.read())
         xnn = xnnpack_partitions(path, ops)
-        note = info[name]["channel_order"]
+        extra = info.get((name, which), {})
+        note = extra.get("channel_order")
         row = dict(model=name, file=which, kib=os.path.getsize(path) / 1024,
                    gather=ops.get("GATHER", 0), slices=ops.get("STRIDED_SLICE", 0),
-                   partitions=xnn.get("partitions"), **info[name])
-        cells = [name, which, (note or "") if which == "re-exported" else "",
+                   partitions=xnn.get("partitions"), **extra)
+        cells = [name, which, note or "",
                  row["gather"], row["slices"],
                  row["partitions"], f"{row['kib']:,.0f}"]
         for t in args.threads:

@@ -316,6 +316,29 @@ def test_export_failure_exits_4(work, monkeypatch, tmp_path, capsys):
                       "differs | by 0.5"]
 
 
+def test_export_for_threads_reaches_the_exporters(work, monkeypatch, tmp_path, capsys):
+    from keras_slim import export
+
+    seen = {}
+
+    def record(name):
+        def fake(*args, **kwargs):
+            seen[name] = kwargs.get("for_threads")
+            raise export.ExportError("stop here")
+        return fake
+
+    monkeypatch.setattr(export, "export_tflite", record("tflite"))
+    monkeypatch.setattr(export, "export_onnx", record("onnx"))
+    assert cli.main(["export", str(work / "vgg.keras"), "--tflite", str(tmp_path / "f.tflite"),
+                     "--for-threads", "2"]) == 4
+    assert cli.main(["export", str(work / "vgg.keras"), "--onnx", str(tmp_path / "f.onnx"),
+                     "--for-threads", "4"]) == 4
+    assert seen == {"tflite": 2, "onnx": 4}
+    assert cli.main(["export", str(work / "vgg.keras"), "--tflite", str(tmp_path / "x.tflite"),
+                     "--for-threads", "0"]) == 2
+    assert "--for-threads" in capsys.readouterr().err
+
+
 def test_debug_shows_traceback(bad_files, capsys):
     assert cli.main(["inspect", str(bad_files / "lambda.keras"), "--debug"]) == 2
     err = capsys.readouterr().err

@@ -227,7 +227,25 @@ def test_absorbed_selection_is_exact_and_removes_the_layer():
 def test_selection_is_kept_where_absorbing_costs_more_or_is_not_exact():
     from keras_slim.export.absorb import absorb_selections
 
-    few_on_small_map = _block(list(range(0, 8)), spatial=2)
+    few_on_small_map = _block(list(range(0, 8)), spatial=2, width=256)
     assert absorb_selections(few_on_small_map) == (few_on_small_map, 0)
     no_gamma = _block(list(range(0, 60)), scale=False)  # a dropped channel would not be 0
     assert absorb_selections(no_gamma) == (no_gamma, 0)
+
+
+def test_the_layout_follows_the_thread_count_it_is_exported_for(tmp_path):
+    """At 2 threads a slice costs a hand-off (~2 us) the convs do not: absorbed there."""
+    from keras_slim.export.absorb import absorb_selections, costs_for
+
+    m = _block(list(range(0, 32)), spatial=8)
+    assert absorb_selections(m, threads=1) == (m, 0)  # one slice is cheaper at 1 thread
+    absorbed, n = absorb_selections(m, threads=2)
+    assert n == 1 and costs_for(4) == costs_for(2) != costs_for(1)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 64)).astype("float32")
+    np.testing.assert_allclose(absorbed.predict(x, verbose=0), m.predict(x, verbose=0),
+                               rtol=0, atol=1e-5)
+    report = keras_slim.export_tflite(m, tmp_path / "m2.tflite", for_threads=2)
+    assert "1 absorbed" in report.details["channel_order"]
+    with pytest.raises(keras_slim.ArgumentError, match="for_threads must be an int >= 1.*0"):
+        keras_slim.export_tflite(m, tmp_path / "bad.tflite", for_threads=0)
+    assert not (tmp_path / "bad.tflite").exists()

@@ -32,13 +32,14 @@ def run(args: argparse.Namespace) -> int:
                 model, args.tflite, quantize=args.quantize,
                 representative_data=calib, int8_io=args.int8_io or False,
                 verify=not args.no_verify, sample_inputs=verify_inputs,
-                fold_bn=not args.no_fold_bn, num_calibration_samples=args.calib_count))
+                fold_bn=not args.no_fold_bn, num_calibration_samples=args.calib_count,
+                for_threads=args.for_threads))
         if args.onnx:
             logger.info("Converting to ONNX (opset %d) ...", args.opset)
             reports.append(export.export_onnx(
                 model, args.onnx, opset=args.opset, nchw_input=args.nchw,
                 verify=not args.no_verify, sample_inputs=verify_inputs,
-                fold_bn=not args.no_fold_bn))
+                fold_bn=not args.no_fold_bn, for_threads=args.for_threads))
         if args.ncnn:
             logger.info("Converting to ncnn (%s) ...", args.quantize or "float32")
             reports.append(export.export_ncnn(

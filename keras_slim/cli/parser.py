@@ -243,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "keras-slim[mnn])")
     p.add_argument("--no-fold-bn", action="store_true",
                    help="keep BatchNormalization as separate ops (default: folded into convs)")
+    p.add_argument("--for-threads", type=_positive_int, default=1, metavar="N",
+                   help="TFLite/ONNX: the thread count the file will run at, which decides "
+                        "where channel selections are sliced or absorbed into the layers "
+                        "after them (default 1; only models with ChannelSelection differ)")
     p.add_argument("--no-verify", action="store_true",
                    help="write the files without running them against Keras")
     p.add_argument("--json", metavar="PATH", help="also write the export reports as JSON")

@@ -8,60 +8,94 @@ there: a dropped channel leaves the BN as exactly 0, the activation keeps it at
 0, and its zero weights add exact zeros. The selection's copy disappears; the
 price is the BN and the readers working on the dropped channels too.
 
-`absorb_selections` does it where a cost model (LiteRT XNNPACK, 1 thread,
-measured in benchmarks/results/selection_cutoff.md and speedup.md) says the
-copy costs more than that extra work: typically at large spatial sizes with
-most channels kept (the first stages of a pre-activation ResNet), while deep,
-small feature maps keep their slices. Only a top-level Functional model is
+`absorb_selections` does it where a cost model (LiteRT XNNPACK, measured at
+1 and 2 threads: benchmarks/results/selection_cutoff*.md, speedup.md,
+latency_terms*.md) says the copy costs more than that extra work: typically at
+large spatial sizes with most channels kept (the first stages of a
+pre-activation ResNet), while deep, small feature maps keep their slices. At
+2 threads the convs run about twice as fast and the slices do not, so more
+selections are absorbed: `threads=` says which the file is laid out for (more
+than 2 use the 2-thread costs). Only a top-level Functional model is
 rewritten; anything else is returned as is.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import keras
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.errors import ArgumentError
 from keras_slim.export.order import order_channels
 from keras_slim.layers import ChannelSelection, channel_runs, uses_slices
 
 logger = logging.getLogger(__name__)
 
-# Cost model, ns (LiteRT 2.3 XNNPACK, 1 thread, x86; see the module docstring).
-SLICE_NS_PER_PIXEL_RUN = 20.0  # one strided slice of a run, with its concatenation share
-GATHER_NS_PER_ELEMENT = 4.5  # LiteRT's GATHER kernel, outside XNNPACK
-MAC_NS = 0.024  # an fp32 conv/dense multiply-add (ResNet-56: 87 M MACs in 2.1 ms)
-ELEMENT_NS = 0.5  # one more channel-pixel through BN's MUL + ADD
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """The cost model at one thread count, ns (LiteRT 2.3 XNNPACK, x86)."""
+
+    slice_ns_per_run: float  # one strided slice op, whatever its size
+    slice_ns_per_pixel_run: float  # and per pixel, with its concatenation share
+    gather_ns_per_element: float  # LiteRT's GATHER kernel, outside XNNPACK
+    mac_ns: float  # an fp32 conv/dense multiply-add
+    element_ns: float  # one more channel-pixel through BN's MUL + ADD
+
+
+# Slices and GATHER: benchmarks/results/selection_cutoff_1thread_quiet.md and
+# selection_cutoff_2threads.md (the same chains, a quiet machine), fitted as
+# runs * (a + b * pixels) over the three stream shapes. MACs: the conv/dense estimates
+# of PreAct-ResNet-56 in latency_terms*.md (87 M MACs in 1.24 ms at 1 thread, 0.66 ms at
+# 2). A slice at 2 threads costs ~2 us more whatever its size (a hand-off the convs do
+# not pay), so at 2 threads more selections are absorbed.
+COSTS = {
+    1: Costs(100.0, 8.2, 1.85, 0.0143, 0.3),
+    2: Costs(2050.0, 9.2, 2.3, 0.0075, 0.23),
+}
+
+
+def costs_for(threads: int) -> Costs:
+    """The cost model for a file run at `threads` (more than 2: the 2-thread one)."""
+    return COSTS[1 if threads <= 1 else 2]
 
 _ZERO_KEEPING = {"relu", "relu6", "linear", "tanh", "elu", "selu", "gelu", "swish", "silu",
                  "leaky_relu", "hard_swish", "hard_silu", "mish"}
 
 
-def selections_for_export(model, enabled: bool = True) -> tuple[object, str | None]:
+def selections_for_export(model, enabled: bool = True, threads: int = 1
+                          ) -> tuple[object, str | None]:
     """The export step every exporter shares: order channels, then absorb selections.
+
+    `threads`: the thread count the file is laid out for (the absorb cost model).
 
     Returns the model to convert and the line for `report.details["channel_order"]`
     (None when the model has no ChannelSelection or `enabled` is False).
     """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ArgumentError(f"for_threads must be an int >= 1 (the LiteRT thread count the "
+                            f"file is laid out for), got {threads!r}")
     if not enabled:
         return model, None
     model, order = order_channels(model)
-    model, absorbed = absorb_selections(model)
+    model, absorbed = absorb_selections(model, threads)
     if not order.selections:
         return model, None
     return model, str(order) + (f"; {absorbed} absorbed into the layers after them"
                                 if absorbed else "")
 
 
-def absorb_selections(model) -> tuple[object, int]:
-    """(model with cheap-to-absorb selections absorbed, how many were)."""
+def absorb_selections(model, threads: int = 1) -> tuple[object, int]:
+    """(model with cheap-to-absorb selections absorbed, how many were), at `threads`."""
     if not _keras.is_graph_model(model) or _keras.is_sequential(model) or _keras.is_tf_keras(model):
         return model, 0
     graph = _keras.read_model(model)
     if any(_keras.is_model(c.layer) for c in graph.calls):
         return model, 0  # nested models: not rewritten here
-    plans = _plans(graph)
+    plans = _plans(graph, costs_for(threads))
     if not plans:
         return model, 0
     edits: dict[int, tuple] = {}  # call index -> ("bn"|"reader", selection indices, width)
@@ -98,7 +132,7 @@ def absorb_selections(model) -> tuple[object, int]:
     return keras.Model(inputs=inputs, outputs=outputs, name=model.name), len(plans)
 
 
-def _plans(graph) -> dict:
+def _plans(graph, costs: Costs) -> dict:
     """{selection call: (BN call, reader calls, indices, input width)} worth absorbing."""
     readers_of: dict[int, list[int]] = {}
     for i, call in enumerate(graph.calls):
@@ -138,7 +172,8 @@ def _plans(graph) -> dict:
             continue
         x = _keras.tensors_in((call.args, call.kwargs))[0]
         width = int(x.shape[-1])
-        if _absorb_cost(x, indices, [graph.calls[r] for r in readers]) < _select_cost(x, indices):
+        readers_calls = [graph.calls[r] for r in readers]
+        if _absorb_cost(x, indices, readers_calls, costs) < _select_cost(x, indices, costs):
             plans[i] = (bn_index, readers, indices, width)
     return plans
 
@@ -147,14 +182,15 @@ def _pixels(shape) -> int:
     return int(np.prod([d or 1 for d in shape[1:-1]])) if len(shape) > 2 else 1
 
 
-def _select_cost(x, indices) -> float:
+def _select_cost(x, indices, costs: Costs) -> float:
     """ns of the selection as the layer computes it (slices or a gather)."""
     if uses_slices(indices):
-        return SLICE_NS_PER_PIXEL_RUN * _pixels(x.shape) * len(channel_runs(indices))
-    return GATHER_NS_PER_ELEMENT * _pixels(x.shape) * len(indices)
+        return len(channel_runs(indices)) * (costs.slice_ns_per_run
+                                             + costs.slice_ns_per_pixel_run * _pixels(x.shape))
+    return costs.gather_ns_per_element * _pixels(x.shape) * len(indices)
 
 
-def _absorb_cost(x, indices, readers) -> float:
+def _absorb_cost(x, indices, readers, costs: Costs) -> float:
     """ns of the dropped channels going through the BN and the readers."""
     extra = int(x.shape[-1]) - len(indices)
     macs_per_channel = 0
@@ -162,7 +198,7 @@ def _absorb_cost(x, indices, readers) -> float:
         layer, out = call.layer, call.outputs[0]
         taps = int(np.prod(layer.kernel_size)) if hasattr(layer, "kernel_size") else 1
         macs_per_channel += _pixels(out.shape) * int(out.shape[-1]) * taps
-    return extra * (_pixels(x.shape) * ELEMENT_NS + macs_per_channel * MAC_NS)
+    return extra * (_pixels(x.shape) * costs.element_ns + macs_per_channel * costs.mac_ns)
 
 
 def _is_bn(layer, x) -> bool:

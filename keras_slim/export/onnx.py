@@ -43,6 +43,7 @@ def export_onnx(
     *,
     fold_bn: bool = True,
     order_channels: bool = True,
+    for_threads: int = 1,
     batch_size: int | None = 1,
     tolerance: float = FLOAT32_TOLERANCE,
     num_verify_samples: int = 8,
@@ -74,6 +75,8 @@ def export_onnx(
             them where that is cheaper. ncnn and MNN files, built from this
             ONNX file, inherit it. `report.details["channel_order"]` says what
             changed.
+        for_threads: as in `export_tflite`: the thread count the selections
+            are laid out for (the cost model is LiteRT's; ncnn and MNN use 1).
         batch_size: static batch size; None keeps a dynamic batch axis.
 
     The model's None axes (e.g. keras.Input((None, None, 3))) stay dynamic in
@@ -109,7 +112,8 @@ def export_onnx(
                else random_inputs(iface, num_verify_samples))
 
     export_model, n_folded = maybe_fold(model, fold_bn)
-    export_model, channel_order = selections_for_export(export_model, order_channels)
+    export_model, channel_order = selections_for_export(export_model, order_channels,
+                                                        for_threads)
     proto = _convert(export_model, iface, batch_size, nchw_input, opset)
     buf = proto.SerializeToString()
     histogram = dict(sorted(collections.Counter(

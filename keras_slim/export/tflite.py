@@ -46,6 +46,7 @@ def export_tflite(
     *,
     fold_bn: bool = True,
     order_channels: bool = True,
+    for_threads: int = 1,
     batch_size: int | None = 1,
     tolerance: float | None = None,
     num_calibration_samples: int = 100,
@@ -90,6 +91,11 @@ def export_tflite(
             channels would (`keras_slim.export.absorb`). The file computes
             the same function (up to float rounding; verified like any
             other); `report.details["channel_order"]` says what changed.
+        for_threads: the LiteRT thread count the file is laid out for: which
+            selections are absorbed rather than sliced (at 2 threads and more
+            each slice costs a hand-off, so more are absorbed; see
+            `keras_slim.export.absorb`). The file runs at any thread count;
+            only its speed differs, and only with ChannelSelection layers.
         batch_size: static batch size of the file (mobile runtimes want static
             shapes); None keeps it dynamic.
         input_shape: for a model with None axes (e.g. keras.Input((None, None,
@@ -123,7 +129,8 @@ def export_tflite(
                                                    num_calibration_samples, num_verify_samples)
 
     export_model, n_folded = maybe_fold(model, fold_bn)
-    export_model, channel_order = selections_for_export(export_model, order_channels)
+    export_model, channel_order = selections_for_export(export_model, order_channels,
+                                                        for_threads)
     serve, specs = serving_function(export_model, iface, batch_size)
     with tempfile.TemporaryDirectory(prefix="keras_slim_tflite_") as saved_model_dir:
         write_saved_model(export_model, serve, specs, saved_model_dir)
