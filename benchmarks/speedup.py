@@ -142,7 +142,7 @@ def depthwise_macs_share(the_plan) -> float:
 
 def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
             unordered: bool = False, runtimes=("litert",), equal_macs=(),
-            readers: bool = False, floor: bool = False) -> dict:
+            readers: bool = False, floor: bool = False, threads=(1,)) -> dict:
     """Build, sparsify, prune and export one architecture; sizes and MACs per case.
 
     Cases are every (round_to, ratio) pair with channel selection on (the
@@ -156,6 +156,9 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
     ratio alone rounds every layer up and keeps more MACs. With `readers`,
     models that needed a selection are also planned with
     criterion="bn_scale_readers", which cuts the shared streams instead.
+    Files with channel selections are also exported laid out for each
+    thread count in `threads` above 1 (`export_tflite(for_threads=t)`), and
+    timed at that count in LiteRT (`litert_for_threads`).
     """
     model = ARCHS[arch]()
     sparsity_like_gammas(model, seed)
@@ -197,6 +200,10 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
                 f"MACs {p.macs_after / p.macs_before:.3f} of the original; exporting")
             report = keras_slim.export_tflite(small, path, order_channels=order)
             files = runtimes_.export_all(small, path, runtimes if order else ("litert",))
+            for_threads = {}
+            for t in sorted({t for t in threads if t > 1}) if selections and order else ():
+                for_threads[str(t)] = path[:-len(".tflite")] + f"_for{t}t.tflite"
+                keras_slim.export_tflite(small, for_threads[str(t)], for_threads=t)
             partitions, outside = xnnpack_partitions(path)
             gathers = report.op_histogram.get("GATHER", 0)
             widths = conv_widths(small)
@@ -206,7 +213,7 @@ def prepare(arch: str, ratios, round_tos, workdir: str, seed: int,
                 conv_widths=widths,
                 selections=selections, gathers=gathers, order_channels=order,
                 channel_order=report.details.get("channel_order", ""), path=path,
-                files=files, removed_channels=p.removed_channels,
+                files=files, litert_for_threads=for_threads, removed_channels=p.removed_channels,
                 prunable_channels=p.prunable_channels, params=p.params_after,
                 macs=p.macs_after, size_bytes=report.size_bytes,
                 max_rel_error=report.max_rel_error,
@@ -261,7 +268,11 @@ def measure(entry: dict, threads: int, rounds: int, runs: int, warmup: int,
     cases = [c for c in entry["cases"] if runtime in c["files"]]
     if entry.get("floor") and runtime in entry["floor"]["files"]:
         cases.append(entry["floor"])  # timed in the same rounds; reported apart from the cases
-    paths = [entry["files"][runtime]] + [c["files"][runtime] for c in cases]
+    def file_of(c):  # LiteRT: the layout made for this thread count, where there is one
+        laid_out = c.get("litert_for_threads", {}) if runtime == "litert" else {}
+        return laid_out.get(str(threads), c["files"][runtime])
+
+    paths = [entry["files"][runtime]] + [file_of(c) for c in cases]
     per_round: dict[str, list[float]] = {p: [] for p in paths}
     for r in range(rounds):
         shift = r % len(paths)
@@ -384,7 +395,8 @@ def main(argv=None) -> int:
             arch = ARCH_KEYS[key]
             keras.backend.clear_session()
             entry = prepare(arch, args.ratios, args.round_tos, workdir, args.seed,
-                            args.unordered, runtimes, equal_macs, args.readers, args.floor)
+                            args.unordered, runtimes, equal_macs, args.readers, args.floor,
+                            args.threads)
             for t in args.threads:
                 for rt in runtimes:
                     with paused(args.pause):

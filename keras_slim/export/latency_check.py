@@ -49,7 +49,8 @@ def check_latency(plan_or_model, latency_model: LatencyModel | None = None, *,
         latency_model: the model that estimated the plan; None measures (or
             reads from the cache) the plan's model at 1 thread.
         runs, warmup: invokes of the exported file (median of runs).
-        path: keep the exported .tflite file there (default: a temporary file).
+        path: keep the exported .tflite file there (default: a temporary file). It is
+            laid out for the latency model's thread count (`export_tflite(for_threads=)`).
     """
     from keras_slim.export.bench import benchmark_tflite
     from keras_slim.export.tflite import export_tflite
@@ -76,7 +77,7 @@ def check_latency(plan_or_model, latency_model: LatencyModel | None = None, *,
     shapes = latency_model.input_shapes
     with tempfile.TemporaryDirectory() as tmp:
         target = os.fspath(path) if path is not None else os.path.join(tmp, "model.tflite")
-        export_tflite(small, target, verify=False,
+        export_tflite(small, target, verify=False, for_threads=latency_model.threads,
                       input_shape=shapes[0] if len(shapes) == 1 else shapes)
         report = benchmark_tflite(target, threads=latency_model.threads, runs=runs,
                                   warmup=warmup)
