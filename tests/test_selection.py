@@ -249,3 +249,27 @@ def test_the_layout_follows_the_thread_count_it_is_exported_for(tmp_path):
     with pytest.raises(keras_slim.ArgumentError, match="for_threads must be an int >= 1.*0"):
         keras_slim.export_tflite(m, tmp_path / "bad.tflite", for_threads=0)
     assert not (tmp_path / "bad.tflite").exists()
+
+
+def test_streams_are_reversed_where_that_joins_runs_across_a_concatenation(monkeypatch):
+    """Each stream is ordered alone (least-kept channels first); reversing one joins the runs."""
+    from keras_slim.export import order as order_module
+
+    inp = keras.Input((6, 6, 3))
+    a = keras.layers.Conv2D(4, 1, name="a")(inp)
+    b = keras.layers.Conv2D(4, 1, name="b")(inp)
+    cat = keras.layers.Concatenate()([a, b])
+    y = ChannelSelection([0, 2, 5, 7], name="sel")(cat)  # two of a's, two of b's
+    y = keras.layers.Conv2D(5, 1, name="reader")(keras.layers.BatchNormalization()(y))
+    z = keras.layers.Conv2D(3, 1, name="all")(cat)  # reads every channel: any order works
+    m = keras.Model(inp, [y, z])
+    testing.randomize_batchnorm(m)
+    ordered, report = order_channels(m)
+    # each stream alone puts its dropped channels first: 2 runs; b reversed: one slice
+    assert report.runs_before == 4 and report.runs_after == 1
+    with monkeypatch.context() as patch:
+        patch.setattr(order_module, "_orient", lambda *args: None)
+        assert order_channels(m)[1].runs_after == 2
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype("float32")
+    for got, want in zip(ordered.predict(x, verbose=0), m.predict(x, verbose=0)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

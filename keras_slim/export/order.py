@@ -26,6 +26,9 @@ leaves that stream in its order (and a concatenation it writes or reads,
 with all its inputs). The
 result equals the input model up to float rounding (a conv adds its input
 channels in another order).
+
+About 400 lines, one concept: which streams may move, the order of each, and
+applying it to every layer that shares the stream belong together.
 """
 from __future__ import annotations
 
@@ -161,6 +164,7 @@ def _reorder(model) -> OrderReport:
     for root, parts in readers.items():  # the streams selections read, directly or in a concat
         if root not in frozen_roots and root not in sel_out_roots:
             orders[root] = _chain_order(width(root), parts)
+    _orient(orders, sels, sel_in, sel_out, frozen_roots, segments)
     for root in segments.composites:  # a concatenation: its inputs' orders, side by side
         if root not in frozen_roots and any(b in orders for b, _, _ in segments(root)):
             orders[root] = np.concatenate([offset + orders.get(b, np.arange(w))
@@ -297,6 +301,47 @@ def _inverse(order, width: int) -> np.ndarray:
     inv = np.empty(len(order), np.int64)
     inv[order] = np.arange(len(order))
     return inv
+
+
+def _orient(orders: dict, sels: list, sel_in: dict, sel_out: dict, frozen_roots: set,
+            segments: _Segments) -> None:
+    """Reverse streams' orders where that joins runs across concatenation boundaries.
+
+    `_chain_order` orders each stream alone, so where a concatenation puts two
+    streams side by side a selection's run ends at the boundary unless the
+    channels on both sides are kept alike. Reversing a stream (a path of
+    membership patterns read backwards is as short) changes which pattern
+    meets its neighbours; each is reversed where that lowers the runs of the
+    selections reading it through a concatenation, a few passes to a fixed point.
+    """
+    users: dict = {}
+    for s in sels:
+        root = sel_in.get(id(s))
+        if root in segments.composites:
+            for base, _, _ in segments(root):
+                if base in orders:
+                    users.setdefault(base, []).append(s)
+
+    def runs(s) -> int:
+        order = np.concatenate([offset + orders.get(b, np.arange(w))
+                                for b, offset, w in segments(sel_in[id(s)])])
+        pos = _inverse(order, len(order))[np.asarray(s.indices, np.int64)]
+        out = sel_out.get(id(s))
+        if out is not None and out not in frozen_roots:
+            pos = np.sort(pos)  # its output takes the order it reads (see _reorder)
+        return int(1 + np.count_nonzero(np.diff(pos) != 1)) if len(pos) else 0
+
+    for _ in range(4):
+        better = False
+        for base, readers in users.items():
+            before = sum(runs(s) for s in readers)
+            orders[base] = orders[base][::-1].copy()
+            if sum(runs(s) for s in readers) < before:
+                better = True
+            else:
+                orders[base] = orders[base][::-1].copy()
+        if not better:
+            break
 
 
 def _chain_order(width: int, selections: list) -> np.ndarray:
