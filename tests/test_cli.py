@@ -337,6 +337,9 @@ def test_export_for_threads_reaches_the_exporters(work, monkeypatch, tmp_path, c
     assert cli.main(["export", str(work / "vgg.keras"), "--tflite", str(tmp_path / "x.tflite"),
                      "--for-threads", "0"]) == 2
     assert "--for-threads" in capsys.readouterr().err
+    assert cli.main(["export", str(work / "vgg.keras"), "--mnn", str(tmp_path / "x.mnn"),
+                     "--for-threads", "2"]) == 2
+    assert "--for-threads applies to TFLite and ONNX" in capsys.readouterr().err
 
 
 def test_debug_shows_traceback(bad_files, capsys):

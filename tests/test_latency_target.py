@@ -57,7 +57,7 @@ def test_probe_files_are_the_layers_litert_runs():
     from ai_edge_litert.interpreter import Interpreter
 
     m = _model()
-    calls, unmodelled, shapes = lat._modelled_calls(m, None)
+    calls, _, unmodelled, shapes = lat._read(m, None)
     kinds = {name: (spec.kind, cin, cout) for name, _, _, spec, cin, cout in calls}
     assert kinds == {"c1": ("conv", 3, 32), "c2": ("conv", 32, 48), "dw": ("depthwise", 48, 96),
                      "sep": ("separable", 96, 32), "fc": ("dense", 32, 12),

@@ -84,6 +84,15 @@ def test_elementwise_probes_run_in_litert(spec, channels, op_names):
     assert probes.time_file(content, 1, 2, 0) > 0
 
 
+def test_a_concatenation_is_never_probed_below_one_channel_per_input():
+    spec = ew.OpSpec("concat", (4, 4), inputs=4, shares=(0.25,) * 4)
+    assert ew.grid(spec, 4) == [4] and ew.grid(spec, 16) == [4, 8, 12, 16]
+    assert ew.grid(ew.OpSpec("add", (4, 4), inputs=2), 4) == [1, 2, 3, 4]
+    for c in ew.grid(spec, 4):
+        assert tflite_op_histogram(ew.probe_file(spec, c)) == {"CONCATENATION": 1}
+        assert probes.time_file(ew.probe_file(spec, c), 1, 1, 0) > 0
+
+
 def test_elementwise_fit_and_graph_extra():
     a, b = ew.fit([[4, 0.011], [8, 0.013], [12, 0.015], [16, 0.017]])
     assert (a, b) == (pytest.approx(0.009), pytest.approx(0.0005))
@@ -116,7 +125,11 @@ def test_estimates_add_the_terms_and_follow_the_plan(tmp_path):
     no_graph = lat.LatencyModel.measure(m, cache_dir=tmp_path, graph=False)
     assert no_graph.estimate(cut.layers) == pytest.approx(base.estimate(cut.layers)
                                                           + expected_ops)
-    assert lm.estimate(cut.layers) >= no_graph.estimate(cut.layers)
+    layer_costs = {c.name: c for c in lm.layers}  # one call per layer here
+    mb = sum(graph_.weights_mb(c.spec, *c.widths(r.channels_after, r.macs_after))
+             for r in cut.layers if (c := layer_costs.get(r.name)) and r.channels_after)
+    assert lm.estimate(cut.layers) == pytest.approx(no_graph.estimate(cut.layers)
+                                                    + graph_.extra_ms(lm.graph, mb))
     assert lm.estimate(cut.layers) < lm.estimate(full.layers)
     assert rows["pre0"].channels_after < 16  # the pre-activation BNs narrow with the plan
     small = keras_slim.prune(m, cut)

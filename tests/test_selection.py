@@ -273,3 +273,11 @@ def test_streams_are_reversed_where_that_joins_runs_across_a_concatenation(monke
     x = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype("float32")
     for got, want in zip(ordered.predict(x, verbose=0), m.predict(x, verbose=0)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    # a selection reading b directly, its output a model output (order frozen): reversing b
+    # would split its run in two, so b stays, and the concatenation's selection keeps 2 runs
+    direct = ChannelSelection([0, 1], name="direct")(b)
+    m2 = keras.Model(inp, [y, z, direct])
+    ordered2, report2 = order_channels(m2)
+    assert len(ordered2.get_layer("direct").runs) == 1 and report2.runs_after == 3
+    for got, want in zip(ordered2.predict(x, verbose=0), m2.predict(x, verbose=0)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

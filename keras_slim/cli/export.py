@@ -75,6 +75,9 @@ def _check_options(args: argparse.Namespace) -> None:
         check_output_file(args.tflite, (".tflite",), "--tflite")
     elif args.int8_io:
         raise CliError("--int8-io applies to TFLite export; add --tflite PATH")
+    if args.for_threads != 1 and not (args.tflite or args.onnx):
+        raise CliError("--for-threads applies to TFLite and ONNX export (ncnn and MNN files are "
+                       "laid out for 1 thread); add --tflite PATH or --onnx PATH")
     if args.quantize and not (args.tflite or args.ncnn or args.mnn):
         raise CliError("--quantize applies to TFLite, ncnn and MNN export; add --tflite PATH, "
                        "--ncnn DIR or --mnn PATH")

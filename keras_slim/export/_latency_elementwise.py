@@ -150,8 +150,10 @@ def _folded(graph, call) -> bool:
             and uses == 1 and sum(1 for c in graph.calls if c.layer is before.layer) == 1)
 
 
-def grid(channels: int) -> list[int]:
-    return sorted({max(1, int(round(f * channels))) for f in WIDTHS})
+def grid(spec: OpSpec, channels: int) -> list[int]:
+    """The widths `spec` is timed at; a concatenation never below one channel per input."""
+    low = spec.inputs if spec.op == "concat" else 1
+    return sorted({max(low, int(round(f * channels))) for f in WIDTHS})
 
 
 def probe_file(spec: OpSpec, channels: int) -> bytes:
@@ -245,6 +247,8 @@ def fit(points) -> tuple[float, float]:
 
 
 def describe(spec: OpSpec) -> str:
-    return {"bn": "MUL+ADD", "concat": "CONCATENATION", "pool_max": "MAX_POOL_2D",
-            "pool_avg": "AVERAGE_POOL_2D", "mean": "MEAN"}.get(
-        spec.op, f"{spec.inputs - 1}x {spec.op.upper()}")
+    names = {"bn": "MUL+ADD", "concat": "CONCATENATION", "pool_max": "MAX_POOL_2D",
+             "pool_avg": "AVERAGE_POOL_2D", "mean": "MEAN"}
+    if spec.op in names:
+        return names[spec.op]
+    return f"{spec.inputs - 1}x {spec.op.upper()}" + (" + MUL" if spec.average else "")

@@ -182,7 +182,8 @@ class LatencyModel:
                                            elementwise_.fit(points), points))
         extra = []
         if graph and layers:
-            extra = timed(key("graph", graph_.cache_spec(layers), 0, 0, threads, []),
+            extra = timed(key("graph", graph_.cache_spec(layers), 0, 0, threads,
+                              [list(WIDTHS), list(CURVE_WIDTHS)]),  # the fits it subtracts
                           lambda: {"points": graph_.measure(layers, float(overhead["ms"]),
                                                             threads, runs, warmup)})["points"]
         if changed and path is not None:
@@ -236,7 +237,7 @@ class LatencyModel:
         ops = {(c.name, c.occurrence): c for c in self.ops}
         for name, occurrence, _, _, channels in op_calls:
             op = ops.get((name, occurrence))
-            if op is not None:  # a BN the pruned model no longer has unfolded: not counted
+            if op is not None:  # None: measured with elementwise=False
                 total += max(op.ms(channels) - self.overhead_ms, 0.0)
         for name, occurrence, _, _, cin, cout in calls:
             cost = costs.get((name, occurrence))
@@ -277,15 +278,10 @@ class LatencyModel:
 
 
 # ---------------------------------------------------------------- reading the model
-def _modelled_calls(model, input_shape):
-    """([(row name, occurrence, class, ProbeSpec, cin, cout)], unmodelled classes, input shapes)."""
-    calls, _, unmodelled, input_shapes = _read(model, input_shape)
-    return calls, unmodelled, input_shapes
-
-
 def _read(model, input_shape):
-    """`_modelled_calls` plus [(row name, occurrence, class, OpSpec, channels)] of the
-    layers without MACs that the exported file runs on their own."""
+    """([(row name, occurrence, class, ProbeSpec, cin, cout)] of the conv/dense calls,
+    [(row name, occurrence, class, OpSpec, channels)] of the layers without MACs the
+    exported file runs on their own, unmodelled classes, input shapes)."""
     from keras_slim import accounting
     from keras_slim.graph import FlatGraph
     from keras_slim.handlers.base import Handler
@@ -359,7 +355,7 @@ def _op_key(spec, channels: int, threads: int) -> str:
 
 def _measure_op(spec, channels: int, threads: int, runs: int, warmup: int) -> dict:
     return {"points": [[c, time_file(elementwise_.probe_file(spec, c), threads, runs, warmup)]
-                       for c in elementwise_.grid(channels)]}
+                       for c in elementwise_.grid(spec, channels)]}
 
 
 def _grid(n: int) -> list[int]:

@@ -312,15 +312,18 @@ def _orient(orders: dict, sels: list, sel_in: dict, sel_out: dict, frozen_roots:
     channels on both sides are kept alike. Reversing a stream (a path of
     membership patterns read backwards is as short) changes which pattern
     meets its neighbours; each is reversed where that lowers the runs of the
-    selections reading it through a concatenation, a few passes to a fixed point.
+    selections reading it (through a concatenation or directly: one whose
+    output order is frozen reads a reversed stream as runs of one channel),
+    for up to four passes over the streams.
     """
     users: dict = {}
     for s in sels:
         root = sel_in.get(id(s))
-        if root in segments.composites:
-            for base, _, _ in segments(root):
-                if base in orders:
-                    users.setdefault(base, []).append(s)
+        if root is None:
+            continue
+        for base, _, _ in segments(root):
+            if base in orders:
+                users.setdefault(base, []).append(s)
 
     def runs(s) -> int:
         order = np.concatenate([offset + orders.get(b, np.arange(w))
