@@ -109,6 +109,30 @@ def test_elementwise_fit_and_graph_extra():
     assert graph_.weights_mb(dw, 16, 32) == pytest.approx(4 * 9 * 32 / 2 ** 20)
 
 
+def test_graph_files_are_timed_once_per_distinct_width_and_under_the_file_cap(monkeypatch):
+    """One layer keeps its input and output widths at every fraction: one file, not four."""
+    import types
+
+    timed = []
+    monkeypatch.setattr(graph_, "time_file", lambda buf, *a: timed.append(len(buf)) or 1.0)
+    spec = probes.ProbeSpec("conv", (8, 8), (8, 8), (3, 3))
+    layer = types.SimpleNamespace(spec=spec, cin=16, cout=32, ms=lambda cin, cout: 0.5)
+    points = graph_.measure([layer], 0.1, 1, 1, 0)
+    assert len(timed) == 1 and points == [[pytest.approx(graph_.weights_mb(spec, 16, 32)),
+                                           pytest.approx(0.9 - 0.4)]]
+    two = [layer, types.SimpleNamespace(spec=spec, cin=32, cout=8, ms=lambda cin, cout: 0.5)]
+    timed.clear()
+    assert len(graph_.measure(two, 0.1, 1, 1, 0)) == 4 and len(timed) == 4
+    # files over the cap are not written; extra_ms extends the largest point measured
+    full_mb = sum(graph_.weights_mb(spec, *w) for w in graph_.widths_at(two, 1.0))
+    monkeypatch.setattr(graph_, "MAX_FILE_MB", 0.6 * full_mb)
+    timed.clear()
+    capped = graph_.measure(two, 0.1, 1, 1, 0)
+    assert len(capped) == len(timed) == 2 and max(mb for mb, _ in capped) <= 0.6 * full_mb
+    monkeypatch.setattr(graph_, "MAX_FILE_MB", 0.0)
+    assert graph_.measure(two, 0.1, 1, 1, 0) == [] and graph_.extra_ms([], full_mb) == 0.0
+
+
 def test_estimates_add_the_terms_and_follow_the_plan(tmp_path):
     m = _preact()
     lm = lat.LatencyModel.measure(m, cache_dir=tmp_path, runs=3, warmup=1)

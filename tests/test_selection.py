@@ -251,6 +251,27 @@ def test_the_layout_follows_the_thread_count_it_is_exported_for(tmp_path):
     assert not (tmp_path / "bad.tflite").exists()
 
 
+@pytest.mark.parametrize("exporter, suffix", [("export_tflite", ".tflite"),
+                                              ("export_onnx", ".onnx")])
+def test_a_bad_for_threads_fails_before_any_work(tmp_path, monkeypatch, exporter, suffix):
+    """The value is checked first: no BN fold, no conversion, no file."""
+    from keras_slim.export import onnx as onnx_module, tflite as tflite_module
+
+    if exporter == "export_onnx":
+        pytest.importorskip("tf2onnx")
+    module = tflite_module if exporter == "export_tflite" else onnx_module
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("maybe_fold ran before for_threads was checked")
+
+    monkeypatch.setattr(module, "maybe_fold", must_not_run)
+    m = _block(list(range(0, 32)), spatial=8)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(keras_slim.ArgumentError, match="for_threads must be an int >= 1"):
+            getattr(keras_slim, exporter)(m, tmp_path / f"bad{suffix}", for_threads=bad)
+    assert not list(tmp_path.iterdir())
+
+
 def test_streams_are_reversed_where_that_joins_runs_across_a_concatenation(monkeypatch):
     """Each stream is ordered alone (least-kept channels first); reversing one joins the runs."""
     from keras_slim.export import order as order_module

@@ -30,9 +30,8 @@ from __future__ import annotations
 import dataclasses
 import numpy as np
 
-from keras_slim.export._latency_probes import _Builder
+from keras_slim.export._latency_probes import _Builder, width_grid
 
-WIDTHS = (0.25, 0.5, 0.75, 1.0)
 _BINARY = {"Add": "add", "Subtract": "sub", "Multiply": "mul", "Maximum": "max",
            "Minimum": "min", "Average": "add"}
 _POOLS = {"MaxPooling1D": "max", "MaxPooling2D": "max", "AveragePooling1D": "avg",
@@ -152,8 +151,7 @@ def _folded(graph, call) -> bool:
 
 def grid(spec: OpSpec, channels: int) -> list[int]:
     """The widths `spec` is timed at; a concatenation never below one channel per input."""
-    low = spec.inputs if spec.op == "concat" else 1
-    return sorted({max(low, int(round(f * channels))) for f in WIDTHS})
+    return width_grid(channels, spec.inputs if spec.op == "concat" else 1)
 
 
 def probe_file(spec: OpSpec, channels: int) -> bytes:

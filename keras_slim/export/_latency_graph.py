@@ -32,6 +32,7 @@ import numpy as np
 from keras_slim.export._latency_probes import _Builder, add_probe, time_file
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of every layer's widths, for the graph files
+MAX_FILE_MB = 1800.0  # of weights in one graph file: under flatbuffers' 2 GiB, with room
 
 
 def weights_mb(spec, cin: float, cout: float) -> float:
@@ -67,17 +68,28 @@ def cache_spec(layers: Sequence) -> dict:
 
 def measure(layers: Sequence, overhead_ms: float, threads: int, runs: int,
             warmup: int) -> list[list[float]]:
-    """[[weights MB, whole - sum ms], ...] of the graph files, one per fraction."""
-    points = []
+    """[[weights MB, whole - sum ms], ...] of the graph files, one per distinct fraction.
+
+    Fractions that give the same widths (a model of one or two layers keeps
+    its input and output widths) are timed once, and a file over
+    `MAX_FILE_MB` of weights is not written (flatbuffers cap a file at 2 GiB):
+    `extra_ms` extends the largest point measured, and a model whose smallest
+    file is over the cap gets no graph term.
+    """
+    points, seen = [], set()
     for f in FRACTIONS:
+        widths = widths_at(layers, f)
+        mb = sum(weights_mb(c.spec, cin, cout) for c, (cin, cout) in zip(layers, widths))
+        if tuple(widths) in seen or mb > MAX_FILE_MB:
+            continue
+        seen.add(tuple(widths))
         b = _Builder()
-        inputs, outputs, single, mb = [], [], 0.0, 0.0
-        for c, (cin, cout) in zip(layers, widths_at(layers, f)):
+        inputs, outputs, single = [], [], 0.0
+        for c, (cin, cout) in zip(layers, widths):
             x, y = add_probe(b, c.spec, cin, cout)
             inputs.append(x)
             outputs.append(y)
             single += max(c.ms(cin, cout) - overhead_ms, 0.0)
-            mb += weights_mb(c.spec, cin, cout)
         whole = time_file(b.finish(inputs, outputs), threads, runs, warmup) - overhead_ms
         points.append([mb, whole - single])
     return points

@@ -203,6 +203,12 @@ def time_file(content: bytes, threads: int, runs: int, warmup: int) -> float:
 
 
 CURVE_WIDTHS = tuple(range(1, 65)) + tuple(range(72, 513, 8))
+WIDTHS = (0.25, 0.5, 0.75, 1.0)  # shares of each layer's (and op's) channels it is timed at
+
+
+def width_grid(n: int, low: int = 1) -> list[int]:
+    """The channel counts a layer (or op) of `n` channels is timed at, never below `low`."""
+    return sorted({max(low, int(round(f * n))) for f in WIDTHS})
 _CURVE_PROBES = {  # kind -> (reference layer, its input channels; None: = the width)
     "conv": (ProbeSpec("conv", (16, 16), (16, 16), (3, 3), activation="relu"), 32),
     "depthwise": (ProbeSpec("depthwise", (16, 16), (16, 16), (3, 3), activation="relu"), None),

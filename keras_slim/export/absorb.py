@@ -66,6 +66,14 @@ _ZERO_KEEPING = {"relu", "relu6", "linear", "tanh", "elu", "selu", "gelu", "swis
                  "leaky_relu", "hard_swish", "hard_silu", "mish"}
 
 
+def check_for_threads(threads) -> int:
+    """`threads` if it is a valid `for_threads=` value, else ArgumentError naming it."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ArgumentError(f"for_threads must be an int >= 1 (the LiteRT thread count the "
+                            f"file is laid out for), got {threads!r}")
+    return threads
+
+
 def selections_for_export(model, enabled: bool = True, threads: int = 1
                           ) -> tuple[object, str | None]:
     """The export step every exporter shares: order channels, then absorb selections.
@@ -75,9 +83,7 @@ def selections_for_export(model, enabled: bool = True, threads: int = 1
     Returns the model to convert and the line for `report.details["channel_order"]`
     (None when the model has no ChannelSelection or `enabled` is False).
     """
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ArgumentError(f"for_threads must be an int >= 1 (the LiteRT thread count the "
-                            f"file is laid out for), got {threads!r}")
+    check_for_threads(threads)
     if not enabled:
         return model, None
     model, order = order_channels(model)

@@ -52,13 +52,13 @@ from keras_slim.export import _latency_elementwise as elementwise_
 from keras_slim.export import _latency_graph as graph_
 from keras_slim.export._latency_cache import cache_path, key, load, machine_info, save
 from keras_slim.export._latency_probes import (
-    CURVE_WIDTHS, ProbeSpec, WidthCurve, curve_kind, measure_curve, probe_file, time_file,
+    CURVE_WIDTHS, WIDTHS, ProbeSpec, WidthCurve, curve_kind, measure_curve, probe_file, time_file,
+    width_grid,
 )
 from keras_slim.export._latency_probes import preferred_multiple as curves_multiple
 
 logger = logging.getLogger(__name__)
 
-WIDTHS = (0.25, 0.5, 0.75, 1.0)  # shares of each layer's channels it is timed at
 # The first class in a layer's MRO found here decides: transposed and 3D convs first,
 # since tf_keras derives them (and DepthwiseConv2D) from Conv2D.
 _KINDS = {"Conv1DTranspose": None, "Conv2DTranspose": None, "Conv3DTranspose": None,
@@ -350,7 +350,7 @@ def _key(kind: str, spec: ProbeSpec, cin: int, cout: int, threads: int) -> str:
 
 
 def _op_key(spec, channels: int, threads: int) -> str:
-    return key("op", spec.key(), channels, 0, threads, [list(elementwise_.WIDTHS)])
+    return key("op", spec.key(), channels, 0, threads, [list(WIDTHS)])
 
 
 def _measure_op(spec, channels: int, threads: int, runs: int, warmup: int) -> dict:
@@ -358,15 +358,11 @@ def _measure_op(spec, channels: int, threads: int, runs: int, warmup: int) -> di
                        for c in elementwise_.grid(spec, channels)]}
 
 
-def _grid(n: int) -> list[int]:
-    return sorted({max(1, int(round(f * n))) for f in WIDTHS})
-
-
 def _measure(spec: ProbeSpec, cin: int, cout: int, threads: int, runs: int, warmup: int) -> dict:
     if spec.kind == "depthwise":  # input and output channels go together
-        pairs = [(c, c * spec.multiplier) for c in _grid(cin)]
+        pairs = [(c, c * spec.multiplier) for c in width_grid(cin)]
     else:
-        pairs = list(itertools.product(_grid(cin), _grid(cout)))
+        pairs = list(itertools.product(width_grid(cin), width_grid(cout)))
     points = [[i, o, time_file(probe_file(spec, i, o), threads, runs, warmup)] for i, o in pairs]
     return {"points": points}
 

@@ -22,7 +22,7 @@ from keras_slim.export._model_io import (
 )
 from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import serving_function
-from keras_slim.export.absorb import selections_for_export
+from keras_slim.export.absorb import check_for_threads, selections_for_export
 from keras_slim.export.fold import maybe_fold
 from keras_slim.export.report import ExportError, ExportReport, TensorInfo
 
@@ -106,6 +106,7 @@ def export_onnx(
     if not isinstance(num_verify_samples, int) or num_verify_samples < 1:
         raise ArgumentError(f"num_verify_samples must be a positive int, got "
                             f"{num_verify_samples!r}.")
+    check_for_threads(for_threads)  # before any work: a bad value fails fast
     target = check_output_path(path, ".onnx")
     iface = describe_model(model)
     samples = (as_flat_inputs(sample_inputs, iface, "sample_inputs") if sample_inputs is not None

@@ -24,7 +24,7 @@ from keras_slim.export._model_io import (
 from keras_slim.export._pipeline import Tolerance, write_verified
 from keras_slim.export._tf_graph import ENDPOINT, serving_function, write_saved_model
 from keras_slim.export.fold import maybe_fold
-from keras_slim.export.absorb import selections_for_export
+from keras_slim.export.absorb import check_for_threads, selections_for_export
 from keras_slim.export.report import ExportError, ExportReport
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def export_tflite(
         TypeError / ValueError: bad arguments (the message says what is allowed).
         ExportError: conversion needs non-builtin (Flex) ops, or verification failed.
     """
+    check_for_threads(for_threads)  # before any work: a bad value fails fast
     io_type = _check_args(quantize, representative_data, int8_io, batch_size, tolerance,
                           num_calibration_samples, num_verify_samples)
     target = check_output_path(path, ".tflite")
