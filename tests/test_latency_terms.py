@@ -55,6 +55,23 @@ def test_ops_without_macs_are_the_ones_the_exported_file_runs(tmp_path):
     assert hist["AVERAGE_POOL_2D"] == 1 and hist["MEAN"] == 1
 
 
+def test_a_bn_whose_input_is_also_a_nested_model_output_counts_as_unfolded():
+    """fold.py keeps such a BN (its conv's output is needed as is); the latency model agrees."""
+    from keras_slim.export.fold import fold_batchnorm_counted
+
+    i = keras.Input((8, 8, 4))
+    c = keras.layers.Conv2D(8, 3, padding="same", name="c")(i)
+    inner = keras.Model(i, [c, keras.layers.BatchNormalization(name="bn")(c)], name="inner")
+    x = keras.Input((8, 8, 4))
+    o1, o2 = inner(x)
+    y = keras.layers.Add(name="add")([keras.layers.Conv2D(8, 1, name="p")(o1), o2])
+    m = keras.Model(x, keras.layers.GlobalAveragePooling2D(name="gap")(y))
+    _, ops, _, _ = lat._read(m, None)
+    assert [(name, spec.op) for name, _, _, spec, _ in ops] == [
+        ("inner/bn", "bn"), ("add", "add"), ("gap", "mean")]
+    assert fold_batchnorm_counted(m)[1] == 0
+
+
 @pytest.mark.parametrize("spec, channels, op_names", [
     (ew.OpSpec("bn", (8, 8)), 12, {"MUL": 1, "ADD": 1}),
     (ew.OpSpec("add", (8, 8), inputs=3), 12, {"ADD": 2}),
