@@ -465,6 +465,14 @@ def test_prune_to_a_latency_target(work, tmp_path, capsys, monkeypatch):
     assert cli.main(["prune", str(work / "vgg.keras"), "--target-latency-ms", "60%",
                      "--allocation", "latency", "-o", out, "-q"]) == 0
     assert "score per estimated ms saved" in capsys.readouterr().out
+    from keras_slim.export import latency_model as lat
+
+    seen, measure = [], lat.LatencyModel.measure.__func__
+    monkeypatch.setattr(lat.LatencyModel, "measure", classmethod(
+        lambda cls, *a, **kw: seen.append(kw["refresh"]) or measure(cls, *a, **kw)))
+    assert cli.main(["prune", str(work / "vgg.keras"), "--target-latency-ms", "60%",
+                     "--latency-refresh", "-o", out, "-q"]) == 0
+    assert seen == [True]
     assert cli.main(["prune", str(work / "vgg.keras"), "--ratio", "0.5", "--allocation",
                      "latency", "-o", out]) == 2
     assert "--allocation latency needs a latency target" in capsys.readouterr().err

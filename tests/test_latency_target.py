@@ -147,3 +147,37 @@ def test_check_latency_exports_and_compares(tmp_path):
         latency_check.check_latency(small)
     with pytest.raises(keras_slim.ArgumentError, match="read from JSON"):
         latency_check.check_latency(keras_slim.Plan.from_json(p.to_json()), lm)
+
+
+def test_timings_record_the_load_and_refresh_measures_again(tmp_path, monkeypatch, caplog):
+    """A cache timed on a busy machine says so, and refresh=True replaces it."""
+    x = inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c")(x)
+    m = keras.Model(inp, keras.layers.Dense(2, name="d")(x), name="tiny")
+    timed = []
+
+    def fake_time(*args):
+        timed.append(1)
+        return 0.05
+
+    for module in (lat, probes, graph_):
+        monkeypatch.setattr(module, "time_file", fake_time)
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(lat, "load_average", lambda: 1.0 + 2.0 * cores)  # 2 per core besides us
+    with caplog.at_level("WARNING", logger="keras_slim"):
+        busy = lat.LatencyModel.measure(m, cache_dir=tmp_path, runs=1, warmup=0)
+    assert busy.busy == pytest.approx(2.0) and "refresh=True" in caplog.text
+    n = len(timed)
+    assert n > 0
+    caplog.clear()
+    monkeypatch.setattr(lat, "load_average", lambda: 0.0)
+    cached = lat.LatencyModel.measure(m, cache_dir=tmp_path, runs=1, warmup=0)
+    assert len(timed) == n and cached.busy == pytest.approx(2.0)  # read back, still busy
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keras_slim"):
+        quiet = lat.LatencyModel.measure(m, cache_dir=tmp_path, runs=1, warmup=0, refresh=True)
+    assert len(timed) == 2 * n and quiet.busy == 0.0 and "refresh=True" not in caplog.text
+    again = lat.LatencyModel.measure(m, cache_dir=tmp_path, runs=1, warmup=0)
+    assert len(timed) == 2 * n and again.busy == 0.0  # the refreshed entries were saved
+    with pytest.raises(keras_slim.ArgumentError, match="refresh must be True or False"):
+        lat.LatencyModel.measure(m, cache_dir=tmp_path, refresh="yes")

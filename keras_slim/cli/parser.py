@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-threads", type=_positive_int, default=1, metavar="N",
                    help="LiteRT threads the latency model (--target-latency-ms, --round-to "
                         "auto) is measured with (default 1)")
+    p.add_argument("--latency-refresh", action="store_true",
+                   help="time the latency model's probes again instead of reading them from "
+                        "the cache (after a measurement on a busy machine: the log says so)")
     p.add_argument("-o", "--output", required=True, metavar="PATH",
                    help="where to save the pruned model (.keras, or legacy .h5)")
     p.add_argument("--plan-json", metavar="PATH", help="also write the plan as JSON to PATH")

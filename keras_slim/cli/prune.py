@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
                    target_latency_ms=args.target_latency_ms, allocation=args.allocation)
     if args.target_latency_ms is not None or args.round_to == "auto":  # one model serves both
         options.update(latency_model=latency_model(model, args.latency_threads,
-                                                   options.get("input_shape")))
+                                                   options.get("input_shape"),
+                                                   args.latency_refresh))
     the_plan = make_plan(model, args.ratio, args.threshold, options)
     print(the_plan.table(only_changed=not args.full_table))
     print()
@@ -59,13 +60,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def latency_model(model, threads: int, input_shape) -> object:
+def latency_model(model, threads: int, input_shape, refresh: bool = False) -> object:
     """The per-layer LiteRT latency model of `model` (measured once, then cached)."""
     from keras_slim.export import LatencyModel
 
     logger.info("Measuring the latency model (%d thread(s); cached for next time) ...", threads)
     try:
-        return LatencyModel.measure(model, threads=threads, input_shape=input_shape)
+        return LatencyModel.measure(model, threads=threads, input_shape=input_shape,
+                                    refresh=refresh)
     except ImportError as err:
         raise CliError(str(err), EXIT_EXPORT) from err
     except (TypeError, ValueError) as err:

@@ -33,6 +33,14 @@ def machine_info() -> dict:
                 cores=os.cpu_count(), litert=litert)
 
 
+def load_average() -> float | None:
+    """The 1-minute load average now (None where the OS does not say)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # Windows has no getloadavg
+        return None
+
+
 def key(kind: str, spec: dict, cin: int, cout: int, threads: int, widths: list) -> str:
     """The cache key of one measurement: what was timed, at which widths and threads."""
     return json.dumps(dict(kind=kind, spec=spec, cin=cin, cout=cout, threads=threads,

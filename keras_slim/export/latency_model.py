@@ -50,7 +50,9 @@ import numpy as np
 from keras_slim.errors import ArgumentError
 from keras_slim.export import _latency_elementwise as elementwise_
 from keras_slim.export import _latency_graph as graph_
-from keras_slim.export._latency_cache import cache_path, key, load, machine_info, save
+from keras_slim.export._latency_cache import (
+    cache_path, key, load, load_average, machine_info, save,
+)
 from keras_slim.export._latency_probes import (
     CURVE_WIDTHS, WIDTHS, ProbeSpec, WidthCurve, curve_kind, measure_curve, probe_file, time_file,
     width_grid,
@@ -58,6 +60,8 @@ from keras_slim.export._latency_probes import (
 from keras_slim.export._latency_probes import preferred_multiple as curves_multiple
 
 logger = logging.getLogger(__name__)
+
+BUSY = 0.5  # other work's load per core above which the timings are called contended
 
 # The first class in a layer's MRO found here decides: transposed and 3D convs first,
 # since tf_keras derives them (and DepthwiseConv2D) from Conv2D.
@@ -112,6 +116,7 @@ class LatencyModel:
     input_shapes: list
     ops: list = dataclasses.field(default_factory=list)  # OpCost: layers without MACs
     graph: list = dataclasses.field(default_factory=list)  # [[weights MB, extra ms]]
+    busy: float | None = None  # other work's load per core at its busiest timing
 
     @property
     def description(self) -> str:
@@ -123,7 +128,8 @@ class LatencyModel:
     @classmethod
     def measure(cls, model, threads: int = 1, input_shape=None, *, runs: int = 20,
                 warmup: int = 5, cache_dir: str | os.PathLike | bool | None = None,
-                elementwise: bool = True, graph: bool = True) -> "LatencyModel":
+                elementwise: bool = True, graph: bool = True,
+                refresh: bool = False) -> "LatencyModel":
         """Time `model`'s layers (or read them from the cache) and fit each one.
 
         Args:
@@ -140,23 +146,37 @@ class LatencyModel:
             graph: also time the model's layers written into one file at a
                 few widths, for what weights beyond the cache add to their
                 sum (`_latency_graph`); False: the per-layer sum only.
+            refresh: time every probe again and overwrite the cached fits
+                (after measuring on a busy machine: the log says when).
+
+        Each new timing records the machine's load average. The model's
+        `busy` is the load other than the probe's own threads, per core, at
+        the busiest timing it uses (None when every timing it uses was cached
+        before loads were recorded); above `BUSY` a warning is logged: other
+        work shared the cores, so the estimates are high.
         """
         for name, value, low in (("threads", threads, 1), ("runs", runs, 1),
                                  ("warmup", warmup, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ArgumentError(f"LatencyModel.measure: {name} must be an int >= {low}, "
                                     f"got {value!r}")
+        if not isinstance(refresh, bool):
+            raise ArgumentError(f"LatencyModel.measure: refresh must be True or False, "
+                                f"got {refresh!r}")
         calls, op_calls, unmodelled, input_shapes = _read(model, input_shape)
         machine = machine_info()
         path = cache_path(cache_dir, machine)
         cache = load(path)
-        changed = False
+        changed, fresh, loads = False, set(), []
 
         def timed(key: str, measure):
             nonlocal changed
-            if key not in cache:
-                cache[key] = measure()
+            if key not in cache or (refresh and key not in fresh):
+                cache[key] = {**measure(), "load": load_average()}
                 changed = True
+                fresh.add(key)
+            if cache[key].get("load") is not None:
+                loads.append(cache[key]["load"])
             return cache[key]
 
         base = ProbeSpec("conv", (1, 1), (1, 1))
@@ -188,8 +208,19 @@ class LatencyModel:
                                                             threads, runs, warmup)})["points"]
         if changed and path is not None:
             save(path, machine, cache)
+        # the probe itself runs `threads` busy threads; the rest of the load is other work
+        busy = (round(max(0.0, max(loads) - threads) / (os.cpu_count() or 1), 2)
+                if loads else None)
+        if busy is not None and busy > BUSY:
+            logger.warning(
+                "keras_slim: some latency probes for %r were timed while other work kept "
+                "%.1f of every core busy (load average %.1f on %d cores), so the estimates "
+                "are high; measure again on a quiet machine with "
+                "LatencyModel.measure(..., refresh=True)%s",
+                getattr(model, "name", "the model"), busy, max(loads), os.cpu_count() or 1,
+                "" if path is None else f" (cache: {path})")
         return cls(threads, machine, float(overhead["ms"]), curves, layers, unmodelled,
-                   input_shapes, ops, extra)
+                   input_shapes, ops, extra, busy)
 
     def estimate(self, layers: Sequence) -> float:
         """Estimated ms of the model at each row's `channels_after` (rows: `Plan.layers`)."""
