@@ -227,3 +227,26 @@ def test_plan_counts_the_bias_a_fold_gives_a_bias_free_layer():
     assert row.params_after == 6 * 8 + 8  # sliced kernel + the new bias
     unfolded = keras_slim.prune(m, p, fold_constants=False)
     assert unfolded.count_params() == p.params_after - 8  # the plan counts the default
+
+
+@pytest.mark.parametrize("shared_axes, per_position", [([1, 2], False), (None, False),
+                                                       (None, True)])
+def test_prelu_folds_alpha_times_a_negative_constant(shared_axes, per_position):
+    """PReLU(c) is alpha * c for c < 0; an alpha that differs between positions is no fold."""
+    inp = keras.Input((10, 10, 3))
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(16, 3, padding="same")(inp))
+    prelu = layers.PReLU(shared_axes=shared_axes, name="prelu")
+    x = prelu(x)
+    m = keras.Model(inp, layers.Conv2D(4, 1, name="reader")(x))
+    idx = _make_constant(m)
+    rng = np.random.default_rng(3)
+    alpha = prelu.get_weights()[0]
+    alpha[...] = rng.uniform(0.1, 0.4, alpha.shape[-1])  # per channel
+    if per_position:
+        alpha[...] = rng.uniform(0.1, 0.4, alpha.shape)
+    prelu.set_weights([alpha])
+    small = keras_slim.prune(m, threshold=1e-12)
+    negative = int((m.get_layer("bn").get_weights()[1][idx] < 0).sum())
+    kept = small.get_layer("reader").kernel.shape[2]
+    assert kept == (16 - len(idx) + negative if per_position else 16 - len(idx))
+    assert _relative(m, small, X) < 1e-5

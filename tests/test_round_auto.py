@@ -208,7 +208,7 @@ def test_cli_round_to_auto(saved, tmp_path, monkeypatch, capsys):
 
     measured = []
 
-    def fake_measure(model, threads, input_shape):
+    def fake_measure(model, threads, input_shape, refresh=False):
         measured.append(threads)
         return _FakeLatency()
 

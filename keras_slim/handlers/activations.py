@@ -162,6 +162,23 @@ class PReLUHandler(ElementwiseHandler):
     def __init__(self):
         super().__init__(always_zero_preserving=True)
 
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        """c where c >= 0, alpha * c below: per channel only where alpha is one number.
+
+        Alpha has one value per position unless `shared_axes` covers the
+        spatial axes; a negative constant channel whose alpha differs between
+        positions is no constant after PReLU (NaN: it stays).
+        """
+        c = np.asarray(consts[0], dtype=np.float64)
+        alpha = _keras.weight(layer, "alpha")
+        a = np.asarray(keras.ops.convert_to_numpy(alpha), np.float64)
+        a = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+        low, high = np.broadcast_to(a.min(0), c.shape), np.broadcast_to(a.max(0), c.shape)
+        negative = c < 0  # NaN compares False: stays NaN
+        out = np.where(negative, c * low, c)
+        out[negative & (low != high)] = np.nan
+        return [out]
+
     def rebuild(self, layer, in_keep, out_keep):
         alpha = _keras.weight(layer, "alpha")
         rules = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.errors import PruneError
 from keras_slim.handlers.context import ChannelInfo
 from keras_slim.handlers.activations import apply_activation, preserves_zero
 from keras_slim.handlers.base import (Handler, channels_last, constant_delta, padded_kernel,
@@ -41,13 +42,22 @@ class ConvHandler(DenseHandler):
         return None
 
     def weight_rules(self, layer, in_keep, out_keep):
-        if getattr(layer, "groups", 1) > 1:  # only depthwise-style groups get here
+        if _one_channel_per_group(layer):
             return {"kernel": [(-1, out_keep[0])], "bias": [(0, out_keep[0])]}
+        if getattr(layer, "groups", 1) > 1:  # other groups are a barrier: nothing is cut
+            kernel = _keras.weight(layer, "kernel")
+            cin = kernel.shape[-2] * layer.groups
+            if ((in_keep[0] is not None and len(in_keep[0]) != cin)
+                    or (out_keep[0] is not None and len(out_keep[0]) != layer.filters)):
+                raise PruneError(f"grouped conv '{layer.name}' (groups={layer.groups}) is a "
+                                 "barrier, but channels of it were cut: a handler broke the "
+                                 "barrier rule")
+            return {}
         return super().weight_rules(layer, in_keep, out_keep)
 
     def rebuild(self, layer, in_keep, out_keep):
         config, weights = super().rebuild(layer, in_keep, out_keep)
-        if getattr(layer, "groups", 1) > 1:
+        if _one_channel_per_group(layer):
             config["groups"] = len(in_keep[0])
         return config, weights
 
@@ -154,6 +164,12 @@ class DepthwiseHandler(Handler):
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
         return spatial(out_shapes[0]) * k * out_shapes[0][-1]
+
+
+def _one_channel_per_group(layer) -> bool:
+    """A built grouped conv whose every filter reads one input channel (groups = inputs)."""
+    kernel = _keras.weight(layer, "kernel") if getattr(layer, "groups", 1) > 1 else None
+    return kernel is not None and kernel.shape[-2] == 1
 
 
 def _is_depthwise_groups(layer, in_shapes) -> bool:

@@ -1,5 +1,8 @@
 """Channel splits: `x[..., a:b]` (GetItem) and `keras.ops.split` on the channel axis.
 
+GetItem that indexes only the axes before the channel axis (`x[:, 2:14]`)
+passes every channel through; any other key is a barrier.
+
 The inverse of Concatenate: each output carries a contiguous run of the
 input's channel ids. After pruning the kept channels of a run are still
 contiguous, so the rebuilt op slices [kept before a, kept before b).
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_slim.errors import PruneError
 from keras_slim.handlers.base import Handler
 
 
@@ -34,6 +38,19 @@ def _channel_slice(key, rank: int, channels: int):
     return (start, stop) if stop > start else None
 
 
+def _keeps_channels(key, rank: int) -> bool:
+    """True if `key` indexes only axes before the channel axis (x[:, 2:14], x[:, ::2])."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is None for k in key) or key.count(Ellipsis) > 1:
+        return False  # a new axis moves the channel axis' position from the end
+    if any(not isinstance(k, (slice, int, type(Ellipsis))) or isinstance(k, bool)
+           for k in key):
+        return False  # tensors, lists, masks: not a plain view
+    if Ellipsis in key:
+        return key[-1] is Ellipsis
+    return len(key) < rank or (len(key) == rank and key[-1] == slice(None))
+
+
 def _new_slice(in_keep, start: int, stop: int) -> slice:
     keep = np.asarray(in_keep)
     return slice(int(np.searchsorted(keep, start)), int(np.searchsorted(keep, stop)))
@@ -48,8 +65,15 @@ class GetItemHandler(Handler):
             return None
         return _channel_slice(args[1], len(in_shapes[0]), int(in_shapes[0][-1]))
 
+    def _passes(self, call, in_shapes):
+        args = call.args
+        return (len(args) == 2 and in_shapes[0] is not None
+                and _keeps_channels(args[1], len(in_shapes[0])))
+
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
+        if x is not None and self._passes(ctx.call.call, ctx.in_shapes):
+            return [x]  # other axes indexed: every channel passes through as it is
         bounds = self._range(ctx.call.call, ctx.in_shapes)
         if x is None or bounds is None:
             return ctx.barrier(ins, "indexing that is not a slice of the channel axis")
@@ -58,15 +82,26 @@ class GetItemHandler(Handler):
         return [out]
 
     def constant_of_call(self, call, consts, in_shapes, out_shapes):
+        if self._passes(call.call, in_shapes):
+            return [consts[0]]
         bounds = self._range(call.call, in_shapes)
         return None if bounds is None else [consts[0][bounds[0]:bounds[1]]]
 
     def call_args(self, call, args, kwargs, in_keep, out_keep):
         if in_keep[0] is None:
             return args, kwargs
+        channels = int(call.args[0].shape[-1])
+        if self._passes(call, [tuple(call.args[0].shape)]):
+            return args, kwargs  # the key does not index the channel axis
+        bounds = self._range(call, [tuple(call.args[0].shape)])
+        if bounds is None:  # any other indexing is a barrier: its input keeps every channel
+            if len(in_keep[0]) != channels:
+                raise PruneError(f"indexing {args[1]!r} is not a slice of the channel axis, "
+                                 f"but its input lost channels ({len(in_keep[0])} of "
+                                 f"{channels} kept): a handler broke the barrier rule")
+            return args, kwargs
         key = args[1] if isinstance(args[1], tuple) else (args[1],)
-        old = key[-1].indices(int(call.args[0].shape[-1]))
-        return (args[0], key[:-1] + (_new_slice(in_keep[0], old[0], old[1]),)), kwargs
+        return (args[0], key[:-1] + (_new_slice(in_keep[0], *bounds),)), kwargs
 
 
 class SplitHandler(Handler):
