@@ -225,7 +225,9 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     (multiplier 1 or 2), separable conv, residual Add / Multiply / Maximum of
     equal-width tensors, Concatenate, squeeze-excitation, a pre-activation BN
     on a shared tensor (channel selection), a nested sub-model, stride-1
-    pooling; heads: GAP -> Dense or Flatten -> Dense, sometimes more outputs.
+    pooling, zero padding cropped back by indexing (`x[:, 1:-1, 1:-1]`);
+    activations include PReLU (random alpha) and LeakyReLU layers; heads:
+    GAP -> Dense or Flatten -> Dense, sometimes more outputs.
     Spatial size stays fixed so any two tensors merge.
 
     With `constants=True` the activations include ones whose value at 0 is
@@ -258,7 +260,13 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
         x = layers.Conv2D(c, k, padding=padding, use_bias=bool(rng.random() < 0.3),
                           name=name("conv"))(x)
         x = layers.BatchNormalization(name=name("bn"))(x)
-        return layers.Activation(str(rng.choice(acts)), name=name("act"))(x)
+        act = str(rng.choice(acts + ["prelu", "leaky"]))
+        if act == "prelu":  # alpha * c for a negative constant channel
+            alpha = keras.initializers.RandomUniform(0.05, 0.5, seed=int(rng.integers(1 << 30)))
+            return layers.PReLU(alpha, shared_axes=[1, 2], name=name("prelu"))(x)
+        if act == "leaky":
+            return layers.LeakyReLU(0.2, name=name("leaky"))(x)
+        return layers.Activation(act, name=name("act"))(x)
 
     def width(x):
         return int(x.shape[-1])
@@ -266,7 +274,7 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     pool.append(conv_bn(inp, int(rng.integers(3, 9))))
     for _ in range(int(rng.integers(2, max_blocks + 1))):
         kind = rng.choice(["conv", "dw", "sep", "merge", "concat", "se", "preact", "nested", "conv1",
-                           "pool"])
+                           "pool", "crop"])
         x = pool[int(rng.integers(1, len(pool)))]
         if kind == "conv":
             y = conv_bn(x, int(rng.integers(2, 10)))
@@ -303,6 +311,8 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
         elif kind == "pool":
             pool_cls = layers.AveragePooling2D if rng.random() < 0.5 else layers.MaxPooling2D
             y = pool_cls(3, strides=1, padding="same", name=name("pool"))(x)
+        elif kind == "crop":  # spatial indexing (a GetItem that is no channel slice)
+            y = layers.ZeroPadding2D(1, name=name("pad"))(x)[:, 1:-1, 1:-1]
         else:  # nested
             sub_in = keras.Input(tuple(x.shape[1:]))
             sub_out = conv_bn(sub_in, int(rng.integers(2, 8)))
