@@ -7,6 +7,8 @@ from keras import layers
 import keras_slim
 from keras_slim import testing
 
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
 X = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
 
 
