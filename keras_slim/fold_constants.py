@@ -94,11 +94,32 @@ def _check_nothing_lost(call, handler, const, in_keep) -> None:
 
 
 def _sole_batchnorm_reader(graph, call):
+    """The BN call whose moving mean may absorb `call`'s bias change, or None.
+
+    Only when shifting the mean is the same as adding a bias: `call`'s layer
+    has no activation of its own (tanh(Wx + d) is not tanh(Wx) + d), the BN
+    is the only reader and is called only here (a shared BN's other calls
+    never saw the constant), and it normalizes the channel axis.
+    """
     readers = graph.consumers.get(call.outputs[0], [])
-    if len(readers) != 1 or readers[0] < 0:
+    if len(readers) != 1 or readers[0] < 0 or not _linear(call.layer):
         return None
     reader = graph.calls[readers[0]]
-    return reader if _keras.is_batch_norm(reader.layer) else None
+    if not _keras.is_batch_norm(reader.layer):
+        return None
+    rank = len(graph.shapes.get(call.outputs[0]) or ())
+    axis = getattr(reader.layer, "axis", -1)
+    if not rank or axis not in (-1, rank - 1):
+        return None
+    if sum(1 for c in graph.calls if c.layer is reader.layer) != 1:
+        return None
+    return reader
+
+
+def _linear(layer) -> bool:
+    """The layer's output is its affine map itself (no built-in activation)."""
+    fn = getattr(layer, "activation", None)
+    return fn is None or getattr(fn, "__name__", None) == "linear"
 
 
 def _add_bias(names, delta):

@@ -225,7 +225,8 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     (multiplier 1 or 2), separable conv, residual Add / Multiply / Maximum of
     equal-width tensors, Concatenate, squeeze-excitation, a pre-activation BN
     on a shared tensor (channel selection), a nested sub-model, stride-1
-    pooling, zero padding cropped back by indexing (`x[:, 1:-1, 1:-1]`);
+    pooling, zero padding cropped back by indexing (`x[:, 1:-1, 1:-1]`), a
+    bias-free conv with its own activation before a BN;
     activations include PReLU (random alpha) and LeakyReLU layers; heads:
     GAP -> Dense or Flatten -> Dense, sometimes more outputs.
     Spatial size stays fixed so any two tensors merge.
@@ -274,7 +275,7 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     pool.append(conv_bn(inp, int(rng.integers(3, 9))))
     for _ in range(int(rng.integers(2, max_blocks + 1))):
         kind = rng.choice(["conv", "dw", "sep", "merge", "concat", "se", "preact", "nested", "conv1",
-                           "pool", "crop"])
+                           "pool", "crop", "postact"])
         x = pool[int(rng.integers(1, len(pool)))]
         if kind == "conv":
             y = conv_bn(x, int(rng.integers(2, 10)))
@@ -311,6 +312,10 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
         elif kind == "pool":
             pool_cls = layers.AveragePooling2D if rng.random() < 0.5 else layers.MaxPooling2D
             y = pool_cls(3, strides=1, padding="same", name=name("pool"))(x)
+        elif kind == "postact":  # a bias-free conv with its own activation, then BN
+            y = layers.Conv2D(int(rng.integers(2, 10)), 1, use_bias=False,
+                              activation=str(rng.choice(acts)), name=name("conv"))(x)
+            y = layers.BatchNormalization(name=name("bn"))(y)
         elif kind == "crop":  # spatial indexing (a GetItem that is no channel slice)
             y = layers.ZeroPadding2D(1, name=name("pad"))(x)[:, 1:-1, 1:-1]
         else:  # nested

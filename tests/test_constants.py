@@ -250,3 +250,50 @@ def test_prelu_folds_alpha_times_a_negative_constant(shared_axes, per_position):
     kept = small.get_layer("reader").kernel.shape[2]
     assert kept == (16 - len(idx) + negative if per_position else 16 - len(idx))
     assert _relative(m, small, X) < 1e-5
+
+
+def _dead_sigmoid_into(reader, shared_bn=False, dense=False):
+    """3 dead channels before a sigmoid (each the constant 0.5) -> bias-free `reader` -> BN."""
+    inp = keras.Input((12,) if dense else (8, 8, 3))
+    x = (layers.Dense(8) if dense else layers.Conv2D(8, 3, padding="same"))(inp)
+    x = layers.Activation("sigmoid")(layers.BatchNormalization(name="bn")(x))
+    bn = layers.BatchNormalization(name="after")
+    outputs = [bn(reader(x))]
+    if shared_bn:  # the same BN layer on a path that never sees the constants
+        side = (layers.Dense(6, use_bias=False) if dense
+                else layers.Conv2D(6, 1, use_bias=False))(inp)
+        outputs.append(bn(side))
+    m = keras.Model(inp, outputs)
+    testing.randomize_batchnorm(m, seed=4)
+    g, b, mean, var = m.get_layer("bn").get_weights()
+    g[:3] = b[:3] = 0.0
+    m.get_layer("bn").set_weights([g, b, mean, var])
+    return m
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("activation", [None, "tanh", "relu"])
+def test_a_fold_before_a_builtin_activation_goes_into_a_bias(activation, dense):
+    """act(Wx + d) is not act(Wx) + d: the BN after it cannot take the constant."""
+    reader = (layers.Dense(6, activation=activation, use_bias=False, name="reader") if dense
+              else layers.Conv2D(6, 1, activation=activation, use_bias=False, name="reader"))
+    m = _dead_sigmoid_into(reader, dense=dense)
+    p = keras_slim.plan(m, threshold=1e-12, border_folds=False)
+    small = keras_slim.prune(m, p)
+    assert small.get_layer("reader").kernel.shape[-2] == 5
+    assert small.get_layer("reader").use_bias == (activation is not None)
+    assert small.count_params() == p.params_after
+    x = np.random.default_rng(2).normal(size=(4, *m.input.shape[1:])).astype("float32")
+    assert _relative(m, small, x) < 1e-5
+
+
+def test_a_fold_next_to_a_shared_batchnorm_goes_into_a_bias():
+    """Shifting a BN called twice would move its other call, which never saw the constant."""
+    m = _dead_sigmoid_into(layers.Conv2D(6, 1, use_bias=False, name="reader"), shared_bn=True)
+    small = keras_slim.prune(m, threshold=1e-12, border_folds=False)
+    assert small.get_layer("reader").use_bias
+    np.testing.assert_allclose(small.get_layer("after").moving_mean.numpy(),
+                               m.get_layer("after").moving_mean.numpy())
+    x = np.random.default_rng(2).normal(size=(4, 8, 8, 3)).astype("float32")
+    for a, b in zip(m(x), small(x)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
