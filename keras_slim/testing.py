@@ -395,8 +395,9 @@ def exactness(model, fraction: float = 0.4, seed: int = 0, constants: bool = Fal
     randomize_batchnorm(model, seed)
     killed = kill_channels(model, fraction, seed, keep_beta=constants,
                            criterion=plan_options.get("criterion", "bn_scale"))
-    if constants:  # only exact folds, so the comparison holds at the borders too
-        plan_options.setdefault("border_folds", False)
+    # only exact folds, so the comparison holds at the borders too (a dead channel
+    # through an activation with act(0) != 0 is a constant channel as well)
+    plan_options.setdefault("border_folds", False)
     p = plan(model, threshold=1e-12, **plan_options)
     small = prune(model, p)
     inputs = random_inputs(model, seed=seed, size=input_size)
@@ -411,8 +412,9 @@ def check_exact(model, fraction: float = 0.4, seed: int = 0, constants: bool = F
     `constants=True`: only gamma = 0, so they carry the constant act(beta)
     (the case real sparsity training leaves); they are removed only where a
     reader folds the constant exactly, and the difference must still be at
-    float tolerance. `border_folds` defaults to False there; pass
-    `border_folds=True` to measure the 'same'-border error instead.
+    float tolerance. `border_folds` defaults to False (in both modes: a dead
+    channel followed by sigmoid carries 0.5); pass `border_folds=True` to
+    measure the 'same'-border error instead.
     """
     r = exactness(model, fraction, seed, constants, **plan_options)
     return r.difference, r.plan, r.model
