@@ -110,6 +110,7 @@ class Coupling:
         self.marks: dict[int, set[str]] = {}
         self.barriers: list[tuple[str, str, np.ndarray]] = []  # (layer, reason, input ids)
         self.border_readers: set[int] = set()  # calls folding constants exactly only inside
+        self.border_tainted: set = set()  # tensors whose constants hold only inside (padding)
         self.mixers: set[int] = set()  # calls whose handler mixed channels (FlowContext.use)
         self.handlers = {}
         self.calls_of: dict[int, int] = {}  # id(layer) -> number of calls
@@ -136,6 +137,14 @@ class Coupling:
                     f"for layer {call.layer.name!r}, which has {len(call.outputs)}"
                 )
             values = self._constants(call, handler, ins, outs)
+            # a constant that passed a padded layer ('same' depthwise, ZeroPadding) is one
+            # only away from the borders: so is every value made from it downstream
+            tainted = (any(k in self.border_tainted for k in call.inputs)
+                       or handler.border_effect(call.layer))
+            if tainted:
+                self.border_tainted.update(
+                    k for k, v in zip(call.outputs, values)
+                    if v is not None and np.isfinite(v).any())
             for i, (k, info) in enumerate(zip(call.outputs, outs)):
                 if info is not None:
                     n = _channels(graph.shapes[k])

@@ -128,8 +128,8 @@ def _add_bias(names, delta):
         if "bias" in names:
             i = names.index("bias")
             weights[i] = (weights[i] + delta).astype(weights[i].dtype)
-        else:  # Keras creates the bias right after the kernel
-            k = names.index("kernel")
+        else:  # Keras creates the bias right after the (pointwise) kernel
+            k = names.index("pointwise_kernel" if "pointwise_kernel" in names else "kernel")
             config = dict(config, use_bias=True)
             weights.insert(k + 1, delta.astype(weights[k].dtype))
         return config, weights

@@ -189,8 +189,9 @@ class Plan:
         text = self.table() + "\n\n" + self.summary()
         if self.border_folds:
             n = sum(c for _, c in self.border_folds)
-            text += (f"\nconstants folded into 'same'-padded readers (exact away from the "
-                     f"borders only): {n} channels at {len(self.border_folds)} layers; "
+            text += (f"\nconstants folded where padding ('same' convs, ZeroPadding) makes "
+                     f"the fold exact away from the borders only: {n} channels at "
+                     f"{len(self.border_folds)} layers; "
                      "plan(..., border_folds=False) keeps them instead")
         if self.barriers:
             text += "\nbarriers (channels kept): " + ", ".join(n for n, _ in self.barriers)

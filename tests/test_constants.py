@@ -297,3 +297,61 @@ def test_a_fold_next_to_a_shared_batchnorm_goes_into_a_bias():
     x = np.random.default_rng(2).normal(size=(4, 8, 8, 3)).astype("float32")
     for a, b in zip(m(x), small(x)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("one_d", [False, True])
+@pytest.mark.parametrize("after", ["conv", "output", "act_bn"])
+def test_a_bias_free_separable_reader_gets_a_bias(after, one_d):
+    """The new bias goes after the pointwise kernel (before: a crash rebuilding it)."""
+    shape = (8, 3) if one_d else (8, 8, 3)
+    conv, sep = ((layers.Conv1D, layers.SeparableConv1D) if one_d
+                 else (layers.Conv2D, layers.SeparableConv2D))
+    inp = keras.Input(shape)
+    x = layers.Activation("sigmoid")(layers.BatchNormalization(name="bn")(
+        conv(8, 3, padding="same")(inp)))
+    x = sep(6, 3, use_bias=False, activation="tanh" if after == "act_bn" else None,
+            name="reader")(x)
+    if after == "conv":
+        x = conv(4, 1)(x)
+    elif after == "act_bn":
+        x = layers.BatchNormalization()(x)
+    m = keras.Model(inp, x)
+    testing.randomize_batchnorm(m, seed=5)
+    g, b, mean, var = m.get_layer("bn").get_weights()
+    g[:4] = 0.0
+    b[:4] = [1.0, -2.0, 0.5, 3.0]
+    m.get_layer("bn").set_weights([g, b, mean, var])
+    p = keras_slim.plan(m, threshold=1e-12, border_folds=False)
+    small = keras_slim.prune(m, p)
+    assert small.get_layer("reader").use_bias and small.count_params() == p.params_after
+    x = np.random.default_rng(2).normal(size=(3, *shape)).astype("float32")
+    assert _relative(m, small, x) < 1e-5
+
+
+@pytest.mark.parametrize("path", ["depthwise_same_1x1", "zero_pad_valid", "depthwise_gap_dense"])
+def test_constants_through_a_padded_layer_are_border_folds(path):
+    """A 'same' depthwise or a ZeroPadding passes constants that hold only away from the
+    borders: the reader after it is listed in plan.border_folds, and without border folds
+    the channels stay and the model is exact."""
+    inp = keras.Input((8, 8, 3))
+    x = layers.Activation("sigmoid")(layers.BatchNormalization(name="bn")(
+        layers.Conv2D(8, 3, padding="same")(inp)))
+    if path == "depthwise_same_1x1":
+        out = layers.Conv2D(4, 1, name="reader")(layers.DepthwiseConv2D(3, padding="same")(x))
+    elif path == "zero_pad_valid":
+        out = layers.Conv2D(4, 3, name="reader")(layers.ZeroPadding2D(1)(x))
+    else:
+        x = layers.GlobalAveragePooling2D()(layers.DepthwiseConv2D(3, padding="same")(x))
+        out = layers.Dense(4, name="reader")(x)
+    m = keras.Model(inp, out)
+    testing.randomize_batchnorm(m, seed=6)
+    g, b, mean, var = m.get_layer("bn").get_weights()
+    g[:4] = 0.0
+    b[:4] = [1.0, -2.0, 0.5, 3.0]
+    m.get_layer("bn").set_weights([g, b, mean, var])
+    p = keras_slim.plan(m, threshold=1e-12)
+    assert p.border_folds == [["reader", 4]] and "away from the borders only" in str(p)
+    exact = keras_slim.plan(m, threshold=1e-12, border_folds=False)
+    assert exact.border_folds == [] and exact.removed_channels == 0
+    x = np.random.default_rng(2).normal(size=(3, 8, 8, 3)).astype("float32")
+    assert _relative(m, keras_slim.prune(m, exact), x) < 1e-6

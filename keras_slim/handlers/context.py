@@ -119,8 +119,9 @@ class FlowContext:
         A constant channel may go too if the handler absorbs constants into a
         bias (`absorbs_constants`, `fold_delta`) and this call can: a layer
         object called more than once has one bias for all its calls, and a
-        'same'-padded reader is exact only away from the borders (allowed
-        with the `border_folds` option, and recorded).
+        'same'-padded reader, or one whose constants came through a padded
+        layer, is exact only away from the borders (allowed with the
+        `border_folds` option, and recorded).
         """
         if info is None:
             return
@@ -128,7 +129,9 @@ class FlowContext:
         ok = info.zero
         if self._absorbs():
             ok = ok | info.const
-            if self.handler.border_effect(self.layer) and (info.const & ~info.zero).any():
+            border = (self.handler.border_effect(self.layer)
+                      or any(k in self._c.border_tainted for k in self.call.inputs))
+            if border and (info.const & ~info.zero).any():
                 self._c.border_readers.add(self.call.index)
         self._c.unsafe.update(info.ids[~ok].tolist())
 
