@@ -299,6 +299,16 @@ def test_a_fold_next_to_a_shared_batchnorm_goes_into_a_bias():
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
 
 
+def _four_constants(m, seed):
+    """Channels 0-3 of BN "bn" constant (gamma 0, beta 1, -2, 0.5, 3), the rest random."""
+    testing.randomize_batchnorm(m, seed=seed)
+    g, b, mean, var = m.get_layer("bn").get_weights()
+    g[:4] = 0.0
+    b[:4] = [1.0, -2.0, 0.5, 3.0]
+    m.get_layer("bn").set_weights([g, b, mean, var])
+    return m
+
+
 @pytest.mark.parametrize("one_d", [False, True])
 @pytest.mark.parametrize("after", ["conv", "output", "act_bn"])
 def test_a_bias_free_separable_reader_gets_a_bias(after, one_d):
@@ -315,12 +325,7 @@ def test_a_bias_free_separable_reader_gets_a_bias(after, one_d):
         x = conv(4, 1)(x)
     elif after == "act_bn":
         x = layers.BatchNormalization()(x)
-    m = keras.Model(inp, x)
-    testing.randomize_batchnorm(m, seed=5)
-    g, b, mean, var = m.get_layer("bn").get_weights()
-    g[:4] = 0.0
-    b[:4] = [1.0, -2.0, 0.5, 3.0]
-    m.get_layer("bn").set_weights([g, b, mean, var])
+    m = _four_constants(keras.Model(inp, x), seed=5)
     p = keras_slim.plan(m, threshold=1e-12, border_folds=False)
     small = keras_slim.prune(m, p)
     assert small.get_layer("reader").use_bias and small.count_params() == p.params_after
@@ -343,12 +348,7 @@ def test_constants_through_a_padded_layer_are_border_folds(path):
     else:
         x = layers.GlobalAveragePooling2D()(layers.DepthwiseConv2D(3, padding="same")(x))
         out = layers.Dense(4, name="reader")(x)
-    m = keras.Model(inp, out)
-    testing.randomize_batchnorm(m, seed=6)
-    g, b, mean, var = m.get_layer("bn").get_weights()
-    g[:4] = 0.0
-    b[:4] = [1.0, -2.0, 0.5, 3.0]
-    m.get_layer("bn").set_weights([g, b, mean, var])
+    m = _four_constants(keras.Model(inp, out), seed=6)
     p = keras_slim.plan(m, threshold=1e-12)
     assert p.border_folds == [["reader", 4]] and "away from the borders only" in str(p)
     exact = keras_slim.plan(m, threshold=1e-12, border_folds=False)
