@@ -288,7 +288,8 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
             y = layers.BatchNormalization(name=name("bn"))(y)
             y = layers.ReLU(6.0, name=name("relu"))(y)
         elif kind == "sep":
-            y = layers.SeparableConv2D(int(rng.integers(2, 10)), 3, padding="same", name=name("sep"))(x)
+            y = layers.SeparableConv2D(int(rng.integers(2, 10)), 3, padding="same",
+                                       use_bias=bool(rng.random() < 0.5), name=name("sep"))(x)
             y = layers.BatchNormalization(name=name("bn"))(y)
         elif kind == "merge":
             other = conv_bn(pool[int(rng.integers(0, len(pool)))], width(x))
@@ -349,26 +350,31 @@ def _reader_head(x, kind: str, rng, name, layers):
     """An extra output that reads `x` (B, 6, 6, C) through one kind of channel reader."""
     c = int(x.shape[-1])
     f = int(rng.integers(2, 6))
+    bias = bool(rng.random() < 0.5)  # a bias-free reader gets one from the fold
     if kind.startswith("conv1d"):
         y = layers.Reshape((36, c), name=name("seq"))(x)
-        y = layers.Conv1D(f, 3, padding=kind.split("_")[1], name=name("conv1d"))(y)
+        y = layers.Conv1D(f, 3, padding=kind.split("_")[1], use_bias=bias,
+                          name=name("conv1d"))(y)
         return layers.GlobalAveragePooling1D(name=name("gap"))(y)
     if kind.startswith("conv3d"):
         y = layers.Reshape((6, 6, 1, c), name=name("vol"))(x)
-        y = layers.Conv3D(f, (3, 3, 1), padding=kind.split("_")[1], name=name("conv3d"))(y)
+        y = layers.Conv3D(f, (3, 3, 1), padding=kind.split("_")[1], use_bias=bias,
+                          name=name("conv3d"))(y)
         return layers.GlobalAveragePooling3D(name=name("gap"))(y)
     if kind.startswith("conv2d"):
-        y = layers.Conv2D(f, 3, padding=kind.split("_")[1], name=name("conv"))(x)
+        y = layers.Conv2D(f, 3, padding=kind.split("_")[1], use_bias=bias, name=name("conv"))(x)
     elif kind.startswith("separable"):
         y = layers.SeparableConv2D(f, 3, padding=kind.split("_")[1],
-                                   depth_multiplier=int(rng.integers(1, 3)), name=name("sep"))(x)
+                                   depth_multiplier=int(rng.integers(1, 3)), use_bias=bias,
+                                   name=name("sep"))(x)
     elif kind == "depthwise_valid":
         y = layers.DepthwiseConv2D(3, depth_multiplier=2, name=name("dw"))(x)
         y = layers.Conv2D(f, 1, name=name("conv"))(y)
     elif kind.startswith("transpose"):
         y = layers.Conv2DTranspose(f, 3, strides=int(kind[-1]), name=name("convT"))(x)
     elif kind == "flatten_dense":
-        return layers.Dense(f, name=name("head"))(layers.Flatten(name=name("flatten"))(x))
+        flat = layers.Flatten(name=name("flatten"))(x)
+        return layers.Dense(f, use_bias=bias, name=name("head"))(flat)
     else:
         return layers.Dense(f, name=name("head"))(layers.GlobalAveragePooling2D(name=name("gap"))(x))
     return layers.Flatten(name=name("flatten"))(y)
