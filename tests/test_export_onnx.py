@@ -154,3 +154,37 @@ def test_selection_exports_as_slices_not_gather(tmp_path):
     plain = export_onnx(pruned, tmp_path / "gather.onnx", order_channels=False)
     assert plain.verified and plain.op_histogram.get("Gather", 0) > 0
     assert "channel_order" not in plain.details
+
+
+def test_outputs_keep_the_model_order_whatever_their_names(tmp_path):
+    """The serving dict comes back sorted by name; the file lists the outputs in model order."""
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(i)
+    m = keras.Model(i, [keras.layers.Dense(2, name="zz_head")(keras.layers.Flatten()(x)),
+                        keras.layers.Conv2D(2, 1, name="aa_map")(x)])
+    path = tmp_path / "order.onnx"
+    report = export_onnx(m, path)
+    assert report.max_rel_error < 1e-4
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["zz_head", "aa_map"]
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 3)).astype("float32")
+    got = sess.run(None, {sess.get_inputs()[0].name: x})  # by position, as apps read them
+    for a, b in zip(got, m(x)):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_exported_files_get_the_mode_open_would_give(tmp_path):
+    """Written through a 0600 temp file, the result still follows the umask (as open() does)."""
+    from keras_slim.export._atomic import atomic_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_file(str(tmp_path / "a.bin")) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"x")
+        with open(tmp_path / "b.bin", "wb") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    mode = lambda name: os.stat(tmp_path / name).st_mode & 0o777  # noqa: E731
+    assert mode("a.bin") == mode("b.bin") == 0o644

@@ -40,14 +40,23 @@ def atomic_file(target: str) -> Iterator[str]:
 
     Same directory so `os.replace` is an atomic rename on one filesystem. On any
     exception the temp file is removed and `target` (new or pre-existing) is untouched.
+    The file ends with the permissions a plain `open()` would give it.
     """
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target),
                                prefix=f".{os.path.basename(target)}.", suffix=".tmp")
     os.close(fd)
     try:
         yield tmp
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask

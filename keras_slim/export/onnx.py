@@ -160,8 +160,15 @@ def _convert(model: Any, iface: ModelInterface, batch_size: int | None, nchw_inp
     finally:
         quiet.setLevel(level)
     names = [o.name for o in proto.graph.output]
-    if names != iface.output_names:
+    if sorted(names) != sorted(iface.output_names):
         raise ExportError(f"tf2onnx named the outputs {names}, expected {iface.output_names}.")
+    if names != iface.output_names:  # the serving dict came back sorted by name
+        by_name = {}
+        for o in proto.graph.output:
+            by_name[o.name] = type(o)()
+            by_name[o.name].CopyFrom(o)
+        del proto.graph.output[:]
+        proto.graph.output.extend(by_name[n] for n in iface.output_names)
     return proto
 
 
