@@ -1,9 +1,11 @@
 """The paper's sparsity penalty on BatchNormalization scaling factors."""
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import ops
-from keras_slim.errors import ArgumentError
+from keras_slim.errors import ArgumentError, ArgumentTypeError
 
 
 @keras.saving.register_keras_serializable(package="keras_slim", name="BNL1")
@@ -23,6 +25,10 @@ class BNL1(keras.regularizers.Regularizer):
     """
 
     def __init__(self, strength: float = 1e-4):
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+            raise ArgumentTypeError(
+                f"bn_l1 strength must be a number, got {type(strength).__name__}: "
+                f"{strength!r}. The paper uses 1e-4 (VGG) or 1e-5 (ResNet, DenseNet).")
         strength = float(strength)
         if not strength >= 0.0:  # also rejects NaN
             raise ArgumentError(

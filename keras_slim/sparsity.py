@@ -22,6 +22,11 @@ def add_bn_l1(model, strength: float = 1e-4):
     A second call replaces the penalty rather than stacking it; `strength=0`
     removes it. BNs built with `scale=False` have no gamma and are skipped.
 
+    Call it on the model you `fit`. `model`'s own compiled train step is reset,
+    but a model that contains it (a backbone inside a classifier) and has
+    already been fitted keeps its old one and trains without the penalty:
+    call `add_bn_l1(outer, ...)` instead, or `outer.compile(...)` again.
+
     On several devices (`tf.distribute.MirroredStrategy`, JAX's
     `keras.distribution.DataParallel`) `fit` counts the penalty once per global
     step: keep the one-device strength (Keras >= 3.8 for MirroredStrategy; see

@@ -23,6 +23,10 @@ def test_bn_l1_value_and_config():
     assert again.strength == reg.strength
     with pytest.raises(ValueError, match="non-negative"):
         keras_slim.bn_l1(-1.0)
+    for bad in ("x", None, True, [1e-4]):  # SlimErrors naming what was passed
+        with pytest.raises(keras_slim.ArgumentTypeError, match="must be a number"):
+            keras_slim.bn_l1(bad)
+    assert keras_slim.bn_l1(np.float32(1e-3)).strength == pytest.approx(1e-3)
 
 
 def test_bn_l1_in_layer_saves_and_loads_without_custom_objects(tmp_path):
