@@ -118,3 +118,10 @@ def test_keras_slim_does_not_import_tf_keras_by_itself():
             "print('tf_keras' in sys.modules, os.environ.get('TF_USE_LEGACY_KERAS'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "False None", out.stderr[-2000:]
+
+
+def test_exporters_say_a_tf_keras_model_is_not_keras_3(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    with pytest.raises(keras_slim.ArgumentTypeError, match="tf_keras .*export_qat_tflite"):
+        keras_slim.export_tflite(vgg_seq(), tmp_path / "m.tflite")
+    assert not list(tmp_path.iterdir())

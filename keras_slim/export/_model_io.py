@@ -82,6 +82,12 @@ def reference_shapes(iface: ModelInterface) -> list[tuple]:
 
 def describe_model(model: Any) -> ModelInterface:
     """Read the flat, uniquely named inputs/outputs of `model` (TypeError if no Model)."""
+    if _keras.is_tf_keras(model):
+        raise ArgumentTypeError(
+            f"{type(model).__name__} {getattr(model, 'name', '')!r} is a tf_keras (Keras 2) "
+            "model; the exporters take Keras 3 models. Export it with tf_keras' own "
+            "TFLiteConverter, or a quantization-aware one with "
+            "keras_slim.export.qat.export_qat_tflite.")
     if not isinstance(model, keras.Model):
         raise ArgumentTypeError(
             f"Expected a keras.Model (Functional or Sequential), got {type(model).__name__}: "
