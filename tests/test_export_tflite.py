@@ -200,6 +200,15 @@ def test_failed_verification_leaves_no_file(models, tmp_path):
     _assert_clean_dir(tmp_path, [])
 
 
+def test_a_dynamic_model_that_fails_verification_is_told_to_give_its_size(tmp_path):
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    m = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
+    with pytest.raises(ExportError, match="input size is dynamic.*sample_inputs="):
+        export_tflite(m, tmp_path / "dyn.tflite", tolerance=1e-12)
+    _assert_clean_dir(tmp_path, [])
+
+
 def test_flex_ops_are_refused_by_name(tmp_path):
     class Det(keras.layers.Layer):
         def call(self, x):

@@ -50,10 +50,15 @@ class Tolerance:
         rel = report.max_rel_error
         if np.isfinite(rel) and (self.limit is None or rel < self.limit):
             return
+        sizes = ""
+        if getattr(report, "input_size", None) == "dynamic" and np.isfinite(rel):
+            sizes = (" The input size is dynamic, so it was checked at a default size "
+                     "(224 per spatial axis unless given): float32 rounding grows with the "
+                     "input; pass sample_inputs= at the size your app feeds.")
         raise ExportError(
             f"Verification failed: {self.differs} by {rel:.3g} relative (max |diff| "
-            f"{report.max_abs_error:.3g}), allowed < {self.limit}{self.allowed}. Nothing was "
-            f"written to {report.path!r}{self.tail}")
+            f"{report.max_abs_error:.3g}), allowed < {self.limit}{self.allowed}.{sizes} "
+            f"Nothing was written to {report.path!r}{self.tail}")
 
 
 def write_verified(
