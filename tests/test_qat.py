@@ -20,6 +20,7 @@ from keras_slim.training.cifar import models
 
 pytest.importorskip("tf_keras")
 qat = pytest.importorskip("keras_slim.qat")
+from keras_slim.export.qat import tflite as qat_tflite  # noqa: E402
 
 
 def _max_diff(k3_model, tk_model, x, training=False):
@@ -316,6 +317,25 @@ def test_export_calibration_and_int8_io(tmp_path):
     assert [o.dtype for o in report.outputs] == ["int8"]
     assert report.details["float_ops"] == [] and "QUANTIZE" not in report.op_histogram
     assert report.verified and np.isfinite(report.max_rel_error)
+    assert report.max_rel_error < qat_tflite.SUSPECT_ERROR
+
+
+def test_a_suspect_qat_file_is_warned_about(tmp_path, monkeypatch, caplog):
+    """No tolerance: an error far beyond quantization is logged, not passed in silence."""
+    from keras_slim.export import _pipeline
+
+    q = qat.quantize_aware(_tiny_slim_net())
+    x = np.random.default_rng(3).uniform(0, 1, size=(16, 12, 12, 3)).astype("float32")
+    real = _pipeline.write_verified
+
+    def off_by_two(buf, target, report, *args, **kwargs):
+        real(buf, target, report, *args, **kwargs)
+        report.max_rel_error = 2.0  # as a broken converter run gives
+
+    monkeypatch.setattr(qat_tflite, "write_verified", off_by_two)
+    with caplog.at_level("WARNING", logger="keras_slim"):
+        qat.export_qat_tflite(q, tmp_path / "m.tflite", representative_data=x)
+    assert "more than quantization explains" in caplog.text
 
 
 def test_quantize_aware_arguments():

@@ -59,7 +59,8 @@ def export_qat_tflite(
         allow_float_fallback: let ops without int8 ranges/kernels stay float.
         verify: compare the file's outputs with the QAT model's; the error is
             reported and, if `tolerance` is given, enforced (relative to
-            max(1, max |output|)).
+            max(1, max |output|)). Without `tolerance`, an error above
+            `SUSPECT_ERROR` (0.25) is logged as a warning.
         sample_inputs: verification inputs (default: representative samples,
             else random in [-1, 1)).
         labelled_data: (x, y) for top-1 agreement and both accuracies.
@@ -124,7 +125,17 @@ def export_qat_tflite(
                    labelled_data=labelled_data, label_output=label_output)
     logger.info("Exported QAT int8 %s (%d bytes, max rel error %s).", target, len(buf),
                 report.max_rel_error)
+    if verify and tolerance is None and report.max_rel_error > SUSPECT_ERROR:
+        logger.warning(
+            "keras_slim: the QAT int8 file %s differs from its QAT model by %.3g relative, "
+            "more than quantization explains (the file runs the same fake-quant ranges; "
+            "QAT files here match their model to ~0.02-0.03): check the converter's messages "
+            "(e.g. 'scale out of expressed type range'), and pass tolerance= to refuse such "
+            "a file.", target, report.max_rel_error)
     return report
+
+
+SUSPECT_ERROR = 0.25  # relative error vs the QAT model above which the file is suspect
 
 
 def _tf_keras_interface(model) -> ModelInterface:
