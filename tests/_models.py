@@ -36,13 +36,16 @@ def walk_layers(model, prefix=""):
 def removed_zeroed(model, p):
     """The "mean" hypothesis on any graph: removed filters zero (biases kept) and removed BN
     gammas zero, so a channel after a BN carries act(beta) and one without carries act(bias).
-    Written from `Plan.kept`, apart from the library's `testing._zero_filters`, so that the
-    reference shares no code with what it checks."""
+    A depthwise conv makes no channels of its own (its outputs are its input's class): its
+    taps stay, so it maps what its removed input channels carry, as the original with those
+    gammas at 0 does. Written from `Plan.kept`, apart from the library's
+    `testing._zero_filters`, so that the reference shares no code with what it checks."""
     ref = keras.models.clone_model(model)
     ref.set_weights(model.get_weights())
     as_np = keras.ops.convert_to_numpy
     for path, layer in walk_layers(ref):
-        if path not in p.kept or isinstance(layer, keras.Model):
+        if (path not in p.kept or isinstance(layer, keras.Model)
+                or isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))):
             continue
         weights = {w.path.split("/")[-1]: w for w in layer.weights}
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -54,8 +57,6 @@ def removed_zeroed(model, p):
         else:
             continue
         w = as_np(weights[key]).copy()
-        flat = w.reshape(w.shape[:-2] + (-1,)) if isinstance(
-            layer, keras.layers.DepthwiseConv2D) else w  # depthwise taps of output c*m+k
-        flat[..., np.setdiff1d(np.arange(flat.shape[-1]), p.kept[path])] = 0.0
-        weights[key].assign(flat.reshape(w.shape))
+        w[..., np.setdiff1d(np.arange(w.shape[-1]), p.kept[path])] = 0.0
+        weights[key].assign(w)
     return ref
