@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.errors import ArgumentError
 from keras_slim.fold_constants import new_biases
 from keras_slim.handlers.base import Handler
 from keras_slim.plan_data import LayerPlan
@@ -131,6 +132,36 @@ def group_members(coupling, scores) -> list:
     for base, layer_names in layers_of.items():
         names.setdefault(find(base), set()).update(layer_names)
     return [dict(layers=sorted(names.get(b, ())), roots=roots) for b, roots in roots_of.items()]
+
+
+def group_name(groups: list, group: dict) -> str | None:
+    """The first layer of `group` that is in no other group: a name for it alone.
+
+    A BN after a Concatenate scores the channels of every producer, so it is
+    in each of their groups and names none of them. None if no layer is
+    the group's alone.
+    """
+    for name in group["layers"]:
+        if not any(name in g["layers"] for g in groups if g is not group):
+            return name
+    return None
+
+
+def find_group(groups: list, name: str, what: str, model_name: str) -> dict:
+    """The one group `name` (a layer) belongs to; ArgumentError if none or several."""
+    found = [g for g in groups if name in g["layers"]]
+    if len(found) == 1:
+        return found[0]
+    named = [n for n in (group_name(groups, g) for g in groups) if n][:6]
+    if not found:
+        raise ArgumentError(
+            f"{what} names {name!r}, which is in no prunable group of model {model_name!r}; "
+            f"name a layer of a group, e.g. {named} (see plan(model, 0).groups)")
+    raise ArgumentError(
+        f"{what} names {name!r}, which is in {len(found)} groups of model {model_name!r} "
+        f"(it reads the channels of several producers, as a BN after a Concatenate does); "
+        f"name a layer of one group only: "
+        f"{[group_name(groups, g) for g in found]}")
 
 
 def groups(coupling, removed, scores) -> list:

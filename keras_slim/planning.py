@@ -253,12 +253,14 @@ def plan(
                        "outputs, barriers or excluded layers); the plan removes nothing.", model.name)
 
     order = sorted(prunable, key=lambda r: (scores[r], r))
+    digest = _keras.weights_digest(model)  # prune checks the weights are still these
 
     def decide(removed: set):
         removed = _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio,
                                      round_to)
         state = PruneState(model, graph, coupling, _keep_positions(coupling, removed),
-                           mac_shapes=mac_shapes)
+                           mac_shapes=mac_shapes, weights_digest=digest,
+                           custom_handlers=custom_handlers)
         return removed, state, accounting.report(state)
 
     target = None
@@ -425,12 +427,7 @@ def _removed_by_group(coupling, scores, group_ratios: dict, model_name: str) -> 
     groups = accounting.group_members(coupling, scores)
     removed: set = set()
     for name, r in group_ratios.items():
-        group = next((g for g in groups if name in g["layers"]), None)
-        if group is None:
-            raise ArgumentError(
-                f"group_ratios names {name!r}, which is in no prunable group of model "
-                f"{model_name!r}; name any layer of a group, e.g. "
-                f"{[g['layers'][0] for g in groups[:6]]} (see plan(model, 0).groups)")
+        group = accounting.find_group(groups, name, "group_ratios", model_name)
         ordered = sorted(group["roots"], key=lambda root: (scores[root], root))
         removed.update(ordered[: int(round(r * len(ordered)))])
     return removed

@@ -68,6 +68,15 @@ def prune(model, ratio_or_plan: Union[float, Plan, None] = None, *, fold_constan
         elif the_plan._state.model is not model:
             raise ArgumentError("prune: this Plan was made from a different model; call "
                              "keras_slim.plan(model, ...) on the model you are pruning")
+        elif the_plan._state.weights_digest != _keras.weights_digest(model):
+            # trained or set since planning: the constants the plan folds are stale, so
+            # check its channels against the weights now, as a plan read from JSON is
+            logger.warning("keras_slim.prune: %r's weights changed since this plan was made; "
+                           "replaying its kept channels against the current weights",
+                           model.name)
+            replay = {k: v for k, v in the_plan.options.items() if k != "round_to_auto"}
+            the_plan = plan(model, kept=the_plan.kept,
+                            custom_handlers=the_plan._state.custom_handlers, **replay)
     else:
         if ratio_or_plan is None and all(options.get(k) is None for k in (
                 "threshold", "target_macs", "target_params", "target_latency_ms")):

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from keras_slim import _jsonio, taylor
+from keras_slim import _jsonio, accounting, taylor
 from keras_slim.errors import ArgumentError, ArgumentTypeError
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -94,7 +94,8 @@ def sensitivity(model, evaluate: Callable, ratios: Sequence[float] = DEFAULT_RAT
         evaluate: `evaluate(pruned_model) -> float`, e.g. validation accuracy.
             The pruned models are not compiled unless `model` was.
         ratios: fractions of each group's channels to remove, in (0, 1).
-        groups: only these groups (any layer name of each); default: all
+        groups: only these groups (a layer name of each, one that is in no
+            other group; a str for one group); default: all
             prunable groups, widest first.
         higher_is_better: False for a loss.
         verbose: 1 shows a progress bar over the evaluations, 0 is silent.
@@ -118,21 +119,20 @@ def sensitivity(model, evaluate: Callable, ratios: Sequence[float] = DEFAULT_RAT
         base = plan(model, 0.0, **plan_options)
         chosen = sorted(base.groups, key=lambda g: (-g["channels"], g["layers"]))
         chosen = [g for g in chosen if g["layers"]]
+        names = {id(g): accounting.group_name(chosen, g) for g in chosen}
         if groups is not None:
-            wanted = list(groups)
-            found = [next((g for g in chosen if name in g["layers"]), None) for name in wanted]
-            missing = [n for n, g in zip(wanted, found) if g is None]
-            if missing:
-                raise ArgumentError(f"sensitivity: {missing} are in no prunable group; groups are "
-                                    f"named by any of their layers, e.g. "
-                                    f"{[g['layers'][0] for g in chosen[:6]]}")
-            chosen = found
+            wanted = [groups] if isinstance(groups, str) else list(groups)
+            chosen = [accounting.find_group(chosen, name, "sensitivity: groups",
+                                            model.name) for name in wanted]
+        # a group is named by a layer of its own, which group_ratios finds again; a group
+        # with none (every layer shared with another group) cannot be addressed: skipped
+        chosen = [g for g in chosen if names[id(g)] is not None]
         baseline = _metric(evaluate, model, "the unpruned model")
         bar = keras.utils.Progbar(len(chosen) * len(ratios), verbose=verbose,
                                   unit_name="evaluation")
         out = []
         for g in chosen:
-            name = g["layers"][0]
+            name = names[id(g)]
             metrics = []
             for r in ratios:
                 small = prune(model, plan(model, group_ratios={name: r}, **plan_options))

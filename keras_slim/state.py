@@ -22,6 +22,8 @@ class PruneState:
     keep: dict  # tensor key -> np.ndarray of kept positions
     mac_shapes: dict | None = None  # tensor key -> shape at the MAC input size (None: graph's)
     macs_uncounted: list = dataclasses.field(default_factory=list)  # filled by the report
+    weights_digest: int | None = None  # the model's weights when planned (_keras.weights_digest)
+    custom_handlers: object = None  # as given to plan, for a replay against changed weights
 
     def keeps(self, call: FlatCall) -> tuple[list, list]:
         """Kept positions of each input and output of a call (None: no channel axis)."""

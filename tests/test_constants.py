@@ -355,3 +355,35 @@ def test_constants_through_a_padded_layer_are_border_folds(path):
     assert exact.border_folds == [] and exact.removed_channels == 0
     x = np.random.default_rng(2).normal(size=(3, 8, 8, 3)).astype("float32")
     assert _relative(m, keras_slim.prune(m, exact), x) < 1e-6
+
+
+def test_a_plan_made_before_the_weights_changed_is_checked_again(caplog):
+    """plan, then train (here: move the betas), then prune with the same Plan object: the
+    constants the plan folded are stale, so prune replays its channels on the weights now."""
+    m = _reader_model(layers.Conv2D(8, 1), "sigmoid")
+    idx = _make_constant(m)
+    p = keras_slim.plan(m, threshold=1e-12)
+    bn = m.get_layer("bn")
+    g, b, mean, var = bn.get_weights()
+    bn.set_weights([g, b + 0.7, mean, var])
+    with caplog.at_level("WARNING", logger="keras_slim"):
+        small = keras_slim.prune(m, p)
+    assert "weights changed since this plan was made" in caplog.text
+    assert small.get_layer(index=1).filters == 16 - len(idx) and _relative(m, small, X) < 1e-5
+    # dead channels before a 'same' reader, planned with exact folds only; then they get a
+    # beta: constants that reader cannot fold exactly, so the plan is refused, not applied
+    same = _reader_model(layers.Conv2D(8, 3, padding="same"), "relu")
+    idx = _make_constant(same)
+    g, b, mean, var = same.get_layer("bn").get_weights()
+    b[idx] = 0.0
+    same.get_layer("bn").set_weights([g, b, mean, var])
+    p = keras_slim.plan(same, threshold=1e-12, border_folds=False)
+    assert p.removed_channels == len(idx)
+    b[idx] = 0.5
+    same.get_layer("bn").set_weights([g, b, mean, var])
+    with pytest.raises(keras_slim.ModelError, match="cannot be removed"):
+        keras_slim.prune(same, p)
+    caplog.clear()
+    fresh = keras_slim.plan(m, 0.0)
+    keras_slim.prune(m, fresh)  # unchanged weights: no replay
+    assert "weights changed" not in caplog.text

@@ -91,3 +91,20 @@ def test_a_grouped_conv_is_a_barrier_that_rebuilds(groups):
     assert small.get_layer("head").kernel.shape[2] == 6  # after the barrier: pruned
     x8 = X[:, :8, :8]
     np.testing.assert_allclose(small(x8), m(x8), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_with_renorm_slices_its_renorm_statistics():
+    """renorm=True adds moving_stddev, renorm_mean and renorm_stddev: each is per channel."""
+    inp = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization(renorm=True, name="bn")(layers.Conv2D(16, 3, name="c1")(inp))
+    m = keras.Model(inp, layers.Dense(4)(layers.GlobalAveragePooling2D()(layers.ReLU()(x))))
+    testing.randomize_batchnorm(m, seed=2)
+    g, b, *rest = m.get_layer("bn").get_weights()
+    g[:5] = b[:5] = 0.0
+    m.get_layer("bn").set_weights([g, b, *rest])
+    p = keras_slim.plan(m, threshold=1e-12)
+    small = keras_slim.prune(m, p)
+    assert [tuple(w.shape) for w in small.get_layer("bn").weights] == [(11,)] * 7
+    assert small.count_params() == p.params_after
+    x8 = X[:, :8, :8]
+    np.testing.assert_allclose(small(x8), m(x8), rtol=1e-5, atol=1e-5)

@@ -126,3 +126,32 @@ def test_taylor_gradients_are_computed_once_and_give_the_same_table(monkeypatch)
     keras_slim.plan(m, 0.3, **options)
     keras_slim.plan(m, 0.3, **options)
     assert len(calls) == 3 + len(result.groups) * len(result.ratios)
+
+
+def test_groups_that_share_a_batchnorm_are_named_by_their_own_layers():
+    """A BN after a Concatenate is in both producers' groups: each is named by its producer,
+    evaluated on its own, and a name shared by two groups is refused, not guessed."""
+    i = keras.Input((8, 8, 3))
+    t = keras.layers.Concatenate()([keras.layers.Conv2D(8, 3, padding="same", name="c1")(i),
+                                    keras.layers.Conv2D(8, 3, padding="same", name="c2")(i)])
+    t = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bnf")(t))
+    m = keras.Model(i, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(t)))
+    keras_slim.testing.randomize_batchnorm(m, 0)
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    y0 = np.asarray(m(x))
+    seen = []
+
+    def evaluate(small):
+        seen.append({n: small.get_layer(n).filters for n in ("c1", "c2")})
+        return -float(np.mean((np.asarray(small(x)) - y0) ** 2))
+
+    r = keras_slim.sensitivity(m, evaluate, ratios=[0.5], verbose=0)
+    assert sorted(g["name"] for g in r.groups) == ["c1", "c2"]
+    assert {"c1": 4, "c2": 8} in seen and {"c1": 8, "c2": 4} in seen
+    assert sorted(r.group_ratios(1e9)) == ["c1", "c2"]
+    with pytest.raises(keras_slim.ArgumentError, match="'bnf', which is in 2 groups.*'c1', 'c2'"):
+        keras_slim.plan(m, group_ratios={"bnf": 0.5})
+    with pytest.raises(keras_slim.ArgumentError, match="in 2 groups"):
+        keras_slim.sensitivity(m, evaluate, ratios=[0.5], groups=["bnf"], verbose=0)
+    one = keras_slim.sensitivity(m, evaluate, ratios=[0.5], groups="c2", verbose=0)
+    assert [g["name"] for g in one.groups] == ["c2"]

@@ -82,10 +82,15 @@ class BatchNormHandler(Handler):
             # a BN off the channel axis is a barrier: every channel stays, and its
             # statistics have the length of its own axis, not of the channels
             return {}
-        return {n: [(0, keep)] for n in ("gamma", "beta", "moving_mean", "moving_variance")}
+        return {n: [(0, keep)] for n in _PER_CHANNEL}
 
     def rebuild(self, layer, in_keep, out_keep):
         return layer.get_config(), slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
+
+
+# every per-channel variable a BatchNormalization may have (renorm=True adds the last three)
+_PER_CHANNEL = ("gamma", "beta", "moving_mean", "moving_variance", "moving_stddev",
+                "renorm_mean", "renorm_stddev")
 
 
 class AffineBatchNormHandler(BatchNormHandler):
