@@ -204,6 +204,11 @@ def plan(
     taylor.check_arguments(criterion, data, loss, replay=kept is not None)
     if kept is not None or budget or group_ratios is not None:
         ratio = None
+    if exclude is None:
+        exclude = ()
+    if not isinstance(exclude, (str, Iterable)):
+        raise ArgumentTypeError(f"exclude must be a layer name or a list of them, got "
+                                f"{type(exclude).__name__}: {exclude!r}")
     exclude = frozenset(exclude if not isinstance(exclude, str) else [exclude])
     known = {layer.name for layer in _keras.walk_layers(model)}
     missing = sorted(exclude - known)

@@ -112,7 +112,11 @@ def sensitivity(model, evaluate: Callable, ratios: Sequence[float] = DEFAULT_RAT
     if not callable(evaluate):
         raise ArgumentTypeError(f"sensitivity: evaluate must be a function model -> float, "
                                 f"got {type(evaluate).__name__}")
-    ratios = [float(r) for r in ratios]
+    try:
+        ratios = [float(r) for r in (ratios if np.ndim(ratios) else [ratios])]
+    except (TypeError, ValueError) as err:
+        raise ArgumentError(f"sensitivity: ratios must be fractions in (0, 1), got "
+                            f"{ratios!r}") from err
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise ArgumentError(f"sensitivity: ratios must be fractions in (0, 1), got {ratios}")
     with taylor.reusing_terms():  # a data criterion's gradients are computed once

@@ -332,3 +332,14 @@ def test_round_to_with_the_cuts_macs_as_target_gives_aligned_widths_at_that_budg
     for name, w in widths.items():
         assert w % b == 0 or w == full[name], (name, w, full[name])
     assert any(w % b for w in _widths(unrounded).values())  # the recipe changed something
+
+
+def test_exclude_none_and_bad_container_arguments(vgg):
+    assert keras_slim.plan(vgg, 0.3, exclude=None).removed_channels == \
+        keras_slim.plan(vgg, 0.3).removed_channels
+    with pytest.raises(keras_slim.ArgumentTypeError, match="exclude must be a layer name"):
+        keras_slim.plan(vgg, 0.3, exclude=3)
+    with pytest.raises(keras_slim.ArgumentTypeError, match="custom_handlers must be a dict"):
+        keras_slim.plan(vgg, 0.3, custom_handlers=[keras_slim.Handler()])
+    with pytest.raises(keras_slim.ArgumentError, match="ratios must be fractions"):
+        keras_slim.sensitivity(vgg, lambda m: 0.0, ratios=["a"], verbose=0)

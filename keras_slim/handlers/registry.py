@@ -98,6 +98,10 @@ class HandlerResolver:
     def __init__(self, custom: Mapping | None = None):
         self.by_name: dict[str, Handler] = {}
         self.by_class: dict[type, Handler] = {}
+        if custom is not None and not isinstance(custom, Mapping):
+            raise ArgumentTypeError(
+                f"custom_handlers must be a dict {{LayerClass or layer name: Handler()}}, got "
+                f"{type(custom).__name__}: {custom!r:.80}")
         for key, handler in (custom or {}).items():
             if isinstance(key, str):
                 if not isinstance(handler, Handler):
