@@ -131,6 +131,11 @@ def is_ops_node(obj) -> bool:
     return type(obj).__module__.startswith(("keras.src.ops", "keras.src.activations"))
 
 
+def is_embedding(layer) -> bool:
+    """keras.layers.Embedding (a lookup table: no MACs), also tf_keras'."""
+    return any(c.__name__ == "Embedding" for c in type(layer).__mro__)
+
+
 def is_batch_norm(layer) -> bool:
     return _either(layer, keras.layers.BatchNormalization, "layers.BatchNormalization")
 

@@ -58,9 +58,13 @@ def _macs(state: PruneState, call, handler, in_keep, out_keep) -> tuple[int, int
     shapes = state.graph.shapes if state.mac_shapes is None else state.mac_shapes
     ins = [shapes[k] for k in call.inputs]
     outs = [shapes[k] for k in call.outputs]
-    if any(d is None for s in ins + outs for d in s[1:]):  # its output spec was not computable
-        if type(handler).macs is not Handler.macs:  # a layer that would have counted some
-            state.macs_uncounted.append(qualified_name(state.graph, call))
+    rule = type(handler).macs is not Handler.macs
+    # no MAC rule but a kernel (EinsumDense, attention, recurrent layers), or a rule
+    # without the shapes it needs: counted as 0, and named
+    unknown = any(d is None for s in ins + outs for d in s[1:])
+    if (rule and unknown) or (not rule and _has_matrix(call.layer)):
+        state.macs_uncounted.append(qualified_name(state.graph, call))
+    if unknown:
         return 0, 0
     return (handler.macs(call.layer, ins, outs),
             handler.macs(call.layer, [_narrow(s, kp) for s, kp in zip(ins, in_keep)],
@@ -132,6 +136,13 @@ def group_members(coupling, scores) -> list:
     for base, layer_names in layers_of.items():
         names.setdefault(find(base), set()).update(layer_names)
     return [dict(layers=sorted(names.get(b, ())), roots=roots) for b, roots in roots_of.items()]
+
+
+def _has_matrix(layer) -> bool:
+    """A layer with a kernel (a weight matrix it multiplies by), not a lookup table."""
+    return (not _keras.is_embedding(layer) and any(
+        "kernel" in _keras.weight_name(w) and len(w.shape) >= 2
+        for w in getattr(layer, "weights", ())))
 
 
 def group_name(groups: list, group: dict) -> str | None:

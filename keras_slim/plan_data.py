@@ -41,7 +41,8 @@ class Plan:
     `input_shapes` (one shape per model input, without the batch axis);
     `dynamic_input` says those fill None axes of the model's inputs (a
     reference size, by default 224 per spatial axis), and `macs_uncounted`
-    names layers whose output shape Keras could not compute (counted as 0).
+    names layers counted as 0: their output shape Keras could not compute, or
+    they multiply by a weight matrix with no MAC rule (EinsumDense, attention).
     """
 
     ratio_requested: float | None
@@ -166,7 +167,8 @@ class Plan:
         if self.dynamic_input:
             text += " (reference size for dynamic axes)"
         if self.macs_uncounted:
-            text += (f"\nMACs not counted (output shape unknown, counted as 0): "
+            text += (f"\nMACs not counted (no MAC rule for the layer, or its output shape "
+                     f"is unknown; counted as 0): "
                      f"{', '.join(self.macs_uncounted[:8])}"
                      + (f" and {len(self.macs_uncounted) - 8} more"
                         if len(self.macs_uncounted) > 8 else ""))

@@ -89,6 +89,8 @@ def test_a_grouped_conv_is_a_barrier_that_rebuilds(groups):
     small = keras_slim.prune(m, p)
     assert small.get_layer("grouped").groups == groups
     assert small.get_layer("head").kernel.shape[2] == 6  # after the barrier: pruned
+    row = next(r for r in p.layers if r.name == "grouped")  # 6x6 out, 3x3 taps, 8/g inputs
+    assert row.macs_before == row.macs_after == 6 * 6 * 9 * (8 // groups) * 8
     x8 = X[:, :8, :8]
     np.testing.assert_allclose(small(x8), m(x8), rtol=1e-5, atol=1e-5)
 

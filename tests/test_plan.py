@@ -343,3 +343,14 @@ def test_exclude_none_and_bad_container_arguments(vgg):
         keras_slim.plan(vgg, 0.3, custom_handlers=[keras_slim.Handler()])
     with pytest.raises(keras_slim.ArgumentError, match="ratios must be fractions"):
         keras_slim.sensitivity(vgg, lambda m: 0.0, ratios=["a"], verbose=0)
+
+
+def test_layers_that_multiply_without_a_mac_rule_are_named_as_uncounted():
+    inp = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, name="c")(inp)))
+    x = layers.Reshape((36, 8))(x)
+    x = layers.EinsumDense("abc,cd->abd", output_shape=(None, 4), name="einsum")(x)
+    x = layers.Embedding(10, 4, name="table")(keras.ops.cast(x[..., 0], "int32"))
+    m = keras.Model(inp, x)
+    p = keras_slim.plan(m, 0.0)
+    assert p.macs_uncounted == ["einsum"] and "counted as 0): einsum" in p.summary()

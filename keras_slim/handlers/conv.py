@@ -69,8 +69,9 @@ class ConvHandler(DenseHandler):
     def macs(self, layer, in_shapes, out_shapes):
         k = int(np.prod(layer.kernel_size))
         groups = getattr(layer, "groups", 1)
-        if groups > 1:  # each filter reads in/groups channels (after pruning: kept groups)
-            return spatial(out_shapes[0]) * k * out_shapes[0][-1]
+        if groups > 1:  # each filter reads in/groups channels: one where groups = inputs
+            per_filter = 1 if _one_channel_per_group(layer) else in_shapes[0][-1] // groups
+            return spatial(out_shapes[0]) * k * per_filter * out_shapes[0][-1]
         return spatial(out_shapes[0]) * k * in_shapes[0][-1] * out_shapes[0][-1]
 
     def border_effect(self, layer) -> bool:
