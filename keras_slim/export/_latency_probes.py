@@ -209,6 +209,8 @@ WIDTHS = (0.25, 0.5, 0.75, 1.0)  # shares of each layer's (and op's) channels it
 def width_grid(n: int, low: int = 1) -> list[int]:
     """The channel counts a layer (or op) of `n` channels is timed at, never below `low`."""
     return sorted({max(low, int(round(f * n))) for f in WIDTHS})
+
+
 _CURVE_PROBES = {  # kind -> (reference layer, its input channels; None: = the width)
     "conv": (ProbeSpec("conv", (16, 16), (16, 16), (3, 3), activation="relu"), 32),
     "depthwise": (ProbeSpec("depthwise", (16, 16), (16, 16), (3, 3), activation="relu"), None),

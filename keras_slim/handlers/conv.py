@@ -32,12 +32,12 @@ class ConvHandler(DenseHandler):
         return None
 
     def flow(self, ctx, ins):
-        if _is_depthwise_groups(ctx.layer, ctx.in_shapes):
+        if _is_depthwise_groups(ctx.layer):
             return _GROUPED_DEPTHWISE.flow(ctx, ins)
         return super().flow(ctx, ins)
 
     def constant(self, layer, consts, in_shapes, out_shapes):
-        if _is_depthwise_groups(layer, in_shapes):
+        if _is_depthwise_groups(layer):
             return _GROUPED_DEPTHWISE.constant(layer, consts, in_shapes, out_shapes)
         return None
 
@@ -173,12 +173,9 @@ def _one_channel_per_group(layer) -> bool:
     return kernel is not None and kernel.shape[-2] == 1
 
 
-def _is_depthwise_groups(layer, in_shapes) -> bool:
-    """Conv with groups == input channels (each filter reads one channel)."""
-    groups = getattr(layer, "groups", 1)
-    if groups == 1 or not in_shapes or in_shapes[0] is None or not channels_last(layer):
-        return False
-    return in_shapes[0][-1] == groups and layer.filters % groups == 0
+def _is_depthwise_groups(layer) -> bool:
+    """A channels-last conv with groups == input channels: handled as a depthwise conv."""
+    return channels_last(layer) and _one_channel_per_group(layer)
 
 
 class GroupedDepthwiseHandler(DepthwiseHandler):

@@ -90,11 +90,12 @@ class GetItemHandler(Handler):
     def call_args(self, call, args, kwargs, in_keep, out_keep):
         if in_keep[0] is None:
             return args, kwargs
-        channels = int(call.args[0].shape[-1])
-        if self._passes(call, [tuple(call.args[0].shape)]):
+        shape = tuple(call.args[0].shape)
+        if self._passes(call, [shape]):
             return args, kwargs  # the key does not index the channel axis
-        bounds = self._range(call, [tuple(call.args[0].shape)])
+        bounds = self._range(call, [shape])
         if bounds is None:  # any other indexing is a barrier: its input keeps every channel
+            channels = int(shape[-1])
             if len(in_keep[0]) != channels:
                 raise PruneError(f"indexing {args[1]!r} is not a slice of the channel axis, "
                                  f"but its input lost channels ({len(in_keep[0])} of "
