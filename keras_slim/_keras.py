@@ -119,6 +119,16 @@ def is_tensor(x) -> bool:
     return _tfk() is not None and type(x).__name__ == "KerasTensor" and is_tf_keras(x)
 
 
+def is_concrete_tensor(x) -> bool:
+    """A backend tensor with a value (not symbolic, not a variable, not numpy/Python)."""
+    if isinstance(x, (KerasTensor, keras.Variable, np.ndarray, np.generic, int, float, bool)):
+        return False
+    try:
+        return bool(keras.ops.is_tensor(x))
+    except Exception:
+        return False
+
+
 def is_layer(obj) -> bool:
     return _either(obj, keras.layers.Layer, "layers.Layer")
 
@@ -614,6 +624,53 @@ def symbolic_like(tensor):
 def new_symbolic(shape: tuple, batch: bool = False):
     """A graph input of `shape`; `batch=False` means the shape includes the batch axis."""
     return keras.Input(shape=shape) if batch else keras.Input(batch_shape=shape)
+
+
+# `weight * x` on a Keras variable runs the backend's op on the variable's value,
+# which refuses a symbolic tensor (TensorFlow: "A KerasTensor cannot be used as input
+# to a TensorFlow function"); `x * weight` dispatches through keras.ops and records
+# a node. While tracing, the variable's arithmetic operators do the same as the
+# tensor's when the other operand is symbolic, so both spellings trace alike.
+_SYMBOLIC_OPERATORS = {
+    "__add__": ("add", False), "__radd__": ("add", True),
+    "__sub__": ("subtract", False), "__rsub__": ("subtract", True),
+    "__mul__": ("multiply", False), "__rmul__": ("multiply", True),
+    "__truediv__": ("divide", False), "__rtruediv__": ("divide", True),
+}
+
+
+@contextlib.contextmanager
+def symbolic_weight_operators() -> Iterator[None]:
+    """Within the block, `variable <op> KerasTensor` records a keras.ops node.
+
+    Patches the Keras variable class (process-wide, for the duration of one
+    traced call; other operands keep the original behaviour).
+    """
+    cls = keras.Variable  # the backend's class; the operators may live on a base class
+    missing = object()
+    saved = {name: cls.__dict__.get(name, missing) for name in _SYMBOLIC_OPERATORS}
+
+    def make(name, op, reflected):
+        original = getattr(cls, name)
+
+        def operator(self, other):
+            if isinstance(other, keras.KerasTensor):
+                fn = getattr(keras.ops, op)
+                return fn(other, self) if reflected else fn(self, other)
+            return original(self, other)
+
+        return operator
+
+    try:
+        for name, (op, reflected) in _SYMBOLIC_OPERATORS.items():
+            setattr(cls, name, make(name, op, reflected))
+        yield
+    finally:
+        for name, original in saved.items():
+            if original is missing:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, original)
 
 
 def build_input_shapes(model):

@@ -109,6 +109,7 @@ class Coupling:
         self.produced: list[tuple[int, np.ndarray]] = []  # (call index, ids)
         self.marks: dict[int, set[str]] = {}
         self.barriers: list[tuple[str, str, np.ndarray]] = []  # (layer, reason, input ids)
+        self.barrier_layers: set[int] = set()  # id(layer) of every barrier: rebuilt as it is
         self.border_readers: set[int] = set()  # calls folding constants exactly only inside
         self.border_tainted: set = set()  # tensors whose constants hold only inside (padding)
         self.mixers: set[int] = set()  # calls whose handler mixed channels (FlowContext.use)

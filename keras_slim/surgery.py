@@ -12,10 +12,13 @@ import logging
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.handlers.base import Handler
 from keras_slim.state import PruneState
 from keras_slim.errors import PruneError
 
 logger = logging.getLogger(__name__)
+
+_AS_IT_IS = Handler()  # the base rebuild: the layer's own config and weights
 
 
 class _Rebuilder:
@@ -82,6 +85,12 @@ class _Rebuilder:
         if id(old) in self.layers:
             return self.layers[id(old)], args
         handler = self.state.coupling.handlers[flat.index]
+        if id(old) in self.state.coupling.barrier_layers:
+            # A barrier keeps its config and weights whatever its handler's rebuild would
+            # do with keep lists of the last axis (a channels_first conv's last axis is
+            # not its channels): every channel reaching or leaving it is frozen.
+            self._check_unchanged(flat)
+            handler = _AS_IT_IS
         if not _keras.is_layer(old):  # a stateless keras.ops operation
             new = _keras.new_layer(old, handler.op_config(old, in_keep, out_keep))
         else:
@@ -97,11 +106,20 @@ class _Rebuilder:
         self.layers[id(old)] = new
         return new, args
 
+    def _check_unchanged(self, flat) -> None:
+        in_keep, out_keep = self.state.keeps(flat)
+        widths = [self.graph.shapes[k][-1] for k in flat.inputs + flat.outputs]
+        if flat.index in self.fold or not all(
+                kp is None or w is None or len(kp) == w
+                for kp, w in zip(in_keep + out_keep, widths)):
+            raise PruneError(
+                f"keras_slim.prune: layer {flat.layer.name!r} is a barrier (its channels are "
+                "kept), but channels of it were cut or folded: a handler broke the barrier "
+                "rule. Please report this with the model.")
+
     def _copyable(self, flat, handler) -> bool:
         """The rebuild would not change the layer: its handler keeps config and weights
         (nothing folded), and its channels stay or it is a weightless stock layer."""
-        from keras_slim.handlers.base import Handler
-
         old = flat.layer
         in_keep, out_keep = self.state.keeps(flat)
         widths = [self.graph.shapes[k][-1] for k in flat.inputs + flat.outputs]
@@ -126,8 +144,6 @@ class _Rebuilder:
                     f"({type(e).__name__}: {_first_line(e)}). Give {type(old).__name__} a "
                     "get_config() returning its __init__ arguments (from_config for objects "
                     "among them).") from error
-        from keras_slim.handlers.base import Handler
-
         if flat.index in self.fold:
             reason = "a constant of removed channels is folded into its bias"
         elif type(handler).rebuild is not Handler.rebuild:

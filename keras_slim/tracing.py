@@ -179,8 +179,9 @@ def trace_model(model, input_shape=None):
     inputs = [_keras.new_symbolic(tuple(s), batch=input_shape is not None) for s in shape_list]
     args = (inputs[0],) if single else (inputs,)
     outputs = _run_call(model, args, {})
-    traced = _lift_weights(model, _functional(model, inputs if not single else inputs[0], outputs))
-    _check_no_captured_weights(model, traced)
+    traced, lifted = _lift_weights(model, _functional(model, inputs if not single else inputs[0],
+                                                      outputs))
+    _check_no_captured_weights(model, traced, lifted)
     trace = Trace(traced, model, args, {}, inputs)
     why = trace_check.mismatch(trace, traced, sample(inputs))
     if why:
@@ -198,14 +199,15 @@ def _trace(layer, call) -> Trace:
     outputs = _run_call(layer, args, kwargs)
     model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
     _check_outputs(layer, call.outputs, outputs)
-    model = _lift_weights(layer, model)
-    _check_no_captured_weights(layer, model)
+    model, lifted = _lift_weights(layer, model)
+    _check_no_captured_weights(layer, model, lifted)
     return Trace(model, layer, args, kwargs, inputs)
 
 
 def _run_call(layer, args, kwargs):
     try:
-        outputs = layer.call(*args, **kwargs)
+        with _keras.symbolic_weight_operators():
+            outputs = layer.call(*args, **kwargs)
     except Exception as e:  # the reason is the message: Python branch on a value, tf.* op, ...
         raise _error(layer, _call_failure(e)) from e
     leaves = _keras.flatten(outputs)
@@ -257,9 +259,10 @@ def _lift_weights(layer, model):
     import keras
 
     graph = _keras.read_model(model)
+    lifted_ids: set = set()
     if not any(_keras.variables_in((c.args, c.kwargs)) for c in graph.calls
                if not _keras.is_layer(c.layer)):
-        return model
+        return model, lifted_ids
     names = {c.layer.name for c in graph.calls}
 
     def run(index, c, args, kwargs):
@@ -267,12 +270,13 @@ def _lift_weights(layer, model):
         if lifted is None:
             return c.layer, c.layer(*args, **kwargs)
         new, variable = lifted
+        lifted_ids.add(id(variable))
         outputs = new(next(a for a in args if _keras.is_tensor(a)))
         new.set_weights([np.asarray(variable.numpy())])
         return new, outputs
 
     inputs, outputs, _ = _keras.replay(graph, run)
-    return keras.Model(inputs, outputs, name=model.name)
+    return keras.Model(inputs, outputs, name=model.name), lifted_ids
 
 
 def _weighted_op(c, names: set):
@@ -300,9 +304,18 @@ def _weighted_op(c, names: set):
     return new, variable
 
 
-def _check_no_captured_weights(layer, model) -> None:
-    """The layer's own weights used in keras.ops would not be weights of the rebuilt model."""
-    for c in _keras.read_model(model).calls:
+def _check_no_captured_weights(layer, model, lifted: set) -> None:
+    """The layer's own weights used in keras.ops would not be weights of the rebuilt model.
+
+    Nor would a weight used only in an expression of weights alone (`1 + self.w`,
+    `ops.exp(self.w)`): that runs eagerly while tracing, and its value would be
+    frozen into the graph as a constant, so fine-tuning the pruned model would not
+    train it. Such a trace is refused when its ops read a concrete tensor and some
+    weight of the layer reaches the graph neither through a sublayer nor lifted.
+    """
+    graph = _keras.read_model(model)
+    frozen = False
+    for c in graph.calls:
         if _keras.is_layer(c.layer):
             continue
         captured = _keras.variables_in((c.args, c.kwargs))
@@ -312,6 +325,22 @@ def _check_no_captured_weights(layer, model) -> None:
                        f"{type(c.layer).__name__}, in a way keras_slim cannot lift into a layer "
                        "(only a binary add/subtract/multiply/divide/maximum/minimum of a "
                        "tensor and one weight is)")
+        frozen = frozen or any(_keras.is_concrete_tensor(a)
+                               for a in _keras.flatten((c.args, c.kwargs)))
+    if not frozen:
+        return
+    present = set(lifted)
+    for c in graph.calls:
+        if _keras.is_layer(c.layer):
+            present.update(id(w) for w in c.layer.weights)
+    missing = [_keras.weight_name(w) for w in layer.weights if id(w) not in present]
+    if missing:
+        raise _error(
+            layer, f"its weights {missing} reach its ops only through values computed from "
+                   "weights alone (such as `1 + self.w` or `ops.exp(self.w)`), which tracing "
+                   "would freeze into constants that fine-tuning no longer trains; write the "
+                   "expression with the input tensor first (`x * self.w + x`), or register a "
+                   "handler for the layer")
 
 
 def _inner_calls(model) -> list:

@@ -6,6 +6,7 @@ replace TensorFlow); in CI a missing keras-hub is a failure, not a skip.
 import os
 import warnings
 
+import keras
 import numpy as np
 import pytest
 
@@ -100,17 +101,26 @@ def hgnetv2_tiny():
         data_format="channels_last")
 
 
-def test_hgnetv2_prunes_around_its_untraceable_affine_blocks():
+def test_hgnetv2_learnable_affine_blocks_are_traced():
+    # `self.scale * x + self.bias` (scalar weights on the left of the operator) used to
+    # be untraceable on TensorFlow, which made every HGNetV2 block a barrier.
     m = hgnetv2_tiny()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = keras_slim.plan(m, 0.3)
-        small = keras_slim.prune(m, 0.3)  # Identity(dtype=policy) has no config: copied
-    reasons = [reason for name, reason in p.barriers if name.endswith("_lab")]
-    assert reasons and all("HGNetV2LearnableAffineBlock" in r and "self.scale * x" in r
-                           for r in reasons)
+        small = keras_slim.prune(m, p)  # Identity(dtype=policy) has no config: copied
+    assert p.barriers == []
+    assert p.removed_channels > 0
+    assert any(row.name.endswith("_lab/scale") and row.class_name == "WeightedOp"
+               for row in p.layers)
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
-    assert testing.max_difference(m, small, x) < 1e-5
+    assert [tuple(y.shape) for y in keras.tree.flatten(small(x))] == \
+        [tuple(y.shape) for y in keras.tree.flatten(m(x))]
+    assert small.count_params() < m.count_params()
+    for constants in (False, True):
+        r = testing.exactness(m, 0.5, seed=0, constants=constants, input_size=32)
+        assert r.killed > 0 and r.plan.removed_channels >= r.killed
+        assert r.difference < 1e-5, (constants, r.difference)
 
 
 def test_image_classifier_task_model_saves_and_exports(tmp_path):

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKE
 class PolicyScale(layers.Layer):
     """No get_config, built from a DTypePolicy object: its config cannot be made.
 
-    `self.scale * x` runs TensorFlow's multiply on a symbolic tensor: untraceable, a barrier.
+    Its weight goes through an op that is not an element-wise binary one (a reshape):
+    it cannot be lifted into the trace, so the layer is a barrier.
     """
 
     def __init__(self, policy, **kwargs):
@@ -30,7 +31,7 @@ class PolicyScale(layers.Layer):
         self.scale = self.add_weight(shape=(shape[-1],), initializer="ones", name="scale")
 
     def call(self, x):
-        return self.scale * x
+        return x * keras.ops.reshape(self.scale, (1, 1, 1, -1))
 
 
 def _model():
@@ -111,7 +112,7 @@ class Forgetful(layers.Layer):
             self.add_weight(shape=(), initializer="zeros", name=f"extra{i}")
 
     def call(self, x):
-        return self.scale * x  # untraceable (TensorFlow's multiply): a barrier
+        return x * keras.ops.reshape(self.scale, (1, 1, 1, -1))  # not liftable: a barrier
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable}

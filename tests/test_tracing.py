@@ -178,6 +178,60 @@ def test_own_per_channel_weights_are_lifted_sliced_and_trainable(tmp_path):
     assert testing.exactness(m, 0.5, seed=1, constants=True).difference < 1e-4
 
 
+class LeftAffine(layers.Layer):
+    """Weights on the left of the operators (keras-hub's HGNetV2 learnable affine block)."""
+
+    def build(self, shape):
+        c = shape[-1]
+        self.gain = self.add_weight(shape=(c,), initializer="ones", name="gain")
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+        self.bias = self.add_weight(shape=(), initializer="zeros", name="bias")
+
+    def call(self, x):
+        return (self.bias + self.scale * (self.gain * x) - self.bias) / self.scale
+
+
+class FrozenScale(layers.Layer):
+    """`x * (1 + self.g)`: the weight reaches the op only as an eagerly computed value."""
+
+    def build(self, shape):
+        self.g = self.add_weight(shape=(), initializer="zeros", name="g")
+
+    def call(self, x):
+        return x * (1.0 + self.g)
+
+
+def test_weights_on_the_left_of_an_operator_are_lifted():
+    m = _model(ConvBNAct(8, name="b1"), LeftAffine(name="left"), ConvBNAct(6, name="b2"))
+    rng = np.random.default_rng(1)
+    m.get_layer("left").set_weights([rng.uniform(0.5, 2, 8).astype("float32"),
+                                     np.float32(1.3), np.float32(0.0)])
+    r = _check(m, min_share=1.0)
+    assert not r.plan.barriers
+    ops_ = sorted((layer.op, layer.weight_first) for layer in r.model._flatten_layers()
+                  if isinstance(layer, keras_slim.layers.WeightedOp))
+    assert ops_ == [("add", True), ("multiply", True), ("multiply", True), ("subtract", False),
+                    ("true_divide", False)]
+    testing.randomize_batchnorm(m)
+    m.get_layer("left").bias.assign(0.4)  # dead channels carry constants now: folded or kept
+    assert testing.exactness(m, 0.5, seed=1, constants=True).difference < 1e-4
+    v = m.get_layer("left").scale
+    assert float(v * 2.0) == float(v.numpy()) * 2.0  # the operators are restored afterwards
+
+
+def test_weight_used_only_through_a_weights_only_expression_is_a_barrier():
+    # tracing would compute `1 + g` once and freeze it: exact, but g would stop training
+    m = _model(ConvBNAct(8, name="b1"), FrozenScale(name="frozen"), ConvBNAct(6, name="b2"))
+    m.get_layer("frozen").g.assign(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    reason = dict(p.barriers)["frozen"]
+    assert "'g'" in reason or "g" in reason.split("weights")[1][:20]
+    assert "freeze" in reason
+    _check(m, min_share=0.0)
+
+
 def test_weight_used_in_a_non_liftable_op_is_a_barrier_naming_it():
     m = _model(ConvBNAct(8, name="b1"), OwnMix(name="mixer"), ConvBNAct(6, name="b2"))
     with warnings.catch_warnings():

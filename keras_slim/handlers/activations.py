@@ -9,7 +9,8 @@ from keras_slim.handlers.context import ChannelInfo
 from keras_slim.handlers.base import Handler, slice_weights
 
 
-_CHANNEL_MIXING = {"softmax", "log_softmax"}
+# Activations that normalise across the channel axis: a channel cut changes every other one.
+_CHANNEL_MIXING = {"softmax", "log_softmax", "sparsemax", "glu"}
 
 
 def _activation_name(activation) -> str | None:
@@ -18,6 +19,11 @@ def _activation_name(activation) -> str | None:
     if isinstance(activation, str):
         return activation
     return getattr(activation, "__name__", None)
+
+
+def mixes_channels(activation) -> bool:
+    """True for activations over the channel axis (softmax, sparsemax, ...)."""
+    return _activation_name(activation) in _CHANNEL_MIXING
 
 
 def preserves_zero(activation) -> bool:
@@ -125,7 +131,7 @@ class ElementwiseHandler(Handler):
         x = ins[0] if ins else None
         if x is None:
             return ctx.barrier(ins, "no channel axis")
-        if _activation_name(getattr(ctx.layer, "activation", None)) in _CHANNEL_MIXING:
+        if mixes_channels(getattr(ctx.layer, "activation", None)):
             return ctx.barrier(ins, "softmax over the channel axis")
         try:
             keeps = self.always or layer_preserves_zero(ctx.layer)
@@ -152,6 +158,17 @@ class SoftmaxHandler(ElementwiseHandler):
         if any(a % rank == rank - 1 for a in axes):
             return ctx.barrier(ins, "softmax over the channel axis")
         return [ins[0].not_zero()]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        """A channel constant over the softmax axes becomes 1 / (their total length)."""
+        shape = in_shapes[0]
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        axes = {a % len(shape) for a in axes}
+        if 0 in axes or any(shape[a] is None for a in axes):  # the batch, or unknown sizes
+            return None
+        n = float(np.prod([shape[a] for a in axes]))
+        c = np.asarray(consts[0], np.float64)
+        return [np.where(np.isfinite(c), 1.0 / n, np.nan)]
 
 
 class PReLUHandler(ElementwiseHandler):

@@ -126,6 +126,21 @@ class Handler:
         return None
 
 
+def unsliceable_state(layer) -> str | None:
+    """Why a layer's weights cannot be sliced by channel rules (None: they can).
+
+    A quantized layer (`layer.quantize("int8")`, ...) stores its kernel with
+    scales and a LoRA-enabled one adds low-rank factors; slicing the kernel
+    alone, or folding constants through the raw integer kernel, would be wrong.
+    """
+    mode = getattr(layer, "quantization_mode", None)
+    if mode:
+        return f"quantized layer ({mode}): its kernel's scales are not sliced or folded"
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA-enabled layer: its low-rank factors are not sliced or folded"
+    return None
+
+
 def slice_weights(layer, rules: dict) -> list:
     """Slice each weight by `rules[name] = [(axis, positions), ...]`, in order."""
     out = []

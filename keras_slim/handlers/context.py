@@ -171,6 +171,7 @@ class FlowContext:
             self.freeze(info)
         ids = np.concatenate([i.ids for i in ins if i is not None] or [np.zeros(0, np.int64)])
         self._c.barriers.append((self.layer.name, reason, ids))
+        self._c.barrier_layers.add(id(self.layer))
         return [self.fresh(i, frozen=True) for i in range(len(self.call.outputs))]
 
 

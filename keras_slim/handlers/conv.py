@@ -6,9 +6,9 @@ import numpy as np
 from keras_slim import _keras
 from keras_slim.errors import PruneError
 from keras_slim.handlers.context import ChannelInfo
-from keras_slim.handlers.activations import apply_activation, preserves_zero
+from keras_slim.handlers.activations import apply_activation, mixes_channels, preserves_zero
 from keras_slim.handlers.base import (Handler, channels_last, constant_delta, padded_kernel,
-                                      slice_weights, spatial)
+                                      slice_weights, spatial, unsliceable_state)
 from keras_slim.handlers.dense import DenseHandler
 
 
@@ -125,6 +125,9 @@ class DepthwiseHandler(Handler):
         layer = ctx.layer
         if x is None or not channels_last(layer):
             return ctx.barrier(ins, "channels_first or no channel axis")
+        reason = unsliceable_state(layer)
+        if reason or mixes_channels(layer.activation):
+            return ctx.barrier(ins, reason or "softmax activation over its channels")
         m = self.multiplier(layer)
         keeps_zero = not layer.use_bias and preserves_zero(layer.activation)
         zero = np.repeat(x.zero, m) & keeps_zero

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from keras_slim import _keras
-from keras_slim.handlers.activations import apply_activation
-from keras_slim.handlers.base import Handler, constant_delta, slice_weights, spatial
+from keras_slim.handlers.activations import apply_activation, mixes_channels
+from keras_slim.handlers.base import (Handler, constant_delta, slice_weights, spatial,
+                                      unsliceable_state)
 
 
 class DenseHandler(Handler):
@@ -26,10 +27,15 @@ class DenseHandler(Handler):
 
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
-        reason = "no channel axis" if x is None else self.barrier_reason(ctx.layer)
+        reason = "no channel axis" if x is None else (self.barrier_reason(ctx.layer)
+                                                      or unsliceable_state(ctx.layer))
         if reason:
             return ctx.barrier(ins, reason)
         ctx.use(x)
+        if mixes_channels(getattr(ctx.layer, "activation", None)):
+            # softmax(activation=) over its own outputs: those stay whole (its inputs
+            # may still go: a dead or folded input changes the pre-activation only)
+            return [ctx.fresh(0, frozen=True)]
         out = ctx.fresh(0)
         ctx.produce(out)
         if ctx.scores_filters:
