@@ -611,8 +611,12 @@ def make_model(graph: ModelGraph, inputs, outputs, layers: list):
     old = graph.model
     module = _module(flavour(old))
     if graph.kind == "sequential":
-        return module.Sequential([inputs] + layers, name=old.name)
-    return module.Model(inputs=inputs, outputs=outputs, name=old.name)
+        new = module.Sequential([inputs] + layers, name=old.name)
+    else:
+        new = module.Model(inputs=inputs, outputs=outputs, name=old.name)
+    if not old.trainable:  # `model.trainable = False` is the model's own flag too
+        new.trainable = False
+    return new
 
 
 # ---------------------------------------------------------------- tracing

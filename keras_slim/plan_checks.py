@@ -90,23 +90,31 @@ def warn_barriers(coupling, scored) -> None:
             "if they are channel-wise.", stacklevel=3)
 
 
+def _is_number(x) -> bool:
+    """A real number (numpy scalars too), not a bool."""
+    return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, float, np.integer,
+                                                                 np.floating))
+
+
 def check_args(ratio, threshold, min_channels, max_layer_ratio, round_to, group_reduction):
     if (ratio is None) == (threshold is None):
         raise ArgumentError("give exactly one of ratio (fraction of channels to remove, in [0, 1)) "
                          f"or threshold (remove scores below it); got ratio={ratio!r}, threshold={threshold!r}")
     if ratio is not None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) \
-                or not 0.0 <= float(ratio) < 1.0:
+        if not _is_number(ratio) or not 0.0 <= float(ratio) < 1.0:
             raise ArgumentError(f"ratio must be a number in [0, 1) (e.g. 0.5 removes half of the "
                              f"prunable channels), got {ratio!r}")
         ratio = float(ratio)
-    if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):
-        raise ArgumentError(f"threshold must be a number >= 0, got {threshold!r}")
+    if threshold is not None:
+        if not (_is_number(threshold) and float(threshold) >= 0):
+            raise ArgumentError(f"threshold must be a number >= 0 (channels scoring below it "
+                                f"go), got {threshold!r}")
+        threshold = float(threshold)
     if not (isinstance(min_channels, (int, np.integer)) and min_channels >= 1):
         raise ArgumentError(f"min_channels must be an integer >= 1 (no layer may become zero-width), "
                          f"got {min_channels!r}")
-    if max_layer_ratio is not None and not (isinstance(max_layer_ratio, (int, float))
-                                            and 0.0 < max_layer_ratio <= 1.0):
+    if max_layer_ratio is not None and not (_is_number(max_layer_ratio)
+                                            and 0.0 < float(max_layer_ratio) <= 1.0):
         raise ArgumentError(f"max_layer_ratio must be in (0, 1] or None, got {max_layer_ratio!r}")
     if isinstance(round_to, bool) or not (isinstance(round_to, (int, np.integer))
                                           and round_to >= 1):
@@ -155,6 +163,6 @@ def group_ratios_option(group_ratios, sensitivity, max_metric_drop) -> dict | No
         raise ArgumentError(f"group_ratios must map layer names to ratios, e.g. "
                             f"{{'conv2': 0.5}}, got {group_ratios!r}")
     for name, r in group_ratios.items():
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+        if not _is_number(r) or not 0.0 <= float(r) < 1.0:
             raise ArgumentError(f"group_ratios[{name!r}] must be a ratio in [0, 1), got {r!r}")
     return {k: float(v) for k, v in group_ratios.items()}

@@ -199,6 +199,8 @@ def plan(
         ratio_check = ratio
     ratio, threshold = plan_checks.check_args(ratio_check, threshold, min_channels, max_layer_ratio,
                                    round_to, group_reduction)
+    min_channels = int(min_channels)  # numpy scalars accepted; the plan's JSON has Python ones
+    max_layer_ratio = None if max_layer_ratio is None else float(max_layer_ratio)
     scores_by, normalize = criteria.check_criterion(criterion, normalize)
     criteria.check_filter_removal(criterion, filter_removal)
     taylor.check_arguments(criterion, data, loss, replay=kept is not None)
@@ -375,7 +377,8 @@ def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
         key = outputs.get(name)
         if key is None or key not in coupling.tensors:
             raise ModelError(f"the saved plan names layer {name!r}, which model "
-                             f"{graph.model.name!r} does not have (or it has no channel axis)")
+                             f"{graph.model.name!r} does not have (or it has no channel axis)"
+                             + _renamed_hint(name, outputs))
         roots = coupling.root_of[coupling.tensors[key].ids]
         gone = np.ones(len(roots), bool)
         gone[np.asarray(keep, dtype=np.int64)] = False
@@ -385,6 +388,20 @@ def _removed_from_kept(coupling, kept: dict, prunable: set) -> set:
                                  "removed in this model (outputs, barriers or live channels)")
             removed.add(r)
     return removed
+
+
+def _renamed_hint(name: str, names) -> str:
+    """Advice when the model's layers carry the plan's auto-generated names with a suffix."""
+    import re
+
+    base = re.sub(r"_\d+$", "", name.split("/")[-1])
+    similar = sorted(n for n in names if re.fullmatch(re.escape(base) + r"(_\d+)?", n.split("/")[-1]))
+    if not similar:
+        return ""
+    return (f"; it has {similar[:3]}. Keras numbers auto-generated names per Python session, "
+            "so a model built again in another order (or twice) has other names: apply the plan "
+            "to the model loaded from the file it was made on, or name your layers "
+            "(layers.Conv2D(..., name='stem_conv'))")
 
 
 def _apply_constraints(coupling, removed, scores, min_channels, max_layer_ratio, round_to):

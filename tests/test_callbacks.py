@@ -156,6 +156,7 @@ def test_monitor_config_round_trip():
     (dict(thresholds=0.1), "sequence of numbers"),
     (dict(bin_edges=[0.1, 1.0]), "starting at 0"),
     (dict(every=0), "every must be"),
+    (dict(plot_path=3), "plot_path must be a file path"),
 ])
 def test_monitor_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):

@@ -151,6 +151,20 @@ def test_bad_options(vgg):
         keras_slim.plan(vgg, 0.5, threshold=0.1)
 
 
+@pytest.mark.parametrize("threshold", [True, -0.1, float("nan"), "0.1"])
+def test_bad_threshold(vgg, threshold):
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        keras_slim.plan(vgg, threshold=threshold)
+
+
+def test_numpy_scalars_are_accepted_wherever_numbers_are(vgg):
+    p = keras_slim.plan(vgg, threshold=np.float32(0.5), max_layer_ratio=np.float64(0.6),
+                        min_channels=np.int64(2))
+    q = keras_slim.plan(vgg, threshold=0.5, max_layer_ratio=0.6, min_channels=2)
+    assert p.kept == q.kept
+    assert keras_slim.Plan.from_json(p.to_json()).options == q.options  # JSON has plain numbers
+
+
 def test_not_a_model():
     with pytest.raises(TypeError, match="keras.Model"):
         keras_slim.prune(object(), 0.5)

@@ -106,3 +106,40 @@ def test_plan_counts_the_parameters_surgery_builds():
         assert p.params_after == small.count_params(), f"seed {seed}"
         checked += p.params_after < p.params_before
     assert checked >= 6  # the check compared narrowed layers, not untouched ones
+
+
+def _trainable_flag_model():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3)(inp))
+    inner = keras.Model(inp, x, name="inner")
+    i2 = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 1)(inner(i2))
+    y = keras.layers.BatchNormalization(name="bn2")(y)
+    return inner, keras.Model(i2, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(y)))
+
+
+def test_model_level_trainable_false_is_kept_for_the_model_and_nested_models():
+    inner, m = _trainable_flag_model()
+    inner.trainable = False
+    small = keras_slim.prune(m, 0.5)
+    assert small.get_layer("inner").trainable is False and small.trainable is True
+    assert len(small.trainable_weights) == len(m.trainable_weights)
+    m.trainable = False
+    small = keras_slim.prune(m, 0.5)
+    assert small.trainable is False and small.trainable_weights == []
+
+
+def test_a_saved_plan_on_a_model_built_again_names_the_renamed_layers():
+    def make():
+        inp = keras.Input((8, 8, 3))
+        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3)(inp))
+        return keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+
+    m = make()
+    saved = keras_slim.plan(m, 0.5).to_json()
+    again = make()  # Keras numbers the auto-generated names: conv2d_1, batch_normalization_1
+    with pytest.raises(keras_slim.errors.ModelError) as e:
+        keras_slim.prune(again, keras_slim.Plan.from_json(saved))
+    text = str(e.value)
+    assert m.layers[1].name in text and again.layers[1].name in text
+    assert "name your layers" in text

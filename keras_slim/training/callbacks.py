@@ -105,6 +105,10 @@ class SparsityMonitor(keras.callbacks.Callback):
             raise ArgumentError("SparsityMonitor: bin_edges must be a 1-D increasing sequence "
                                 f"starting at 0 with at least 2 entries, got {bin_edges!r}")
         self.bin_edges = edges
+        if plot_path is not None and not isinstance(plot_path, (str, os.PathLike)):
+            raise ArgumentTypeError("SparsityMonitor: plot_path must be a file path (str or "
+                                    f"os.PathLike) or None, got {type(plot_path).__name__} "
+                                    f"{plot_path!r}")
         self.plot_path = None if plot_path is None else os.fspath(plot_path)
         if not isinstance(every, int) or every < 1:
             raise ArgumentError(f"SparsityMonitor: every must be an integer >= 1, got {every!r}")
