@@ -32,7 +32,10 @@ import numpy as np
 from keras_slim.graph import FlatCall, FlatGraph
 from keras_slim.handlers.context import ChannelInfo, FlowContext, channels as _channels
 from keras_slim.handlers.registry import get_handler
+from keras_slim.handlers.shape import PassThroughHandler
 from keras_slim.errors import PruneError
+
+_TRAINING_ONLY = PassThroughHandler()
 
 
 
@@ -123,7 +126,10 @@ class Coupling:
                 self.tensors[k] = ChannelInfo(self.new(n, frozen=True), np.zeros(n, bool),
                                               value=np.full(n, np.nan))
         for call in graph.calls:
-            handler = resolve(call.layer)
+            if id(call.layer) in graph.training_only:
+                handler = _TRAINING_ONLY  # identity at inference, kept for `fit`
+            else:
+                handler = resolve(call.layer)
             if options.scores in ("filters", "bn_readers"):
                 handler = handler.under_filter_scores()
                 if options.filter_removal == "mean" or options.scores == "bn_readers":

@@ -54,6 +54,7 @@ class FlatGraph:
         self._tracer = tracing.Tracer(resolve) if resolve is not None else None
         self.traced: dict[tuple, object] = {}  # (scope, call position) -> traced Functional
         self.trace_failures: dict[int, str] = {}  # id(layer) -> why it stayed a barrier
+        self.training_only: set[int] = set()  # id(layer): kept, channels pass (TrainingOnly)
         self._check_input = input_shapes
         self._concrete: dict[Key, tuple] | None = None  # shapes at _check_input, computed so far
         self._concrete_done = 0  # calls whose outputs are in _concrete
@@ -201,6 +202,9 @@ class FlatGraph:
             return None
         # one trace per layer object (checked where it is first called), reused by its other calls
         done = self._tracer.trace(layer, call, lambda: self._check_shapes(in_keys))
+        if isinstance(done, tracing.TrainingOnly):
+            self.training_only.add(id(layer))
+            return None
         if isinstance(done, tracing.TraceError):
             self.trace_failures[id(layer)] = str(done)
             return None

@@ -54,8 +54,13 @@ def mismatch(trace: Trace, model, values: list) -> str | None:
         return (f"its trace could not be checked on a random input of shape "
                 f"{shapes[0] if len(shapes) == 1 else shapes} ({type(e).__name__}: "
                 f"{first_line(e)})")
-    for a, b in zip(want, got):
-        a, b = (np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in (a, b))  # torch: no np.asarray
+    try:  # a trace whose ops captured symbolic tensors (ops.cond branches) gives no values
+        pairs = [tuple(np.asarray(keras.ops.convert_to_numpy(v), np.float64)  # torch: no np.asarray
+                       for v in (a, b)) for a, b in zip(want, got)]
+    except Exception as e:
+        return (f"its trace does not compute values ({type(e).__name__}: {first_line(e)}); "
+                "value-dependent control flow such as keras.ops.cond cannot be traced")
+    for a, b in pairs:
         scale = max(1.0, float(np.abs(a).max()) if a.size else 1.0)
         if a.shape != b.shape or float(np.abs(a - b).max()) > CHECK_TOLERANCE * scale:
             return ("the traced graph computes something else than the layer "

@@ -39,7 +39,8 @@ from keras_slim.errors import TraceError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trace", "TraceError", "Tracer", "is_candidate", "trace_call", "trace_model"]
+__all__ = ["Trace", "TraceError", "Tracer", "TrainingOnly", "is_candidate", "trace_call",
+           "trace_model"]
 
 
 @dataclasses.dataclass
@@ -85,6 +86,7 @@ class Tracer:
         self.results: dict[int, Trace | TraceError] = {}  # id(layer) -> final answer
         self._failed: dict[tuple, str] = {}  # signature -> why it was not traced
         self._checked: set = set()  # structures whose numeric check passed
+        self._training_only: set = set()  # signatures kept as layers (TrainingOnly)
 
     def wants(self, layer) -> bool:
         """A custom layer with no handler of its own (a registered one wins)."""
@@ -109,9 +111,17 @@ class Tracer:
         """Trace `layer` and, inside its trace, every custom layer it calls (unchecked)."""
         sig = _signature(layer, call)
         if sig is not None and sig in self._failed:
-            return TraceError(_reason(layer, self._failed[sig]))
+            why = self._failed[sig]
+            if sig in self._training_only:
+                return self._keep(layer, TrainingOnly(layer, why))
+            return TraceError(_reason(layer, why))
         try:
             trace = _trace(layer, call)
+        except TrainingOnly as e:
+            if sig is not None:
+                self._failed[sig] = e.why
+                self._training_only.add(sig)
+            return self._keep(layer, e)
         except TraceError as e:
             return self._fail(layer, sig, getattr(e, "why", str(e)))
         trace.signature = sig
@@ -157,6 +167,10 @@ class Tracer:
             else:
                 self.results.setdefault(key, child)
 
+    def _keep(self, layer, result: "TrainingOnly") -> "TrainingOnly":
+        self.results[id(layer)] = result
+        return result
+
     def _fail(self, layer, sig, why: str) -> TraceError:
         if sig is not None:
             self._failed[sig] = why
@@ -179,8 +193,11 @@ def trace_model(model, input_shape=None):
     inputs = [_keras.new_symbolic(tuple(s), batch=input_shape is not None) for s in shape_list]
     args = (inputs[0],) if single else (inputs,)
     outputs = _run_call(model, args, {})
-    traced, lifted = _lift_weights(model, _functional(model, inputs if not single else inputs[0],
-                                                      outputs))
+    functional = _functional(model, inputs if not single else inputs[0], outputs)
+    why = _training_difference(model, (args, {}), functional)
+    if why:
+        raise TraceError(_reason(model, why))
+    traced, lifted = _lift_weights(model, functional)
     _check_no_captured_weights(model, traced, lifted)
     trace = Trace(traced, model, args, {}, inputs)
     why = trace_check.mismatch(trace, traced, sample(inputs))
@@ -199,9 +216,65 @@ def _trace(layer, call) -> Trace:
     outputs = _run_call(layer, args, kwargs)
     model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
     _check_outputs(layer, call.outputs, outputs)
+    why = _training_difference(layer, (call.args, call.kwargs), model)
+    if why:
+        if (_keras.read_model(model).calls or layer.trainable_weights or len(inputs) != 1
+                or len(_keras.flatten(outputs)) != 1):
+            raise _error(layer, why)
+        raise TrainingOnly(layer, why)
     model, lifted = _lift_weights(layer, model)
     _check_no_captured_weights(layer, model, lifted)
     return Trace(model, layer, args, kwargs, inputs)
+
+
+class TrainingOnly(TraceError):
+    """A weightless layer that is the identity at inference and acts only in training.
+
+    Drop-path / stochastic-depth blocks (`if not training: return x`). A trace
+    without the flag is the identity and would drop what the layer does in
+    `fit`, so the layer is kept as it is and its channels pass through it, as
+    through a stock Dropout.
+    """
+
+    def __init__(self, layer, why: str):
+        super().__init__(f"{layer.name!r} ({type(layer).__name__}) is kept as a layer: it is "
+                         f"the identity at inference and {why}")
+        self.why = why
+
+
+def _op_types(model) -> list[str]:
+    return [type(c.layer).__name__ for c in _inner_calls(model)]
+
+
+def _training_difference(layer, structure, traced) -> str | None:
+    """Why the layer's `training=True` branch differs from its traced one (else None).
+
+    `training` is left unset while tracing, so `if training:` in the layer's own
+    call takes the inference branch. Tracing once more with training=True shows
+    whether that branch runs other ops; sublayer calls that only receive the flag
+    run the same ones.
+    """
+    args, kwargs = structure
+    if kwargs.get("training") is not None or not _keras.call_accepts(layer, "training"):
+        return None  # its caller fixes the mode, or it has no training mode
+    tensors = _keras.tensors_in(structure)
+    fresh = {id(t): _keras.symbolic_like(t) for t in tensors}
+    t_args, t_kwargs = _keras.map_tensors(structure, lambda t: fresh[id(t)])
+    t_kwargs = dict(t_kwargs, training=True)
+    try:
+        with _keras.symbolic_weight_operators():
+            outputs = layer.call(*t_args, **t_kwargs)
+        inputs = [fresh[id(t)] for t in tensors]
+        training = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
+    except Exception as e:
+        return (f"its call(training=True) cannot be traced ({type(e).__name__}: "
+                f"{_first_line(e)}), so what it does in training would be lost")
+    a, b = _op_types(traced), _op_types(training)
+    if a == b:
+        return None
+    extra = sorted(set(b) - set(a)) or sorted(set(a) - set(b)) or b
+    return (f"its call() runs other ops with training=True ({', '.join(extra[:4])}), which a "
+            "trace (made without the flag) would drop from the pruned model's training")
 
 
 def _run_call(layer, args, kwargs):

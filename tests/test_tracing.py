@@ -654,3 +654,126 @@ def test_custom_layer_called_at_two_shapes_stays_whole_and_prunes():
         p = keras_slim.plan(m, 0.3)
     assert "several input shapes" in dict(p.barriers)["halve"]
     _check(m, min_share=0.0)
+
+
+# ---------------------------------------------------------------- training-only behaviour
+class HalveInTraining(layers.Layer):
+    """Weightless, the identity at inference, different in training (drop-path style)."""
+
+    def call(self, x, training=None):
+        if training:
+            x = x * 0.5
+        return x
+
+
+class DropPath(layers.Layer):
+    """Stochastic depth as usually written with keras.random."""
+
+    def __init__(self, rate=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = keras.random.SeedGenerator(0)
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        keep = 1.0 - self.rate
+        mask = ops.floor(keep + keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self.seed))
+        return x / keep * mask
+
+    def get_config(self):
+        return dict(super().get_config(), rate=self.rate)
+
+
+class NoisyBlock(ConvBNAct):
+    """A conv block that adds ops of its own in training: its trace would lose them."""
+
+    def call(self, x, training=None):
+        y = ops.relu(self.bn(self.conv(x), training=training))
+        if training:
+            y = y + 0.1 * ops.sign(y)
+        return y
+
+
+def test_a_layer_that_acts_only_in_training_is_kept_and_channels_pass_through_it():
+    m = _model(ConvBNAct(8, name="b1"), HalveInTraining(name="half"), ConvBNAct(6, name="b2"))
+    r = _check(m, min_share=1.0)  # channels still go through it
+    assert isinstance(r.model.get_layer("half"), HalveInTraining)
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")
+    small = keras_slim.prune(m, 0.0)
+    np.testing.assert_allclose(small(x, training=True), m(x, training=True), atol=1e-5)
+    m2 = _model(ConvBNAct(8, name="b1"), DropPath(name="drop"), ConvBNAct(6, name="b2"))
+    r = _check(m2, min_share=1.0)
+    assert isinstance(r.model.get_layer("drop"), DropPath)
+    a, b = (np.asarray(r.model(x, training=True)) for _ in range(2))
+    assert np.abs(a - b).max() > 0  # still drops paths in training
+
+
+def test_a_block_with_its_own_training_branch_is_a_barrier_naming_it():
+    m = _model(ConvBNAct(8, name="b1"), NoisyBlock(8, name="noisy"), ConvBNAct(6, name="b2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.3)
+    reason = dict(p.barriers)["noisy"]
+    assert "training=True" in reason and "Sign" in reason
+    _check(m, min_share=0.0)
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")
+    small = keras_slim.prune(m, 0.0)
+    np.testing.assert_allclose(small(x, training=True), m(x, training=True), atol=1e-5)
+
+
+class BranchingNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.block = ConvBNAct(8)
+        self.head = layers.Dense(3)
+
+    def call(self, x, training=None):
+        y = self.block(x)
+        if training:
+            y = y * 0.5
+        return self.head(ops.mean(y, axis=(1, 2)))
+
+
+def test_a_subclassed_model_with_a_training_branch_is_refused():
+    net = BranchingNet()
+    net(np.zeros((1, 12, 12, 3), "float32"))
+    with pytest.raises(keras_slim.errors.SlimError, match="training=True"):
+        keras_slim.plan(net, 0.3)
+
+
+class PositionScale(layers.Layer):
+    """A weight per position and channel (a positional embedding): not liftable per channel."""
+
+    def build(self, shape):
+        self.pos = self.add_weight(shape=tuple(shape[1:]), initializer="ones", name="pos")
+
+    def call(self, x):
+        return x * self.pos
+
+
+class AbsBlock(layers.Layer):
+    def call(self, x):
+        return ops.abs(x) + abs(x)
+
+
+class CondBlock(layers.Layer):
+    def call(self, x):
+        return ops.cond(ops.max(x) > 100.0, lambda: x * 0.5, lambda: x)
+
+
+def test_position_dependent_weights_and_cond_are_barriers_not_crashes():
+    for block, name in ((PositionScale(name="pos"), "pos"), (CondBlock(name="cond"), "cond")):
+        m = _model(ConvBNAct(8, name="b1"), block, ConvBNAct(6, name="b2"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p = keras_slim.plan(m, 0.3)
+        assert name in dict(p.barriers)
+        testing.randomize_batchnorm(m)
+        assert testing.exactness(m, 0.5, seed=1, constants=True).difference < 1e-4
+
+
+def test_abs_passes_channels_through():
+    m = _model(ConvBNAct(8, name="b1"), AbsBlock(name="absb"), ConvBNAct(6, name="b2"))
+    r = _check(m, min_share=1.0)
+    assert not r.plan.barriers

@@ -68,7 +68,7 @@ for name in ("Add", "Subtract", "Maximum", "Minimum", "Divide", "TrueDivide"):
 register_op("Multiply", merge.ScalarOpHandler(merge.ANY))
 for name in ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gelu", "Tanh",
              "Elu", "Selu", "LeakyRelu", "Softplus", "Softsign", "Abs", "Negative",
-             "Square", "Exp", "Log", "Sqrt", "Mish", "Celu",
+             "Square", "Exp", "Log", "Sqrt", "Mish", "Celu", "Absolute",
              "HardShrink", "HardTanh", "LogSigmoid", "SoftShrink", "SparsePlus", "SparseSigmoid",
              "Squareplus", "TanhShrink", "Threshold", "Clip",
              "ReLU"):  # keras.activations.relu(x, ...) records keras.src.activations' ReLU op

@@ -42,6 +42,9 @@ class WeightedOpHandler(Handler):
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         c = consts[0]
+        w = _keras.weight(layer, "w")
+        if w is None or not (_scalar(w) or _per_channel(w, len(c))):
+            return None  # a barrier (see flow): a position-dependent weight has no constant
         out = _apply(layer, _keras.weight(layer, "w"), np.where(np.isfinite(c), c, 0.0))
         out[~np.isfinite(c)] = np.nan
         return [out]
