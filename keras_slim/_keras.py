@@ -491,6 +491,18 @@ def copy_layer(layer):
     return memo[id(layer)]
 
 
+def finalize_adapted(layer) -> None:
+    """Recompute what an adapted preprocessing layer derives from its weights.
+
+    `Normalization.adapt` stores mean/variance as weights, but `call` reads
+    tensors `finalize_state()` makes from them; loading a file calls it, setting
+    weights does not (the rebuilt layer would normalise with mean 0, variance 1).
+    """
+    fn = getattr(layer, "finalize_state", None)
+    if callable(fn) and hasattr(layer, "adapt") and getattr(layer, "built", False):
+        fn()
+
+
 def set_weights(layer, values: list) -> None:
     layer.set_weights([np.asarray(v) for v in values])
 

@@ -180,6 +180,7 @@ class _Rebuilder:
                 )
         if sorted(created) != sorted(names) or [_keras.weight_name(w) for w in new.weights] != names:
             _keras.set_weights(new, weights)  # not all were created from the values
+        _keras.finalize_adapted(new)
 
 
 def rebuild(state: PruneState, fold: dict | None = None):

@@ -147,3 +147,29 @@ def test_quantized_and_lora_dense_layers_are_barriers(state):
     assert _diff(m, small, (6, 6, 3)) < 1e-5
     r = testing.exactness(m, 0.5, seed=0)  # the rest of the model still prunes exactly
     assert r.difference < 1e-4
+
+
+def test_an_adapted_normalization_keeps_its_statistics():
+    x = np.random.default_rng(1).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    norm = layers.Normalization(axis=-1)
+    norm.adapt(x)
+    inp = keras.Input((8, 8, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, name="c")(norm(inp)))
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(h)))
+    _set_bn(m, "bn", dead=[0, 5])
+    p, small = _prune(m)
+    assert p.removed_channels == 2
+    out = lambda model: np.asarray(model(x))  # noqa: E731
+    np.testing.assert_allclose(out(small), out(m), rtol=1e-5, atol=1e-5)  # was mean 0, var 1
+
+
+def test_a_dropout_noise_shape_naming_the_channels_follows_them():
+    inp = keras.Input((6, 6, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, name="c")(inp))
+    h = layers.Dropout(0.5, noise_shape=(None, 1, 1, 8), name="drop")(h)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(h)))
+    _set_bn(m, "bn", dead=[1, 4, 6])
+    p, small = _prune(m)
+    assert list(small.get_layer("drop").noise_shape) == [None, 1, 1, 5]
+    assert _diff(m, small, (6, 6, 3)) < 1e-5
+    small(np.ones((2, 6, 6, 3), "float32"), training=True)  # crashed in fit before

@@ -148,6 +148,21 @@ class ElementwiseHandler(Handler):
             return None
 
 
+class DropoutHandler(ElementwiseHandler):
+    """Dropout: the identity at inference; a `noise_shape` naming the channel count follows it."""
+
+    def __init__(self):
+        super().__init__(always_zero_preserving=True)
+
+    def rebuild(self, layer, in_keep, out_keep):
+        config, weights = super().rebuild(layer, in_keep, out_keep)
+        shape = config.get("noise_shape")
+        if shape and out_keep and out_keep[0] is not None and isinstance(shape[-1], int) \
+                and shape[-1] > 1:
+            config["noise_shape"] = list(shape[:-1]) + [len(out_keep[0])]
+        return config, weights
+
+
 class SoftmaxHandler(ElementwiseHandler):
     """Softmax over a non-channel axis is element-wise per channel; over channels it mixes."""
 

@@ -45,6 +45,7 @@ for cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3
             L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
             L.Identity):
     register_builtin(cls, _identity)
+register_builtin(L.Dropout, act.DropoutHandler())  # its noise_shape may name the channels
 
 # Layers that move values without mixing channels.
 _pass = shape.PassThroughHandler()
