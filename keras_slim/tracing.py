@@ -194,7 +194,7 @@ def trace_model(model, input_shape=None):
     args = (inputs[0],) if single else (inputs,)
     outputs = _run_call(model, args, {})
     functional = _functional(model, inputs if not single else inputs[0], outputs)
-    why = _training_difference(model, (args, {}), functional)
+    why, _ = _training_difference(model, (args, {}), functional)
     if why:
         raise TraceError(_reason(model, why))
     traced, lifted = _lift_weights(model, functional)
@@ -216,10 +216,10 @@ def _trace(layer, call) -> Trace:
     outputs = _run_call(layer, args, kwargs)
     model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
     _check_outputs(layer, call.outputs, outputs)
-    why = _training_difference(layer, (call.args, call.kwargs), model)
+    why, mixing = _training_difference(layer, (call.args, call.kwargs), model)
     if why:
-        if (_keras.read_model(model).calls or layer.trainable_weights or len(inputs) != 1
-                or len(_keras.flatten(outputs)) != 1):
+        if (mixing or _keras.read_model(model).calls or layer.trainable_weights
+                or len(inputs) != 1 or len(_keras.flatten(outputs)) != 1):
             raise _error(layer, why)
         raise TrainingOnly(layer, why)
     model, lifted = _lift_weights(layer, model)
@@ -246,8 +246,18 @@ def _op_types(model) -> list[str]:
     return [type(c.layer).__name__ for c in _inner_calls(model)]
 
 
-def _training_difference(layer, structure, traced) -> str | None:
-    """Why the layer's `training=True` branch differs from its traced one (else None).
+# Ops that can combine values across the channel axis (or move it): a training-only
+# branch using one is not channel-wise, so its layer cannot pass channels through.
+_AXIS_OPS = {"Mean", "Max", "Min", "Sum", "Std", "Var", "Prod", "Softmax", "LogSoftmax",
+             "Concatenate", "Split", "GetItem", "Reshape", "Transpose", "Einsum", "Matmul",
+             "Dot", "Take", "TakeAlongAxis", "Sort", "Argsort", "Cumsum", "Cumprod", "Roll",
+             "Flip", "Tile", "Repeat", "Stack", "Pad", "Norm", "Top_k", "TopK", "Argmax",
+             "Argmin", "Squeeze", "ExpandDims", "Swapaxes", "Moveaxis"}
+
+
+def _training_difference(layer, structure, traced) -> tuple[str | None, bool]:
+    """Why the layer's `training=True` branch differs from its traced one (else None),
+    and whether that branch uses an op over axes (`_AXIS_OPS`: not channel-wise).
 
     `training` is left unset while tracing, so `if training:` in the layer's own
     call takes the inference branch. Tracing once more with training=True shows
@@ -256,7 +266,7 @@ def _training_difference(layer, structure, traced) -> str | None:
     """
     args, kwargs = structure
     if kwargs.get("training") is not None or not _keras.call_accepts(layer, "training"):
-        return None  # its caller fixes the mode, or it has no training mode
+        return None, False  # its caller fixes the mode, or it has no training mode
     tensors = _keras.tensors_in(structure)
     fresh = {id(t): _keras.symbolic_like(t) for t in tensors}
     t_args, t_kwargs = _keras.map_tensors(structure, lambda t: fresh[id(t)])
@@ -268,13 +278,14 @@ def _training_difference(layer, structure, traced) -> str | None:
         training = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
     except Exception as e:
         return (f"its call(training=True) cannot be traced ({type(e).__name__}: "
-                f"{_first_line(e)}), so what it does in training would be lost")
+                f"{_first_line(e)}), so what it does in training would be lost"), True
     a, b = _op_types(traced), _op_types(training)
     if a == b:
-        return None
+        return None, False
     extra = sorted(set(b) - set(a)) or sorted(set(a) - set(b)) or b
     return (f"its call() runs other ops with training=True ({', '.join(extra[:4])}), which a "
-            "trace (made without the flag) would drop from the pruned model's training")
+            "trace (made without the flag) would drop from the pruned model's training"), \
+        bool(set(b) & _AXIS_OPS)
 
 
 def _run_call(layer, args, kwargs):

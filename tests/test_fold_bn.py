@@ -141,3 +141,14 @@ def test_multi_input_output_dict_structure_is_kept():
 def test_rejects_non_models():
     with pytest.raises(TypeError, match="keras.Model"):
         fold_batchnorm(layers.Dense(3))
+
+
+def test_an_adapted_normalization_keeps_its_statistics_through_folding():
+    x = np.random.default_rng(1).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(x)
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(norm(inp)))
+    m = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(h))
+    folded = fold_batchnorm(m)  # its Normalization normalised with mean 0, variance 1 before
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(m(x)), rtol=1e-4, atol=1e-4)

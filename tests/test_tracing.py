@@ -780,3 +780,21 @@ def test_abs_passes_channels_through():
     m = _model(ConvBNAct(8, name="b1"), AbsBlock(name="absb"), ConvBNAct(6, name="b2"))
     r = _check(m, min_share=1.0)
     assert not r.plan.barriers
+
+
+class CenterInTraining(layers.Layer):
+    """Weightless, the identity at inference, mixes channels in training: a barrier."""
+
+    def call(self, x, training=None):
+        if training:
+            return x - ops.mean(x, axis=-1, keepdims=True)
+        return x
+
+
+def test_a_training_only_layer_that_mixes_channels_is_a_barrier():
+    reason = _barrier_reason(CenterInTraining(name="center"), "center")
+    assert "training=True" in reason and "Mean" in reason
+    m = _model(ConvBNAct(8, name="b1"), CenterInTraining(name="center"), ConvBNAct(6, name="b2"))
+    small = keras_slim.prune(m, 0.0)
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")
+    np.testing.assert_allclose(small(x, training=True), m(x, training=True), atol=1e-5)

@@ -131,6 +131,7 @@ def absorb_selections(model, threads: int = 1) -> tuple[object, int]:
                 new.set_weights(_widened(old, edit[0], np.asarray(edit[1]), edit[2]))
             elif old.weights:
                 new.set_weights(old.get_weights())
+                _keras.finalize_adapted(new)
     except Exception as err:  # a custom layer whose config does not round-trip
         logger.warning("Not absorbing ChannelSelection layers of '%s': %s", model.name, err)
         return model, 0

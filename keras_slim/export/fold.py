@@ -234,6 +234,7 @@ def _copy_weights(old: Any, new: Any) -> None:
                         f"{len(new.weights)} weights, the original {len(weights)}; its "
                         "get_config() does not capture its structure.")
     new.set_weights(weights)
+    _keras.finalize_adapted(new)  # an adapted Normalization reads tensors made from them
 
 
 def _folded_weights(conv: Any, bn: Any) -> list[np.ndarray]:

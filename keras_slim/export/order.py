@@ -101,6 +101,8 @@ def order_channels(model) -> tuple[object, OrderReport]:
     try:
         copy = model.__class__.from_config(model.get_config())
         copy.set_weights(model.get_weights())
+        for layer in _keras.walk_layers(copy):
+            _keras.finalize_adapted(layer)
     except Exception as err:  # unregistered custom layer, subclassed model
         logger.warning("Not reordering channels of '%s' (it cannot be copied: %s).", model.name, err)
         return model, _runs_only(model, f"not reordered: {type(err).__name__}")
