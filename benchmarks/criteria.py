@@ -97,6 +97,11 @@ def main(argv=None):
                          "same budget keeps the first one's files)")
     ap.add_argument("--bases-only", action="store_true",
                     help="train (or load) the two base models, then stop")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train the bases and fine-tune the methods, keep them in --work and "
+                         "stop before the test set and TFLite (to train on another machine, "
+                         "e.g. JAX on a GPU without TensorFlow; rerun the same command "
+                         "without it, with that --work, where TFLite runs to report)")
     ap.add_argument("--work", default="criteria_work",
                     help="folder for TFLite files and the two trained base models (a rerun "
                          "with the same folder loads them instead of training again)")
@@ -259,6 +264,9 @@ def main(argv=None):
                                          lp.channels_after / lp.channels_before
                                          for lp in p.layers if lp.channels_before)))
                 print("ablation", ablation[-1], flush=True)
+    trained_on = _trained_on(args.work, t0, args.train_only)
+    if args.train_only:
+        return
     # the test set, once per final model, after every choice was made
     for k, m in bases.items():
         base_rows[k]["test"] = accuracy(m, test)
@@ -274,12 +282,36 @@ def main(argv=None):
                 split=f"{len(x_tr)} train / {len(x_val)} val (seed 0) / {len(x_test)} test",
                 network=(f"VGG-11 width {s['width']}" if args.arch == "vgg" else
                          f"pre-activation ResNet-20 {cfg.model}"), epochs=s["epochs"],
-                finetune_epochs=s["finetune"], bn_l1=cfg.sparsity)
+                finetune_epochs=s["finetune"], bn_l1=cfg.sparsity, **trained_on)
     name = "criteria" + ("" if args.arch == "vgg" else f"_{args.arch}") + (
         "" if args.scale == "cpu" else f"_{args.scale}") + budget + args.suffix
     save_results(args.out, name, dict(meta=meta, bases=base_rows, rows=rows, ablation=ablation,
                                       sensitivity=sens_cache[0].to_dict() if sens_cache else None),
                  _markdown(meta, base_rows, rows, ablation))
+
+
+def _trained_on(work, t0, training_run):
+    """Where the models in `work` were trained: written by a --train-only run (JSON in
+    `work`, accumulated over resumed runs), read back by the reporting run."""
+    path = os.path.join(work, "trained_on.json")
+    old = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+    if not training_run:
+        return {"trained_on": old} if old else {}
+    devices = []
+    if keras.backend.backend() == "jax":
+        import jax
+        devices = sorted({d.device_kind for d in jax.devices()})
+    new = dict(machine=f"{platform.machine()}, {os.cpu_count()} cores",
+               backend=keras.backend.backend(), devices=devices, keras=keras.__version__,
+               minutes=round(old.get("minutes", 0) + (time.time() - t0) / 60, 1),
+               runs=old.get("runs", 0) + 1)
+    with open(path, "w") as f:
+        json.dump(new, f)
+    print("trained_on", new, flush=True)
+    return {"trained_on": new}
 
 
 @dataclasses.dataclass
@@ -403,6 +435,13 @@ def _markdown(meta, bases, rows, ablation) -> str:
              f"{meta['network']}, {meta['split']}; {meta['epochs']} epochs per base model "
              f"(sparsity: BN L1 {meta['bn_l1']}), {meta['finetune_epochs']} fine-tuning epochs "
              "per pruned model. Choices on validation; test evaluated once per final model.", ""]
+    t = meta.get("trained_on")
+    if t:
+        lines[-1:-1] = [f"Trained (bases and fine-tuning) with `--train-only` on {t['machine']}, "
+                        f"Keras {t['keras']} on {t['backend']}"
+                        + (f" ({', '.join(t['devices'])})" if t["devices"] else "")
+                        + f", {t['minutes']} min in {t['runs']} run(s); the test set, params, "
+                        "MACs and TFLite latency measured by the command above."]
     nan = float("nan")
     lines += table(["model", "val acc", "test acc", "params", "MACs", "TFLite ms"],
                    [[f"base, {k}", f"{b['val']:.4f}", f"{b['test']:.4f}", f"{b['params']:,}",

@@ -223,17 +223,24 @@ def macs(model) -> int:
     return total[0]
 
 
-def to_input(x_uint8) -> torch.Tensor:
+# where fine-tuning (and the evaluation of what it returns) runs: --device; pruning,
+# porting and counting stay on the CPU
+DEVICE = torch.device("cpu")
+
+
+def to_input(x_uint8, device=None) -> torch.Tensor:
     x = (x_uint8.astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device or "cpu")
 
 
 def accuracy(model, x, y, batch=500) -> float:
     model.eval()
+    device = next(model.parameters()).device
     hits = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            hits += int((model(to_input(x[i:i + batch])).argmax(1).numpy() == y[i:i + batch]).sum())
+            guess = model(to_input(x[i:i + batch], device)).argmax(1).cpu().numpy()
+            hits += int((guess == y[i:i + batch]).sum())
     return hits / len(x)
 
 
@@ -253,6 +260,7 @@ def augment(batch, rng, pad=4):
 def finetune(model, x, y, epochs, lr0=0.01, momentum=0.9, wd=1e-4, batch=128, seed=0):
     """criteria.py's fine-tuning: SGD momentum, lr / 10 at 50% and 75% of the epochs."""
     torch.manual_seed(seed)
+    model = model.to(DEVICE)
     drops = [int(round(f * epochs)) for f in (0.5, 0.75)]
     opt = torch.optim.SGD(model.parameters(), lr=lr0, momentum=momentum)
     rng = np.random.default_rng(seed)
@@ -265,8 +273,9 @@ def finetune(model, x, y, epochs, lr0=0.01, momentum=0.9, wd=1e-4, batch=128, se
         t0, seen, loss_sum = time.time(), 0, 0.0
         for i in range(0, len(x), batch):
             idx = order[i:i + batch]
-            inputs = to_input(augment(x[idx], rng))
-            loss = F.cross_entropy(model(inputs), torch.from_numpy(y[idx].astype(np.int64)))
+            inputs = to_input(augment(x[idx], rng), DEVICE)
+            labels = torch.from_numpy(y[idx].astype(np.int64)).to(DEVICE)
+            loss = F.cross_entropy(model(inputs), labels)
             opt.zero_grad()
             loss.backward()
             with torch.no_grad():  # decoupled weight decay, as keras.optimizers.SGD applies it
@@ -353,6 +362,8 @@ def main(argv=None):
                     help="criteria.py's --work folder holding the two base models")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="torch device for fine-tuning, e.g. cuda (default: cpu)")
     ap.add_argument("--epochs", type=int,
                     help="read the base models criteria.py trained with this --epochs")
     ap.add_argument("--finetune-epochs", type=int,
@@ -387,6 +398,8 @@ def main(argv=None):
         return
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     import keras  # only to read the base models
 
     from keras_slim.training import cifar
@@ -461,7 +474,7 @@ def main(argv=None):
             r["test"] = accuracy(model, x_test, y_test)
     meta = dict(command="python benchmarks/torch_pruning_compare.py " + " ".join(
         argv or sys.argv[1:]), machine=f"{platform.machine()}, {os.cpu_count()} cores (shared)",
-        torch=torch.__version__, torch_pruning=_tp_version(),
+        torch=torch.__version__, torch_pruning=_tp_version(), device=_device_name(),
         minutes=round((time.time() - t0) / 60, 1), finetune_epochs=s["finetune"],
         split=f"{len(x_tr)} train / {len(x_val)} val (seed 0) / {len(x_test)} test")
     ks = _keras_slim_rows(args.out, stem.replace("torch_pruning", "criteria"))
@@ -489,6 +502,12 @@ def _keras_slim_port(keras_base, options, keep, probe):
     return tm, {n: list(p.kept.get(n, range(full[n]))) for n in names}, dict(port_error=err)
 
 
+def _device_name() -> str:
+    if DEVICE.type == "cuda":
+        return f"fine-tuned on {torch.cuda.get_device_name(DEVICE)}"
+    return "fine-tuned on the CPU"
+
+
 def _tp_version() -> str:
     from importlib.metadata import version
     return version("torch-pruning")
@@ -505,7 +524,8 @@ def _keras_slim_rows(out, stem):
 
 def _markdown(meta, bases, rows, ks, kept=None) -> str:
     lines = [f"Command: `{meta['command'].strip()}`; {meta['machine']}; torch {meta['torch']}, "
-             f"Torch-Pruning {meta['torch_pruning']}; {meta['minutes']} min.  ",
+             f"Torch-Pruning {meta['torch_pruning']}; {meta.get('device', 'fine-tuned on the CPU')}; "
+             f"{meta['minutes']} min.  ",
              f"Same base weights as benchmarks/criteria.py (ported; max logit difference "
              f"{max(b['port_error'] for b in bases.values()):.1e}), {meta['split']}, "
              f"{meta['finetune_epochs']} fine-tuning epochs per pruned model; choices on "

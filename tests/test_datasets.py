@@ -1,5 +1,5 @@
-"""CIFAR-10 loader (folder / tar.gz, cache, errors) and the tf.data pipeline
-(keras_slim.training.cifar.data and .pipeline)."""
+"""CIFAR-10 loader (folder / tar.gz, cache, errors) and the input pipeline's two engines,
+tf.data and NumPy (keras_slim.training.cifar.data, .pipeline and .numpy_batches)."""
 import os
 import tarfile
 
@@ -9,6 +9,7 @@ import pytest
 from keras_slim.training import cifar
 from keras_slim.training.cifar import CIFAR10_CLASSES, cifar_augment, load_cifar10, make_dataset
 from keras_slim.training.cifar import data as cifar_data
+from keras_slim.training.cifar.numpy_batches import NumpyBatches
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -184,3 +185,67 @@ def test_make_dataset_bad_arguments():
         make_dataset(x, None, 0, True)
     with pytest.raises(ValueError, match="both mean and std"):
         make_dataset(x, None, 2, True, std=None)
+    with pytest.raises(ValueError, match=r"engine must be one of .*'numpy'.*got 'torch'"):
+        make_dataset(x, None, 2, True, engine="torch")
+
+
+def _batches(ds):
+    """(images, labels) of one pass over a tf.data or PyDataset pipeline, as NumPy."""
+    if isinstance(ds, NumpyBatches):
+        pairs = [ds[i] for i in range(len(ds))]
+    else:
+        pairs = [(a.numpy(), b.numpy()) for a, b in ds]
+    return np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])
+
+
+@pytest.mark.backend_agnostic
+def test_numpy_engine_matches_tf_data_without_augmentation():
+    x = np.random.default_rng(0).integers(0, 256, (23, 32, 32, 3)).astype(np.uint8)
+    y = np.arange(23) % 10
+    got = make_dataset(x, y, 5, False, engine="numpy")
+    assert len(got) == 5 and len(make_dataset(x, y, 5, False, engine="numpy",
+                                              drop_remainder=True)) == 4
+    xs, ys = _batches(got)
+    expected = (x / 255.0 - np.array(cifar.CIFAR10_MEAN)) / np.array(cifar.CIFAR10_STD)
+    np.testing.assert_allclose(xs, expected, atol=1e-5)
+    assert xs.dtype == np.float32 and ys.dtype == np.int32 and ys.tolist() == y.tolist()
+    pytest.importorskip("tensorflow")
+    ref, ref_y = _batches(make_dataset(x, y, 5, False, engine="tf.data"))
+    np.testing.assert_allclose(xs, ref, atol=1e-6)
+    assert ref_y.tolist() == ys.tolist()
+
+
+@pytest.mark.backend_agnostic
+def test_numpy_engine_shuffles_and_augments_per_epoch_reproducibly():
+    x = np.stack([_image(c, 3 * c) for c in range(10)] * 2)
+    y = np.arange(20)
+    ds = make_dataset(x, y, 8, True, mean=None, std=None, seed=4, engine="numpy")
+    padded = np.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    epochs = []
+    for _ in range(2):
+        xs, ys = _batches(ds)
+        assert sorted(ys.tolist()) == list(range(20))  # each image once per epoch
+        for img, label in zip(np.round(xs * 255).astype(np.uint8), ys):
+            crops = [padded[label, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+            assert any(np.array_equal(img, c) or np.array_equal(img, c[:, ::-1]) for c in crops)
+        epochs.append((xs, ys))
+        ds.on_epoch_end()
+    assert epochs[0][1].tolist() != epochs[1][1].tolist()  # reshuffled
+    again = make_dataset(x, y, 8, True, mean=None, std=None, seed=4, engine="numpy")
+    np.testing.assert_array_equal(_batches(again)[0], epochs[0][0])  # same seed, same batches
+    assert again[1][0].shape == (8, 32, 32, 3)
+    with pytest.raises(IndexError, match="batch 3 of 3"):
+        again[3]
+
+
+@pytest.mark.backend_agnostic
+def test_numpy_engine_trains_a_model():
+    import keras
+
+    x = np.random.default_rng(1).integers(0, 256, (32, 32, 32, 3)).astype(np.uint8)
+    y = np.arange(32) % 2
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(make_dataset(x, y, 8, True, seed=0, engine="numpy"), epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()

@@ -1,9 +1,12 @@
-"""The paper's CIFAR input pipeline: augmentation, normalisation, tf.data.
+"""The paper's CIFAR input pipeline: augmentation, normalisation, batching.
 
-`make_dataset()` builds the tf.data pipeline of Liu et al. (2017) and their
+`make_dataset()` builds the input pipeline of Liu et al. (2017) and their
 reference code: 4-pixel zero padding + random 32x32 crop + random horizontal
 flip for training, then per-channel normalisation with `CIFAR10_MEAN` /
-`CIFAR10_STD`. TensorFlow is imported when a function runs.
+`CIFAR10_STD`. Two engines compute the same batches: tf.data (TensorFlow
+is imported when a function runs) and a NumPy `keras.utils.PyDataset`, for
+the JAX and PyTorch backends on a machine without TensorFlow (a GPU box
+with JAX, say); ``engine="auto"`` takes tf.data when TensorFlow imports.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from keras_slim.errors import ArgumentError
 from keras_slim.training.cifar.data import CIFAR10_MEAN, CIFAR10_STD
 
 __all__ = ["cifar_augment", "make_dataset", "normalize"]
+
+ENGINES = ("auto", "tf.data", "numpy")
 
 
 def cifar_augment(images, pad: int = 4, flip: bool = True, seed: int | None = None):
@@ -83,8 +88,9 @@ def make_dataset(
     std: Sequence[float] | None = CIFAR10_STD,
     seed: int | None = None,
     drop_remainder: bool = False,
+    engine: str = "auto",
 ):
-    """A batched, prefetched ``tf.data.Dataset`` of (normalised image, label).
+    """A batched, prefetched dataset of (normalised image, label).
 
     Args:
         x: uint8 images ``(N, H, W, C)`` (e.g. from `load_cifar10`).
@@ -98,13 +104,19 @@ def make_dataset(
             rescales to [0, 1].
         seed: seed for shuffling and augmentation.
         drop_remainder: drop the last, smaller batch.
+        engine: ``"tf.data"``, ``"numpy"`` (a ``keras.utils.PyDataset``: no
+            TensorFlow needed; the same augmentation, drawn from a NumPy
+            generator, so the random crops differ from tf.data's for the
+            same seed) or ``"auto"`` (tf.data when TensorFlow imports, else
+            numpy).
 
     Returns:
-        A ``tf.data.Dataset`` yielding float32 ``(B, H, W, C)`` images (and
-        int32 labels), ready for ``model.fit`` / ``model.evaluate``.
+        A ``tf.data.Dataset`` or ``keras.utils.PyDataset`` yielding float32
+        ``(B, H, W, C)`` images (and int32 labels), ready for ``model.fit`` /
+        ``model.evaluate``.
     """
-    import tensorflow as tf
-
+    if engine not in ENGINES:
+        raise ArgumentError(f"make_dataset: engine must be one of {ENGINES}, got {engine!r}")
     x = np.asarray(x)
     if x.ndim != 4:
         raise ArgumentError(f"make_dataset: x must be images of shape (N, H, W, C), got {x.shape}")
@@ -120,6 +132,15 @@ def make_dataset(
                             "rescales to [0, 1])")
     augment = training if augment is None else augment
     shuffle = training if shuffle is None else shuffle
+    if engine == "auto":
+        engine = "tf.data" if _tensorflow_imports() else "numpy"
+    if engine == "numpy":
+        from keras_slim.training.cifar.numpy_batches import NumpyBatches
+
+        return NumpyBatches(x, y, batch_size, augment=augment, shuffle=shuffle, mean=mean,
+                            std=std, seed=seed, drop_remainder=drop_remainder)
+    import tensorflow as tf
+
     images = tf.constant(x)
     labels = tf.constant(y.astype(np.int32)) if y is not None else None
     n = len(x)
@@ -139,3 +160,11 @@ def make_dataset(
         return batch if labels is None else (batch, tf.gather(labels, idx))
 
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _tensorflow_imports() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
