@@ -478,9 +478,19 @@ def copy_layer(layer):
 
     from keras.src.utils import tracking
 
+    try:
+        from keras.src.utils.backend_utils import DynamicBackend
+    except ImportError:  # an older Keras without it
+        DynamicBackend = ()
+
     subtree = [layer] + list(layer._flatten_layers(include_self=False, recursive=True))
     memo: dict = {id(m): m for m in list(sys.modules.values())}  # modules (a SeedGenerator's backend) are shared
     for sub in subtree:
+        # so is a preprocessing layer's `self.backend` (a DynamicBackend: a copy made
+        # without its `_backend` recurses in its __getattr__, as RandomShear's did)
+        for value in vars(sub).values():
+            if isinstance(value, DynamicBackend):
+                memo[id(value)] = value
         for nodes in ("_inbound_nodes", "_outbound_nodes"):
             if hasattr(sub, nodes):
                 memo[id(getattr(sub, nodes))] = []

@@ -29,7 +29,8 @@ def sample(inputs: list, shapes: list | None = None) -> list:
     out = []
     for i, t in enumerate(inputs):
         shape = shapes[i] if shapes is not None and shapes[i] is not None else tuple(t.shape)
-        dims = [CHECK_BATCH if j == 0 else (d if d is not None else CHECK_DIM)
+        # a fixed batch axis stays (a call may need the size it was built with)
+        dims = [d if d is not None else (CHECK_BATCH if j == 0 else CHECK_DIM)
                 for j, d in enumerate(shape)]
         if "float" in str(t.dtype):
             out.append(rng.normal(size=dims).astype(t.dtype))

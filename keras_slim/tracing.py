@@ -182,15 +182,31 @@ class Tracer:
 
 def trace_model(model, input_shape=None):
     """A Functional model equivalent to subclassed `model` (given its input shape)."""
-    shapes = _keras.build_input_shapes(model) if input_shape is None else input_shape
+    if input_shape is not None:
+        return _trace_model(model, input_shape, batch=True)
+    shapes = _keras.build_input_shapes(model)
     if shapes is None:
         raise TraceError(
             f"subclassed model {model.name!r} ({type(model).__name__}) has no known input shape: "
             "call it on data once, build it (model.build((None, 224, 224, 3))), or pass "
             "input_shape=(224, 224, 3) (without the batch axis)")
+    # a model built by a call on data recorded that batch's size: trace for any batch
+    # (as model.build((None, ...)) does), unless its call needs the size it was built with
+    single = _keras.is_single_shape(shapes)
+    free = [(None,) + tuple(s[1:]) for s in ([shapes] if single else shapes)]
+    free = free[0] if single else free
+    if free != (shapes if single else [tuple(s) for s in shapes]):
+        try:
+            return _trace_model(model, free, batch=False)
+        except TraceError:
+            pass
+    return _trace_model(model, shapes, batch=False)
+
+
+def _trace_model(model, shapes, batch: bool):
     single = _keras.is_single_shape(shapes)
     shape_list = [shapes] if single else list(shapes)
-    inputs = [_keras.new_symbolic(tuple(s), batch=input_shape is not None) for s in shape_list]
+    inputs = [_keras.new_symbolic(tuple(s), batch=batch) for s in shape_list]
     args = (inputs[0],) if single else (inputs,)
     outputs = _run_call(model, args, {})
     functional = _functional(model, inputs if not single else inputs[0], outputs)

@@ -131,3 +131,26 @@ def test_a_barrier_that_from_config_rebuilds_differently_is_copied():
     assert r.difference < 1e-5 and r.plan.removed_channels > 0
     copy = r.model.get_layer("forgetful")
     assert len(copy.weights) == 1 and copy.scale is not m.get_layer("forgetful").scale
+
+
+def test_random_shear_whose_config_keras_cannot_read_back_is_copied():
+    # Keras 3.15's RandomShear.get_config() stores x_factor as (-0.2, 0.2), which its own
+    # __init__ refuses (a barrier, kept as it is: copied); it holds a SeedGenerator and a
+    # DynamicBackend (`self.backend`, whose copy once recursed in __getattr__)
+    inp = keras.Input((8, 8, 3))
+    x = layers.RandomShear(0.2, 0.1, seed=3, name="shear")(inp)
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(x)))
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(layers.Conv2D(4, 1)(x))))
+    shear = m.get_layer("shear")
+    if keras.version() < "3.16":
+        with pytest.raises((TypeError, ValueError)):
+            layers.RandomShear.from_config(shear.get_config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = testing.exactness(m, 0.5, seed=0)
+    assert r.difference < 1e-5 and r.plan.removed_channels > 0
+    copy = r.model.get_layer("shear")
+    assert copy is not shear and copy.x_factor == shear.x_factor == (-0.2, 0.2)
+    assert copy.generator is not shear.generator and copy.backend is shear.backend
+    out = r.model(np.ones((2, 8, 8, 3), "float32"), training=True)  # the copy still shears
+    assert out.shape == (2, 2)

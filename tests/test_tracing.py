@@ -302,6 +302,34 @@ def test_subclassed_model_traced_to_functional():
     assert r.model.inputs  # a Functional model
 
 
+class BatchBound(keras.Model):
+    """Its call needs the batch size it was built with (a reshape naming it)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.block = ConvBNAct(8)
+        self.head = layers.Dense(3)
+
+    def call(self, x):
+        return self.head(keras.ops.reshape(self.block(x), (4, -1)))
+
+
+def test_a_subclassed_model_built_on_data_prunes_for_any_batch_size():
+    net = Net(name="net")
+    net(np.zeros((4, 12, 12, 3), "float32"))  # records batch 4
+    testing.randomize_batchnorm(net)
+    assert testing.kill_channels(net, 0.5, seed=1) > 0
+    small = keras_slim.prune(net, threshold=1e-12)
+    assert tuple(small.inputs[0].shape) == (None, 12, 12, 3)  # was (4, 12, 12, 3)
+    for batch in (1, 4, 5):
+        x = np.random.default_rng(batch).normal(size=(batch, 12, 12, 3)).astype("float32")
+        assert testing.max_difference(net, small, x) < 1e-4
+    bound = BatchBound(name="bound")
+    bound(np.zeros((4, 6, 6, 3), "float32"))
+    traced = keras_slim.plan(bound, 0.3)._state.graph.model  # falls back to batch 4
+    assert tuple(traced.inputs[0].shape) == (4, 6, 6, 3)
+
+
 def test_subclassed_model_needs_an_input_shape():
     net = Net(name="net")
     with pytest.raises(TypeError, match="input_shape"):

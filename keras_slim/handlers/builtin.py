@@ -46,6 +46,13 @@ for cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3
             L.Identity):
     register_builtin(cls, _identity)
 register_builtin(L.Dropout, act.DropoutHandler())  # its noise_shape may name the channels
+register_builtin(L.ActivityRegularization, act.ActivityRegularizationHandler())
+# Random geometric augmentation: identity at inference, where exactness is proven (in
+# training, as Dropout's noise does, their fill values reach removed and folded channels)
+for name in ("RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomShear",
+             "RandomPerspective", "RandomElasticTransform", "RandomGaussianBlur", "RandomErasing"):
+    if hasattr(L, name):  # newer Keras releases added most of them
+        register_builtin(getattr(L, name), _identity)
 
 # Layers that move values without mixing channels.
 _pass = shape.PassThroughHandler()
@@ -56,6 +63,9 @@ for cls in (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
             L.Cropping1D, L.Cropping2D, L.Cropping3D,
             L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector):
     register_builtin(cls, _pass)
+_resample = shape.ResamplingHandler()
+for cls in (L.Resizing, L.CenterCrop, L.RandomCrop):
+    register_builtin(cls, _resample)
 _zero_pad = shape.ZeroPaddingHandler()
 for cls in (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D):
     register_builtin(cls, _zero_pad)

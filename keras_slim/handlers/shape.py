@@ -34,6 +34,39 @@ class ZeroPaddingHandler(PassThroughHandler):
         return True
 
 
+class ResamplingHandler(PassThroughHandler):
+    """Resizing, CenterCrop, RandomCrop: each channel resampled on its own.
+
+    Every interpolation Keras offers weighs its taps to a sum of 1, so a
+    constant channel stays constant (within float rounding) and a zero one
+    zero. `Resizing(pad_to_aspect_ratio=True)` pads with its `fill_value`: a
+    constant c holds only inside (a border fold, as after ZeroPadding), and
+    with a fill other than 0 a zero channel is neither zero nor constant (a
+    constant 0 inside would pass for a zero channel, removed without a fold).
+    """
+
+    def flow(self, ctx, ins):
+        out = super().flow(ctx, ins)
+        if out[0] is not None and self._fill(ctx.layer):
+            out[0] = out[0].not_zero()
+        return out
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        c = np.asarray(consts[0], np.float64)
+        return [np.where(c == 0, np.nan, c) if self._fill(layer) else c]
+
+    def border_effect(self, layer) -> bool:
+        return self._pads(layer)
+
+    @staticmethod
+    def _pads(layer) -> bool:
+        return bool(getattr(layer, "pad_to_aspect_ratio", False))
+
+    def _fill(self, layer) -> bool:
+        """Pads with a value other than 0."""
+        return self._pads(layer) and getattr(layer, "fill_value", 0.0) != 0
+
+
 class FlattenHandler(Handler):
     """Flatten of (batch, d1..dk, C): position p*C + c carries channel c."""
 
