@@ -218,7 +218,8 @@ def fresh_process_difference(model, inputs, folder, absent_modules: tuple = ()) 
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
+def random_model(seed: int, max_blocks: int = 6, constants: bool = False,
+                 image_layers: bool = False):
     """A random Functional CNN from the layers keras_slim supports.
 
     Blocks: conv-BN-act ('same', ZeroPadding + 'valid', 1x1), depthwise-BN-act
@@ -226,7 +227,9 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     equal-width tensors, Concatenate, squeeze-excitation, a pre-activation BN
     on a shared tensor (channel selection), a nested sub-model, stride-1
     pooling, zero padding cropped back by indexing (`x[:, 1:-1, 1:-1]`), a
-    bias-free conv with its own activation before a BN;
+    bias-free conv with its own activation before a BN; with `image_layers=True`
+    also Resizing up (bilinear, nearest, bicubic; sometimes a RandomFlip) and
+    average-pooled back (a separate flag, so the other seeds draw the same graphs);
     activations include PReLU (random alpha) and LeakyReLU layers; heads:
     GAP -> Dense or Flatten -> Dense, sometimes more outputs.
     Spatial size stays fixed so any two tensors merge.
@@ -275,7 +278,7 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
     pool.append(conv_bn(inp, int(rng.integers(3, 9))))
     for _ in range(int(rng.integers(2, max_blocks + 1))):
         kind = rng.choice(["conv", "dw", "sep", "merge", "concat", "se", "preact", "nested", "conv1",
-                           "pool", "crop", "postact"])
+                           "pool", "crop", "postact"] + (["resize"] if image_layers else []))
         x = pool[int(rng.integers(1, len(pool)))]
         if kind == "conv":
             y = conv_bn(x, int(rng.integers(2, 10)))
@@ -317,6 +320,12 @@ def random_model(seed: int, max_blocks: int = 6, constants: bool = False):
             y = layers.Conv2D(int(rng.integers(2, 10)), 1, use_bias=False,
                               activation=str(rng.choice(acts)), name=name("conv"))(x)
             y = layers.BatchNormalization(name=name("bn"))(y)
+        elif kind == "resize":  # resampled up, pooled back (image layers in the network)
+            interpolation = str(rng.choice(["bilinear", "nearest", "bicubic"]))
+            y = layers.Resizing(12, 12, interpolation=interpolation, name=name("resize"))(x)
+            if rng.random() < 0.5:
+                y = layers.RandomFlip(name=name("flip"))(y)  # the identity at inference
+            y = layers.AveragePooling2D(2, name=name("pool"))(y)
         elif kind == "crop":  # spatial indexing (a GetItem that is no channel slice)
             y = layers.ZeroPadding2D(1, name=name("pad"))(x)[:, 1:-1, 1:-1]
         else:  # nested

@@ -12,12 +12,13 @@ from _models import PROPERTY_EXAMPLES
 pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
 
 
-def _run(seed, fraction, constants):
-    model = testing.random_model(seed, constants=constants)
+def _run(seed, fraction, constants, image_layers=False):
+    model = testing.random_model(seed, constants=constants, image_layers=image_layers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = testing.exactness(model, fraction=fraction, seed=seed, constants=constants)
-    replay = f"replay: testing.random_model({seed}, constants={constants})"
+    replay = (f"replay: testing.random_model({seed}, constants={constants}, "
+              f"image_layers={image_layers})")
     assert r.difference < 1e-4, f"seed {seed}: outputs differ by {r.difference} ({replay})"
     # the plan counts the biases folding gives bias-free layers
     assert r.model.count_params() == r.plan.params_after, f"seed {seed}: {replay}"
@@ -41,7 +42,23 @@ def test_random_graphs_with_constant_channels_prune_exactly(seed, fraction):
     _run(seed, fraction, constants=True)
 
 
-def test_constant_mode_covers_every_reader_and_removes_channels():
+@settings(max_examples=max(3, PROPERTY_EXAMPLES // 3), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), fraction=st.sampled_from([0.3, 0.6]))
+def test_random_graphs_with_image_layers_prune_exactly(seed, fraction):
+    """Resizing (bilinear, nearest, bicubic) and RandomFlip between blocks, constants on."""
+    _run(seed, fraction, constants=True, image_layers=True)
+
+
+def test_image_layer_graphs_resize_and_remove_channels():
+    """Seeds 0-7 with image layers: Resizing appears, and channels go through it."""
+    resized = removed = 0
+    for seed in range(8):
+        r = _run(seed, 0.6, constants=True, image_layers=True)
+        kinds = {type(layer).__name__ for layer in r.model.layers}
+        resized += "Resizing" in kinds
+        removed += r.plan.removed_channels
+    assert resized >= 2 and removed > 0
     """Across a fixed batch of seeds, every reader kind appears and constants are folded."""
     seen, removed, killed = set(), 0, 0
     for seed in range(12):
