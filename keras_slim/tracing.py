@@ -24,6 +24,10 @@ block is not re-run at every depth); only if that fails is each level checked
 on its own. Failures are remembered per class + config + input shapes, and so
 are passed checks: a repeated block is traced again (its weights are its own)
 but not re-checked when its trace has the same structure.
+
+(Over 400 lines: the trace, its training-branch and captured-weight checks and
+the Tracer's caches share the fresh-input and functional helpers; apart, they
+would import each other.)
 """
 from __future__ import annotations
 
@@ -225,10 +229,7 @@ def _trace_model(model, shapes, batch: bool):
 # ---------------------------------------------------------------- tracing
 def _trace(layer, call) -> Trace:
     """Trace one call (unchecked): fresh inputs like the call's, the layer's call on them."""
-    tensors = _keras.tensors_in((call.args, call.kwargs))
-    fresh = {id(t): _keras.symbolic_like(t) for t in tensors}
-    args, kwargs = _keras.map_tensors((call.args, call.kwargs), lambda t: fresh[id(t)])
-    inputs = [fresh[id(t)] for t in tensors]
+    inputs, args, kwargs = _fresh((call.args, call.kwargs))
     outputs = _run_call(layer, args, kwargs)
     model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
     _check_outputs(layer, call.outputs, outputs)
@@ -283,14 +284,10 @@ def _training_difference(layer, structure, traced) -> tuple[str | None, bool]:
     args, kwargs = structure
     if kwargs.get("training") is not None or not _keras.call_accepts(layer, "training"):
         return None, False  # its caller fixes the mode, or it has no training mode
-    tensors = _keras.tensors_in(structure)
-    fresh = {id(t): _keras.symbolic_like(t) for t in tensors}
-    t_args, t_kwargs = _keras.map_tensors(structure, lambda t: fresh[id(t)])
-    t_kwargs = dict(t_kwargs, training=True)
+    inputs, t_args, t_kwargs = _fresh(structure)
     try:
         with _keras.symbolic_weight_operators():
-            outputs = layer.call(*t_args, **t_kwargs)
-        inputs = [fresh[id(t)] for t in tensors]
+            outputs = layer.call(*t_args, **dict(t_kwargs, training=True))
         training = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
     except Exception as e:
         return (f"its call(training=True) cannot be traced ({type(e).__name__}: "
@@ -302,6 +299,14 @@ def _training_difference(layer, structure, traced) -> tuple[str | None, bool]:
     return (f"its call() runs other ops with training=True ({', '.join(extra[:4])}), which a "
             "trace (made without the flag) would drop from the pruned model's training"), \
         bool(set(b) & _AXIS_OPS)
+
+
+def _fresh(structure) -> tuple[list, tuple, dict]:
+    """New symbolic tensors like those in a call's (args, kwargs): (inputs, args, kwargs)."""
+    tensors = _keras.tensors_in(structure)
+    fresh = {id(t): _keras.symbolic_like(t) for t in tensors}
+    args, kwargs = _keras.map_tensors(structure, lambda t: fresh[id(t)])
+    return [fresh[id(t)] for t in tensors], args, kwargs
 
 
 def _run_call(layer, args, kwargs):
