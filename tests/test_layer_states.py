@@ -191,3 +191,18 @@ def test_activity_regularization_keeps_the_constant_channels_its_loss_reads(kind
     np.testing.assert_allclose([float(v) for v in small.losses], [float(v) for v in m.losses],
                                rtol=1e-5)
     assert _diff(m, small, (6, 6, 3)) < 1e-5
+
+
+@pytest.mark.parametrize("axis", [-1, [1, 2]])
+def test_unit_normalization_lets_zero_channels_go_and_constants_only_off_the_channel_axis(axis):
+    inp = keras.Input((6, 6, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, name="c")(inp))
+    h = layers.UnitNormalization(axis=axis, name="unit")(h)
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(layers.Conv2D(4, 1)(h))))
+    _set_bn(m, "bn", dead=[1, 4], const=[2, 6])
+    p, small = _prune(m)
+    # over the channels the norm mixes them: a zero channel adds nothing to it, a constant
+    # one does (kept); over space each channel is normalised alone (constants fold)
+    assert p.kept["bn"] == ([0, 2, 3, 5, 6, 7] if axis == -1 else [0, 3, 5, 7])
+    assert not p.barriers
+    assert _diff(m, small, (6, 6, 3)) < 1e-5

@@ -23,6 +23,7 @@ for cls in (L.SeparableConv1D, L.SeparableConv2D):
 register_builtin(L.Dense, dense.DenseHandler())
 register_builtin(L.BatchNormalization, normalization.BatchNormHandler())
 register_builtin(L.GroupNormalization, normalization.GroupNormHandler())
+register_builtin(L.UnitNormalization, normalization.UnitNormalizationHandler())
 register_builtin(L.Normalization, act.NormalizationHandler())
 register_builtin(ChannelSelection, selection.ChannelSelectionHandler())
 register_builtin(WeightedOp, weighted.WeightedOpHandler())

@@ -229,3 +229,44 @@ def _group_size(layer, channels: int) -> int | None:
     if groups <= 0 or channels % groups:
         return None
     return channels // groups
+
+
+class UnitNormalizationHandler(Handler):
+    """UnitNormalization: x / ||x||_2 over `axis`.
+
+    Over the channel axis the norm mixes the channels, but a zero channel adds
+    nothing to it: zero channels go (and stay zero), every other channel is
+    kept (removing a constant one would change the norm). Over other axes only
+    it is channel-wise: a constant c becomes c / max(|c| sqrt(n), 1e-12) for
+    the n values it is normalised over.
+    """
+
+    EPSILON = 1e-12  # keras.layers.UnitNormalization's
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        if x is None:
+            return ctx.barrier(ins, "no channel axis")
+        if self._over_channels(ctx.layer, ctx.in_shapes[0]):
+            ctx.use(x)  # non-zero channels stay
+            return [ChannelInfo(x.ids, x.zero, x.zero.copy())]
+        return [x]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        c = np.asarray(consts[0], np.float64)
+        if self._over_channels(layer, in_shapes[0]):
+            return [np.where(c == 0, 0.0, np.nan)]
+        n = float(np.prod([in_shapes[0][a] for a in self._axes(layer, in_shapes[0])]))
+        if not np.isfinite(n):
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.minimum(1.0 / np.sqrt(n * c * c), 1.0 / self.EPSILON)
+        return [np.where(c == 0, 0.0, c * scale)]
+
+    @staticmethod
+    def _axes(layer, shape) -> list:
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        return sorted({a % len(shape) for a in axes})
+
+    def _over_channels(self, layer, shape) -> bool:
+        return len(shape) - 1 in self._axes(layer, shape)
