@@ -206,3 +206,26 @@ def test_unit_normalization_lets_zero_channels_go_and_constants_only_off_the_cha
     assert p.kept["bn"] == ([0, 2, 3, 5, 6, 7] if axis == -1 else [0, 3, 5, 7])
     assert not p.barriers
     assert _diff(m, small, (6, 6, 3)) < 1e-5
+
+
+@pytest.mark.parametrize("invert", [False, True])
+@pytest.mark.parametrize("stats", ["adapted", "given"])
+def test_dead_and_constant_channels_fold_through_a_normalization_in_the_network(invert, stats):
+    rng = np.random.default_rng(2)
+    if stats == "adapted":
+        norm = layers.Normalization(invert=invert, name="norm")
+        norm.adapt(rng.normal(2.0, 3.0, size=(32, 6, 6, 8)).astype("float32"))
+    else:
+        norm = layers.Normalization(mean=rng.normal(size=8).tolist(), invert=invert,
+                                    variance=rng.uniform(0.5, 2.0, 8).tolist(), name="norm")
+    inp = keras.Input((8, 8, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, name="c")(inp))
+    h = layers.Conv2D(4, 1)(norm(h))
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(h)))
+    _set_bn(m, "bn", dead=[0, 5], const=[3])
+    p, small = _prune(m)
+    # a dead channel leaves it as -mean/std (or mean): a constant, folded into the 1x1
+    # conv like any other (these were kept before)
+    assert p.kept["norm"] == [1, 2, 4, 6, 7]
+    assert small.get_layer("norm").mean.shape[-1] == 5
+    assert _diff(m, small, (8, 8, 3)) < 1e-5

@@ -266,6 +266,16 @@ class NormalizationHandler(Handler):
             return ctx.barrier(ins, "Normalization not on the channel axis")
         return [x.not_zero()]
 
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        """(c - mean) / max(sqrt(variance), epsilon) per channel (mean + c * that, inverted)."""
+        c = np.asarray(consts[0], np.float64)
+        stats = [_per_channel(getattr(layer, name, None), len(c)) for name in ("mean", "variance")]
+        if any(v is None for v in stats):
+            return None  # not built or adapted yet, or statistics of another shape
+        mean, variance = stats
+        std = np.maximum(np.sqrt(variance), keras.backend.epsilon())
+        return [mean + c * std if getattr(layer, "invert", False) else (c - mean) / std]
+
     def rebuild(self, layer, in_keep, out_keep):
         config = layer.get_config()
         keep = out_keep[0]
@@ -275,3 +285,13 @@ class NormalizationHandler(Handler):
         weights = [np.take(w, keep, axis=-1) if np.ndim(w) > 0 and w.shape[-1] > 1 else w
                    for _, w in _keras.get_weights(layer)]
         return config, weights
+
+
+def _per_channel(value, n: int):
+    """A Normalization statistic as n float64 values (broadcast from 1), or None."""
+    if value is None:
+        return None
+    v = np.asarray(keras.ops.convert_to_numpy(value), np.float64).reshape(-1)
+    if v.size == 1:
+        return np.full(n, v[0])
+    return v if v.size == n else None
