@@ -229,3 +229,30 @@ def test_dead_and_constant_channels_fold_through_a_normalization_in_the_network(
     assert p.kept["norm"] == [1, 2, 4, 6, 7]
     assert small.get_layer("norm").mean.shape[-1] == 5
     assert _diff(m, small, (8, 8, 3)) < 1e-5
+
+
+@pytest.mark.parametrize("target", [(6, 48), (288,), (6, 6, 8)])
+def test_a_reshape_merging_the_channels_with_the_axes_before_them_keeps_them_prunable(target):
+    # (B, 6, 6, 8) -> (B, 6, 48): channel c sits at w * 8 + c (CRNN heads do this before an
+    # RNN or a Dense); it was a barrier unless everything was flattened
+    inp = keras.Input((6, 6, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same", name="c")(inp))
+    h = layers.Dense(4, name="reader")(layers.Reshape(target)(layers.Activation("sigmoid")(h)))
+    m = keras.Model(inp, layers.Dense(2)(layers.Flatten()(h) if len(target) > 1 else h))
+    _set_bn(m, "bn", dead=[1, 4], const=[6])
+    p, small = _prune(m)
+    assert not p.barriers and p.kept["bn"] == [0, 2, 3, 5, 7]
+    assert small.get_layer("reader").kernel.shape[0] == target[-1] // 8 * 5  # rows per position
+    assert _diff(m, small, (6, 6, 3)) < 1e-5
+
+
+def test_a_reshape_that_moves_the_channel_axis_is_still_a_barrier():
+    inp = keras.Input((6, 6, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same", name="c")(inp))
+    h = layers.Reshape((8, 36), name="moved")(h)  # not a merge of trailing axes
+    m = keras.Model(inp, layers.Dense(2)(layers.Flatten()(layers.Dense(4)(h))))
+    _set_bn(m, "bn", dead=[1, 4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, threshold=1e-12)
+    assert p.removed_channels == 0 and "moves the channel axis" in dict(p.barriers)["moved"]

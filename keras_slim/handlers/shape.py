@@ -78,15 +78,30 @@ class FlattenHandler(Handler):
         if any(d is None for d in in_shape[1:]):
             return ctx.barrier(ins, "Flatten of a tensor with unknown dimensions")
         repeats = int(np.prod(in_shape[1:-1], dtype=np.int64)) if len(in_shape) > 2 else 1
-        return [ChannelInfo(np.tile(x.ids, repeats), np.tile(x.zero, repeats),
-                            np.tile(x.const, repeats))]
+        return [_tiled(x, repeats)]
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         return [np.resize(consts[0], out_shapes[0][-1])]
 
 
+def _tiled(x: ChannelInfo, repeats: int) -> ChannelInfo:
+    """`x` repeated: position p * C + c carries channel c (a channels-last merge)."""
+    return ChannelInfo(np.tile(x.ids, repeats), np.tile(x.zero, repeats), np.tile(x.const, repeats))
+
+
+def _merged_from(in_shape, out_shape) -> int | None:
+    """k > 1 if the reshape keeps axes 1..k-1 and merges axes k..-1 into the last one."""
+    if out_shape[-1] is None:
+        return None
+    k = len(out_shape) - 1
+    if k < 2 or k >= len(in_shape) - 1 or tuple(out_shape[1:k]) != tuple(in_shape[1:k]):
+        return None
+    return k if out_shape[-1] == int(np.prod(in_shape[k:], dtype=np.int64)) else None
+
+
 class ReshapeHandler(Handler):
-    """Reshape keeps channels where the last axis survives or is flattened."""
+    """Reshape keeps channels where the last axis survives, is flattened, or is merged
+    with the axes before it ((B, H, W, C) -> (B, H, W*C), as before an RNN)."""
 
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
@@ -97,6 +112,9 @@ class ReshapeHandler(Handler):
             return [x]
         if len(out_shape) == 2 and out_shape[-1] == int(np.prod(in_shape[1:], dtype=np.int64)):
             return FlattenHandler().flow(ctx, ins)
+        k = _merged_from(in_shape, out_shape)
+        if k is not None:  # (B, H, W, C) -> (B, H, W*C): channel c at w*C + c, as Flatten
+            return [_tiled(x, int(np.prod(in_shape[k:-1], dtype=np.int64)))]
         return ctx.barrier(ins, f"reshape {tuple(in_shape)} -> {tuple(out_shape)} moves the channel axis")
 
     def constant(self, layer, consts, in_shapes, out_shapes):
