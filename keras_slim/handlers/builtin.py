@@ -4,7 +4,8 @@ from __future__ import annotations
 from keras import layers as L
 
 from keras_slim.handlers import activations as act
-from keras_slim.handlers import conv, dense, merge, normalization, selection, shape, split, weighted
+from keras_slim.handlers import (conv, dense, merge, normalization, recurrent, selection, shape,
+                                 split, weighted)
 from keras_slim.handlers.registry import register_builtin, register_op
 from keras_slim.layers import ChannelSelection, WeightedOp
 
@@ -21,6 +22,9 @@ _separable = conv.SeparableHandler()
 for cls in (L.SeparableConv1D, L.SeparableConv2D):
     register_builtin(cls, _separable)
 register_builtin(L.Dense, dense.DenseHandler())
+_recurrent = recurrent.RecurrentHandler()
+for cls in (L.SimpleRNN, L.GRU, L.LSTM, L.Bidirectional):
+    register_builtin(cls, _recurrent)
 register_builtin(L.BatchNormalization, normalization.BatchNormHandler())
 register_builtin(L.GroupNormalization, normalization.GroupNormHandler())
 register_builtin(L.UnitNormalization, normalization.UnitNormalizationHandler())

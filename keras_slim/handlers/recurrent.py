@@ -1,0 +1,65 @@
+"""Recurrent layers reading pruned channels: SimpleRNN, GRU, LSTM and Bidirectional of them."""
+from __future__ import annotations
+
+from keras_slim import _keras
+from keras_slim.handlers.base import Handler, slice_weights, unsliceable_state
+
+CELLS = ("SimpleRNN", "GRU", "LSTM")
+
+
+class RecurrentHandler(Handler):
+    """Reads the features of a (batch, time, features) sequence through its input kernel.
+
+    The kernel's rows are the input features, so a feature that is zero at
+    every step multiplies nothing: its rows go and the layer computes the same
+    thing (a CNN feeding an RNN, as in CRNN text and audio models). A constant
+    feature would add c x its rows to the input pre-activation at every step,
+    which the input bias could absorb, but the bias layouts differ (GRU's
+    `reset_after` keeps input and recurrent biases apart; a bias-free RNN has
+    none), so constant features stay. The units are kept whole: the recurrence
+    mixes them with the state.
+    """
+
+    shares_channels = True
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        layer = ctx.layer
+        reason = ("no (batch, time, features) input" if x is None or len(ctx.in_shapes[0]) != 3
+                  else unsliceable_state(layer) or _unsupported(layer))
+        if reason:
+            return ctx.barrier(ins, reason)
+        ctx.use(x)  # zero features may go; every other one stays
+        for t in ins[1:]:  # initial states: the units' own width
+            ctx.freeze(t)
+        return [ctx.fresh(i, frozen=True) for i in range(len(ctx.call.outputs))]
+
+    def weight_rules(self, layer, in_keep, out_keep):
+        return {"kernel": [(0, in_keep[0])]}  # forward and backward kernels alike
+
+    def rebuild(self, layer, in_keep, out_keep):
+        config = layer.get_config()
+        for key in ("layer", "backward_layer"):  # Bidirectional's RNNs: built anew at the
+            sub = config.get(key)                 # pruned width, not at the recorded one
+            if isinstance(sub, dict):
+                config[key] = {k: v for k, v in sub.items() if k != "build_config"}
+        return config, slice_weights(layer, self.weight_rules(layer, in_keep, out_keep))
+
+    def macs(self, layer, in_shapes, out_shapes):
+        steps = in_shapes[0][1] or 1
+        per_step = 0
+        for w in layer.weights:
+            name = _keras.weight_name(w)
+            if name == "kernel":
+                per_step += in_shapes[0][-1] * w.shape[-1]
+            elif name == "recurrent_kernel":
+                per_step += w.shape[0] * w.shape[-1]
+        return int(steps) * int(per_step)
+
+
+def _unsupported(layer) -> str | None:
+    inner = getattr(layer, "forward_layer", None)  # Bidirectional
+    for rnn in (layer,) if inner is None else (inner, layer.backward_layer):
+        if type(rnn).__name__ not in CELLS or not type(rnn).__module__.startswith("keras."):
+            return f"{type(rnn).__name__} inside Bidirectional (only {', '.join(CELLS)})"
+    return None

@@ -1,0 +1,82 @@
+"""A CNN feeding a recurrent layer (CRNN text and audio models): the recurrent layer reads
+the pruned channels through its input kernel, so zero channels go and constant ones stay."""
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import keras_slim
+from keras_slim import testing
+
+pytestmark = pytest.mark.backend_agnostic  # pytest.ini; also run on KERAS_BACKEND=jax
+
+RNNS = {
+    "SimpleRNN": lambda: layers.SimpleRNN(5, name="rnn"),
+    "GRU": lambda: layers.GRU(5, name="rnn"),
+    "GRU reset_after=False": lambda: layers.GRU(5, reset_after=False, name="rnn"),
+    "GRU no bias": lambda: layers.GRU(5, use_bias=False, name="rnn"),
+    "LSTM sequences": lambda: layers.LSTM(5, return_sequences=True, name="rnn"),
+    "Bidirectional LSTM": lambda: layers.Bidirectional(layers.LSTM(4), name="rnn"),
+    "Bidirectional GRU sum": lambda: layers.Bidirectional(
+        layers.GRU(4, return_sequences=True), merge_mode="sum", name="rnn"),
+}
+
+
+def _crnn(make_rnn):
+    inp = keras.Input((6, 10, 3))
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same", name="c")(inp))
+    x = layers.Permute((2, 1, 3))(layers.ReLU()(x))  # (batch, width = time, height, channels)
+    x = make_rnn()(layers.Reshape((10, 48))(x))
+    return keras.Model(inp, layers.Dense(3)(x))
+
+
+def _set(model, beta):
+    testing.randomize_batchnorm(model, seed=0)
+    bn = model.get_layer("bn")
+    gamma, shift = bn.gamma.numpy(), bn.beta.numpy()
+    gamma[:3], shift[:3] = 0.0, beta  # relu(beta): dead for beta < 0, constant for beta > 0
+    bn.gamma.assign(gamma)
+    bn.beta.assign(shift)
+
+
+def _plan(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return keras_slim.plan(model, threshold=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(RNNS))
+def test_zero_channels_go_through_a_recurrent_reader_exactly(name):
+    m = _crnn(RNNS[name])
+    _set(m, beta=-1.0)
+    p = _plan(m)
+    assert not p.barriers and p.kept["bn"] == [3, 4, 5, 6, 7]
+    small = keras_slim.prune(m, p)
+    kernels = [w for w in small.get_layer("rnn").weights if w.path.endswith("/kernel")]
+    assert kernels and all(w.shape[0] == 6 * 5 for w in kernels)  # 6 rows per channel
+    x = testing.random_inputs(m, seed=0)
+    assert testing.max_difference(m, small, x) < 1e-5
+    assert p.macs_after < p.macs_before and not p.macs_uncounted
+
+
+@pytest.mark.parametrize("name", ["GRU", "Bidirectional LSTM"])
+def test_constant_channels_read_by_a_recurrent_layer_stay(name):
+    m = _crnn(RNNS[name])
+    _set(m, beta=0.7)
+    assert _plan(m).removed_channels == 0
+
+
+def test_recurrent_outputs_and_states_keep_their_units():
+    inp = keras.Input((6, 10, 3))
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same", name="c")(inp))
+    x = layers.Reshape((60, 8))(layers.ReLU()(x))
+    seq, h, c = layers.LSTM(5, return_sequences=True, return_state=True, name="rnn")(x)
+    out = layers.Dense(2)(layers.Concatenate()([layers.GlobalAveragePooling1D()(seq), h, c]))
+    m = keras.Model(inp, out)
+    _set(m, beta=-1.0)
+    p = _plan(m)
+    assert p.kept["bn"] == [3, 4, 5, 6, 7] and "rnn" not in p.kept
+    x = testing.random_inputs(m, seed=0)
+    assert testing.max_difference(m, keras_slim.prune(m, p), x) < 1e-5
