@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import warnings
+
 import numpy as np
 
 from keras_slim.graph import FlatCall, FlatGraph
@@ -125,6 +127,7 @@ class Coupling:
             if n is not None:
                 self.tensors[k] = ChannelInfo(self.new(n, frozen=True), np.zeros(n, bool),
                                               value=np.full(n, np.nan))
+        self.constants_off: str | None = None  # why no constant is folded (see below)
         for call in graph.calls:
             if id(call.layer) in graph.training_only:
                 handler = _TRAINING_ONLY  # identity at inference, kept for `fit`
@@ -135,6 +138,14 @@ class Coupling:
                 if options.filter_removal == "mean" or options.scores == "bn_readers":
                     handler = handler.under_mean_fill()
             self.handlers[call.index] = handler
+            if self.constants_off is None:  # shapes after it are not the inference ones
+                self.constants_off = handler.misstates_shapes(
+                    call.layer, [graph.shapes[k] for k in call.inputs],
+                    [graph.shapes[k] for k in call.outputs])
+                if self.constants_off:
+                    warnings.warn(f"keras_slim: {self.constants_off}: constant channels are "
+                                  "kept in this model (a fold may count positions); zero "
+                                  "channels still go", stacklevel=4)
             ctx = FlowContext(self, call, handler)
             ins = [self.tensors.get(k) for k in call.inputs]
             outs = handler.flow(ctx, ins)
@@ -162,6 +173,11 @@ class Coupling:
                         )
                     value = self.emitted.pop((call.index, i), values[i])  # filter_zeroed
                     self.tensors[k] = _with_value(info, value)
+                    if getattr(call.layer, "activity_regularizer", None) is not None:
+                        # its loss reads every output channel: a removed constant one
+                        # would take its terms out of model.losses; zero ones add nothing
+                        t = self.tensors[k]
+                        self.unsafe.update(t.ids[~t.zero].tolist())
             if call.layer.name in options.exclude:
                 for info in outs:
                     if info is not None:
@@ -179,7 +195,7 @@ class Coupling:
         passes none on, so its readers keep constant channels (zero ones still go).
         """
         none = [None] * len(outs)
-        if not ins or any(x is None or x.value is None for x in ins):
+        if self.constants_off or not ins or any(x is None or x.value is None for x in ins):
             return none
         if not handler.emits_constants and not any(np.isfinite(x.value).any() for x in ins):
             return none

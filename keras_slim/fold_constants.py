@@ -81,7 +81,7 @@ def _fold_sites(state: PruneState, only_new_biases: bool = False):
 
 def _check_nothing_lost(call, handler, const, in_keep) -> None:
     """A mixing reader that drops a non-zero constant without folding it is a bug."""
-    if not handler.absorbs_constants:
+    if not handler.absorbs(call.layer):
         return  # it never let a constant channel go (FlowContext.use)
     removed = np.setdiff1d(np.arange(len(const)), in_keep)
     live = np.isfinite(const[removed]) & (const[removed] != 0)

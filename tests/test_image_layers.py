@@ -1,10 +1,11 @@
 """Keras' image preprocessing layers inside a network (augmentation in the model, resizing
 between stages): channel-wise, so channels prune through them, exactly at inference.
 
-Random geometric augmentations are identity at inference; Resizing, CenterCrop and
-RandomCrop resample each channel with taps that sum to 1 (a constant channel stays
-constant, a zero one zero), except Resizing(pad_to_aspect_ratio=True), whose fill
-reaches the border.
+Random geometric augmentations are identity at inference; Resizing and CenterCrop
+resample each channel with taps that sum to 1 (a constant channel stays constant, a zero
+one zero), except Resizing(pad_to_aspect_ratio=True), whose fill reaches the border.
+RandomCrop does not crop at inference in Keras 3.15 although its output shape says it
+does (keras-team/keras#21868): it is a barrier, and no constant is folded in its model.
 """
 import warnings
 
@@ -33,7 +34,6 @@ MIDDLE = {
     "Resizing crop_to_aspect_ratio": lambda: layers.Resizing(4, 8, crop_to_aspect_ratio=True),
     "CenterCrop": lambda: layers.CenterCrop(6, 6),
     "CenterCrop larger": lambda: layers.CenterCrop(10, 10),
-    "RandomCrop": lambda: layers.RandomCrop(6, 6),
 }
 
 
@@ -94,3 +94,34 @@ def test_a_dead_channel_padded_with_a_non_zero_fill_is_not_dead():
         # zero channel and went without a fold: 0.4 off)
         assert p.removed_channels == 0
         assert testing.max_difference(m, keras_slim.prune(m, p), x) < 1e-6
+
+
+def test_random_crop_is_a_barrier_and_keeps_every_constant_of_its_model():
+    # the graph says (5, 5) after it, inference runs at (8, 8): a sum over positions folded
+    # by the graph's count was 13.4 off
+    inp = keras.Input((8, 8, 3))
+    x = layers.RandomCrop(5, 5, name="crop")(inp)
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same")(x))
+    x = keras.ops.sum(layers.Activation("sigmoid")(x), axis=(1, 2))
+    m = keras.Model(inp, layers.Dense(2)(x))
+    testing.randomize_batchnorm(m, seed=0)
+    bn = m.get_layer("bn")
+    gamma = bn.gamma.numpy()
+    gamma[:3] = 0.0  # constant channels: sigmoid(beta)
+    bn.gamma.assign(gamma)
+    x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
+    assert np.asarray(layers.RandomCrop(5, 5)(x, training=False)).shape[1] in (5, 8)
+    with pytest.warns(UserWarning, match="keras-team/keras#21868"):
+        p = keras_slim.plan(m, threshold=1e-12)
+    assert p.removed_channels == 0 and "crop" in dict(p.barriers)
+    assert testing.max_difference(m, keras_slim.prune(m, p), x) < 1e-5
+    beta = bn.beta.numpy()
+    beta[:3] = 0.0  # gamma = beta = 0: dead, and ReLU keeps them zero
+    bn.beta.assign(beta)
+    dead = keras.Model(m.inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(
+        layers.ReLU()(bn.output))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(dead, threshold=1e-12)
+    assert p.removed_channels == 3  # zero channels still go
+    assert testing.max_difference(dead, keras_slim.prune(dead, p), x) < 1e-5

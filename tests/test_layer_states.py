@@ -256,3 +256,18 @@ def test_a_reshape_that_moves_the_channel_axis_is_still_a_barrier():
         warnings.simplefilter("ignore")
         p = keras_slim.plan(m, threshold=1e-12)
     assert p.removed_channels == 0 and "moves the channel axis" in dict(p.barriers)["moved"]
+
+
+def test_any_layers_activity_regularizer_keeps_the_constant_channels_it_reads():
+    inp = keras.Input((6, 6, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, name="c")(inp))
+    h = layers.Activation("sigmoid", activity_regularizer=keras.regularizers.L1(0.01),
+                          name="act")(h)  # sigmoid(0) = 0.5: dead channels turn constant
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(h)))
+    _set_bn(m, "bn", dead=[1, 4])
+    p, small = _prune(m)
+    assert p.removed_channels == 0  # 0.5 each: model.losses went 1.23 -> 0.51 before
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    m(x), small(x)
+    np.testing.assert_allclose([float(v) for v in small.losses], [float(v) for v in m.losses],
+                               rtol=1e-5)

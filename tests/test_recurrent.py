@@ -1,5 +1,6 @@
 """A CNN feeding a recurrent layer (CRNN text and audio models): the recurrent layer reads
-the pruned channels through its input kernel, so zero channels go and constant ones stay."""
+the pruned channels through its input kernel, so zero channels go and constant ones fold
+into its input bias (where it has one)."""
 import warnings
 
 import keras
@@ -61,8 +62,24 @@ def test_zero_channels_go_through_a_recurrent_reader_exactly(name):
     assert p.macs_after < p.macs_before and not p.macs_uncounted
 
 
-@pytest.mark.parametrize("name", ["GRU", "Bidirectional LSTM"])
-def test_constant_channels_read_by_a_recurrent_layer_stay(name):
+@pytest.mark.parametrize("name", ["SimpleRNN", "GRU", "GRU reset_after=False", "LSTM sequences"])
+def test_constant_channels_fold_into_the_input_bias(name):
+    m = _crnn(RNNS[name])
+    _set(m, beta=0.7)  # relu(0.7): a constant at every step, through Permute and Reshape
+    p = _plan(m)
+    assert p.kept["bn"] == [3, 4, 5, 6, 7] and not p.border_folds
+    small = keras_slim.prune(m, p)
+    x = testing.random_inputs(m, seed=0)
+    assert testing.max_difference(m, small, x) < 1e-5
+    old = m.get_layer("rnn").cell.bias.numpy()
+    new = small.get_layer("rnn").cell.bias.numpy()
+    if old.ndim == 2:  # GRU reset_after: only the input row takes the constant
+        np.testing.assert_array_equal(new[1], old[1])
+        assert np.abs(new[0] - old[0]).max() > 0
+
+
+@pytest.mark.parametrize("name", ["GRU no bias", "Bidirectional LSTM"])
+def test_constant_channels_stay_where_there_is_no_single_input_bias(name):
     m = _crnn(RNNS[name])
     _set(m, beta=0.7)
     assert _plan(m).removed_channels == 0

@@ -388,6 +388,30 @@ def test_csp_split_block(use_split_op):
     assert r.difference < 1e-4
 
 
+@pytest.mark.parametrize("axis", [1, 2])
+def test_a_split_of_another_axis_keeps_its_sections(axis):
+    # its sections were rewritten to the kept channel counts: rows split at 6, not 4 (0.5 off)
+    inp = keras.Input((8, 8, 3))
+    h = layers.ReLU()(layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same")(inp)))
+    top, bottom = ops.split(h, 2, axis=axis)
+    h = ops.concatenate([ops.mean(top, axis=(1, 2)), ops.max(bottom, axis=(1, 2))], axis=-1)
+    m = keras.Model(inp, layers.Dense(3)(h))
+    r = testing.exactness(m, 0.5, seed=1)
+    assert r.killed and r.plan.removed_channels and r.difference < 1e-5
+    split = [op for op in r.model.operations if type(op).__name__ == "Split"][0]
+    assert split.get_config()["indices_or_sections"] == 2
+
+
+def test_a_reduction_over_the_batch_axis_is_a_barrier():
+    inp = keras.Input((8, 8, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same")(inp))
+    m = keras.Model(inp, layers.Dense(2)(ops.expand_dims(ops.mean(h, axis=(0, 1, 2)), 0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = keras_slim.plan(m, 0.5)  # was a PruneError about 8 channels vs None
+    assert any("batch axis" in why for _, why in p.barriers)
+
+
 def test_split_in_a_plain_functional_graph():
     inp = keras.Input((8, 8, 3))
     x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(10, 3, padding="same")(inp)))

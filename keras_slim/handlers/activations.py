@@ -163,24 +163,6 @@ class DropoutHandler(ElementwiseHandler):
         return config, weights
 
 
-class ActivityRegularizationHandler(ElementwiseHandler):
-    """ActivityRegularization: the identity, plus a loss over every channel it reads.
-
-    A removed zero channel adds 0 to that loss; a removed constant one would
-    take its |c| (or c^2) terms out of `model.losses`: so it reads its input as
-    a layer that cannot absorb constants does, and constant channels stay.
-    """
-
-    def __init__(self):
-        super().__init__(always_zero_preserving=True)
-
-    def flow(self, ctx, ins):
-        out = super().flow(ctx, ins)
-        if getattr(ctx.layer, "l1", 0) or getattr(ctx.layer, "l2", 0):
-            ctx.use(ins[0])
-        return out
-
-
 class SoftmaxHandler(ElementwiseHandler):
     """Softmax over a non-channel axis is element-wise per channel; over channels it mixes."""
 

@@ -116,6 +116,19 @@ class Handler:
         """`constant` for one call; override it if the call's other arguments matter."""
         return self.constant(call.layer, consts, in_shapes, out_shapes)
 
+    def misstates_shapes(self, layer, in_shapes, out_shapes) -> str | None:
+        """Why the graph's shapes after this call are not those at inference (None: they are).
+
+        Then no constant is folded anywhere in the model (a fold may count
+        positions: a sum, a spatial softmax); zero channels still go.
+        """
+        return None
+
+    def absorbs(self, layer) -> bool:
+        """Whether this layer folds the constant channels it reads (`absorbs_constants`;
+        a handler whose layers differ, e.g. by `use_bias`, decides per layer)."""
+        return self.absorbs_constants
+
     def fold_delta(self, layer, const, in_keep, out_keep):
         """What removed constant input channels add to each kept output (None: cannot tell).
 

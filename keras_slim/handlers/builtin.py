@@ -6,6 +6,7 @@ from keras import layers as L
 from keras_slim.handlers import activations as act
 from keras_slim.handlers import (conv, dense, merge, normalization, recurrent, selection, shape,
                                  split, weighted)
+from keras_slim.handlers.barrier import RandomCropHandler
 from keras_slim.handlers.registry import register_builtin, register_op
 from keras_slim.layers import ChannelSelection, WeightedOp
 
@@ -51,7 +52,6 @@ for cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3
             L.Identity):
     register_builtin(cls, _identity)
 register_builtin(L.Dropout, act.DropoutHandler())  # its noise_shape may name the channels
-register_builtin(L.ActivityRegularization, act.ActivityRegularizationHandler())
 # Random geometric augmentation: identity at inference, where exactness is proven (in
 # training, as Dropout's noise does, their fill values reach removed and folded channels)
 for name in ("RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomShear",
@@ -69,8 +69,9 @@ for cls in (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
             L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector):
     register_builtin(cls, _pass)
 _resample = shape.ResamplingHandler()
-for cls in (L.Resizing, L.CenterCrop, L.RandomCrop):
+for cls in (L.Resizing, L.CenterCrop):
     register_builtin(cls, _resample)
+register_builtin(L.RandomCrop, RandomCropHandler())  # Keras' inference shape differs
 _zero_pad = shape.ZeroPaddingHandler()
 for cls in (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D):
     register_builtin(cls, _zero_pad)

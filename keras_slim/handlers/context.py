@@ -137,7 +137,7 @@ class FlowContext:
 
     def _absorbs(self) -> bool:
         h = self.handler
-        if h is None or not h.absorbs_constants or self._c.calls_of.get(id(self.layer), 1) > 1:
+        if h is None or not h.absorbs(self.layer) or self._c.calls_of.get(id(self.layer), 1) > 1:
             return False
         return self.options.border_folds or not h.border_effect(self.layer)
 

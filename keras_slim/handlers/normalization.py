@@ -256,9 +256,10 @@ class UnitNormalizationHandler(Handler):
         c = np.asarray(consts[0], np.float64)
         if self._over_channels(layer, in_shapes[0]):
             return [np.where(c == 0, 0.0, np.nan)]
-        n = float(np.prod([in_shapes[0][a] for a in self._axes(layer, in_shapes[0])]))
-        if not np.isfinite(n):
-            return None
+        dims = [in_shapes[0][a] for a in self._axes(layer, in_shapes[0])]
+        if 0 in self._axes(layer, in_shapes[0]) or any(d is None for d in dims):
+            return [np.where(c == 0, 0.0, np.nan)]  # over the batch or an unknown size
+        n = float(np.prod(dims))
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.minimum(1.0 / np.sqrt(n * c * c), 1.0 / self.EPSILON)
         return [np.where(c == 0, 0.0, c * scale)]

@@ -1,8 +1,10 @@
 """Recurrent layers reading pruned channels: SimpleRNN, GRU, LSTM and Bidirectional of them."""
 from __future__ import annotations
 
+import numpy as np
+
 from keras_slim import _keras
-from keras_slim.handlers.base import Handler, slice_weights, unsliceable_state
+from keras_slim.handlers.base import Handler, constant_delta, slice_weights, unsliceable_state
 
 CELLS = ("SimpleRNN", "GRU", "LSTM")
 
@@ -13,14 +15,26 @@ class RecurrentHandler(Handler):
     The kernel's rows are the input features, so a feature that is zero at
     every step multiplies nothing: its rows go and the layer computes the same
     thing (a CNN feeding an RNN, as in CRNN text and audio models). A constant
-    feature would add c x its rows to the input pre-activation at every step,
-    which the input bias could absorb, but the bias layouts differ (GRU's
-    `reset_after` keeps input and recurrent biases apart; a bias-free RNN has
-    none), so constant features stay. The units are kept whole: the recurrence
-    mixes them with the state.
+    feature adds c x its rows to the input pre-activation at every step, which
+    the input bias absorbs (GRU's `reset_after` bias is (2, 3 units): its input
+    row). Constant features stay where there is no single input bias to take
+    them: a bias-free RNN, Bidirectional (two biases), `return_state` (several
+    outputs). The units are kept whole: the recurrence mixes them with the state.
     """
 
     shares_channels = True
+    absorbs_constants = True  # where `absorbs` says so
+
+    def absorbs(self, layer) -> bool:
+        return (bool(getattr(layer, "use_bias", False)) and not hasattr(layer, "forward_layer")
+                and not getattr(layer, "return_state", False))
+
+    def fold_delta(self, layer, const, in_keep, out_keep):
+        kernel, bias = _keras.weight(layer, "kernel"), _keras.weight(layer, "bias")
+        delta = constant_delta(const, in_keep, np.arange(kernel.shape[1]), kernel)
+        if delta is None or bias is None or bias.ndim == 1:
+            return delta
+        return np.stack([delta] + [np.zeros_like(delta)] * (bias.shape[0] - 1))  # input row
 
     def flow(self, ctx, ins):
         x = ins[0] if ins else None
@@ -29,7 +43,7 @@ class RecurrentHandler(Handler):
                   else unsliceable_state(layer) or _unsupported(layer))
         if reason:
             return ctx.barrier(ins, reason)
-        ctx.use(x)  # zero features may go; every other one stays
+        ctx.use(x)  # zero features go, constant ones fold into the input bias (`absorbs`)
         for t in ins[1:]:  # initial states: the units' own width
             ctx.freeze(t)
         return [ctx.fresh(i, frozen=True) for i in range(len(ctx.call.outputs))]

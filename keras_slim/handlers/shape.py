@@ -35,7 +35,7 @@ class ZeroPaddingHandler(PassThroughHandler):
 
 
 class ResamplingHandler(PassThroughHandler):
-    """Resizing, CenterCrop, RandomCrop: each channel resampled on its own.
+    """Resizing, CenterCrop: each channel resampled on its own.
 
     Every interpolation Keras offers weighs its taps to a sum of 1, so a
     constant channel stays constant (within float rounding) and a zero one
@@ -132,11 +132,16 @@ class ReshapeHandler(Handler):
 
 
 class PermuteHandler(Handler):
+    """Permute of the other axes (the channel axis stays last): channels pass."""
+
     def flow(self, ctx, ins):
         dims = tuple(ctx.layer.dims)
         if ins and ins[0] is not None and dims and dims[-1] == len(dims):
             return [ins[0]]
         return ctx.barrier(ins, "permute moves the channel axis")
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        return [consts[0]]  # the channel axis stays last: each channel keeps its value
 
 
 class ReduceHandler(Handler):
@@ -151,6 +156,8 @@ class ReduceHandler(Handler):
         axes = _reduced_axes(ctx.layer, ctx.in_shapes)
         if x is None or axes is None or len(ctx.in_shapes[0]) - 1 in axes:
             return ctx.barrier(ins, "reduction over the channel axis")
+        if 0 in axes:  # the output's axes are no longer the input's (no batch axis)
+            return ctx.barrier(ins, "reduction over the batch axis")
         return [x]  # zeros stay zero; constants stay constant (Sum: scaled, see constant)
 
     def constant(self, layer, consts, in_shapes, out_shapes):

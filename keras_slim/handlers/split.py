@@ -148,5 +148,8 @@ class SplitHandler(Handler):
         config = op.get_config()
         if in_keep[0] is not None and all(k is not None for k in out_keep):
             sizes = [len(k) for k in out_keep]
-            config["indices_or_sections"] = [int(i) for i in np.cumsum(sizes)[:-1]]
+            # a split of the channels: its parts add up to its input; a split of another
+            # axis gives every part all the channels, and its sections stay as they are
+            if sum(sizes) == len(in_keep[0]):
+                config["indices_or_sections"] = [int(i) for i in np.cumsum(sizes)[:-1]]
         return config
