@@ -97,3 +97,39 @@ def test_recurrent_outputs_and_states_keep_their_units():
     assert p.kept["bn"] == [3, 4, 5, 6, 7] and "rnn" not in p.kept
     x = testing.random_inputs(m, seed=0)
     assert testing.max_difference(m, keras_slim.prune(m, p), x) < 1e-5
+
+
+def _masked_model(mask_value=0.0):
+    inp = keras.Input((12, 4))
+    x = layers.Conv1D(8, 1, use_bias=False, name="c")(inp)
+    x = layers.ReLU()(layers.BatchNormalization(name="bn")(x))
+    x = layers.GRU(5, name="rnn")(layers.Masking(mask_value=mask_value, name="mask")(x))
+    m = keras.Model(inp, layers.Dense(2)(x))
+    testing.randomize_batchnorm(m, seed=0)
+    bn = m.get_layer("bn")
+    bn.moving_mean.assign(np.zeros(8, "float32"))
+    beta = -np.abs(bn.beta.numpy())  # a zero input step gives relu(beta) = 0 everywhere: masked
+    gamma = bn.gamma.numpy()
+    gamma[:3], beta[:3] = 0.0, 0.0  # three dead channels
+    bn.gamma.assign(gamma)
+    bn.beta.assign(beta)
+    return m
+
+
+def test_dead_channels_go_through_masking_and_its_mask():
+    m = _masked_model()
+    x = np.random.default_rng(0).normal(size=(3, 12, 4)).astype("float32")
+    x[0, 7:] = 0.0  # masked steps
+    x[1, 3:] = 0.0
+    p = _plan(m)  # the mask's ops (x != 0, any over the channels) were barriers
+    assert not p.barriers and p.kept["bn"] == [3, 4, 5, 6, 7]
+    small = keras_slim.prune(m, p)
+    assert testing.max_difference(m, small, x) < 1e-5
+    features = np.asarray(keras.Model(m.input, m.get_layer("mask").input)(x))
+    assert (np.abs(features).sum(-1) == 0).sum() >= 10  # the data has masked steps
+
+
+def test_masking_with_another_mask_value_keeps_every_channel():
+    m = _masked_model(mask_value=1.0)
+    p = _plan(m)
+    assert p.removed_channels == 0 and "mask" in dict(p.barriers)

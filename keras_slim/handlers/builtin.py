@@ -26,6 +26,7 @@ register_builtin(L.Dense, dense.DenseHandler())
 _recurrent = recurrent.RecurrentHandler()
 for cls in (L.SimpleRNN, L.GRU, L.LSTM, L.Bidirectional):
     register_builtin(cls, _recurrent)
+register_builtin(L.Masking, recurrent.MaskingHandler())
 register_builtin(L.BatchNormalization, normalization.BatchNormHandler())
 register_builtin(L.GroupNormalization, normalization.GroupNormHandler())
 register_builtin(L.UnitNormalization, normalization.UnitNormalizationHandler())
@@ -93,6 +94,9 @@ for name in ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gel
 _reduce = shape.ReduceHandler()
 for name in ("Mean", "Max", "Min", "Sum"):
     register_op(name, _reduce)
+register_op("Any", shape.AnyHandler())  # Masking's mask: any(x != mask_value, axis=-1)
+for name in ("NotEqual", "Equal"):  # x != 0 keeps a zero channel zero (False); x == 0 does not
+    register_op(name, merge.ScalarOpHandler(merge.ALL))
 register_op("GetItem", split.GetItemHandler())
 register_op("Split", split.SplitHandler())
 register_op("Concatenate", merge.ConcatenateHandler())  # ops.concatenate([...], axis=-1)

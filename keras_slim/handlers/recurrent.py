@@ -1,9 +1,11 @@
-"""Recurrent layers reading pruned channels: SimpleRNN, GRU, LSTM and Bidirectional of them."""
+"""Recurrent layers reading pruned channels: SimpleRNN, GRU, LSTM and Bidirectional of them,
+and the Masking layer that often feeds them."""
 from __future__ import annotations
 
 import numpy as np
 
 from keras_slim import _keras
+from keras_slim.handlers.context import ChannelInfo
 from keras_slim.handlers.base import Handler, constant_delta, slice_weights, unsliceable_state
 
 CELLS = ("SimpleRNN", "GRU", "LSTM")
@@ -77,3 +79,24 @@ def _unsupported(layer) -> str | None:
         if type(rnn).__name__ not in CELLS or not type(rnn).__module__.startswith("keras."):
             return f"{type(rnn).__name__} inside Bidirectional (only {', '.join(CELLS)})"
     return None
+
+
+class MaskingHandler(Handler):
+    """Masking: a step whose features all equal `mask_value` is masked (and zeroed).
+
+    The test reads every channel. A zero channel equals a `mask_value` of 0 at
+    every step, so it never changes the outcome: it may go (and stays zero).
+    Any other channel stays; with another `mask_value` every channel stays.
+    """
+
+    shares_channels = True
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        if x is None:
+            return ctx.barrier(ins, "no channel axis")
+        if float(getattr(ctx.layer, "mask_value", 0.0)) != 0.0:
+            return ctx.barrier(ins, f"Masking(mask_value={ctx.layer.mask_value}): every "
+                                    "channel takes part in the mask")
+        ctx.use(x)
+        return [ChannelInfo(x.ids, x.zero, x.zero.copy())]  # masked steps: not constant

@@ -169,6 +169,22 @@ class ReduceHandler(Handler):
         return [consts[0] * float(np.prod(dims))]
 
 
+class AnyHandler(ReduceHandler):
+    """`ops.any`: over other axes channel-wise; over the channel axis (Masking's mask,
+    `any(x != 0, axis=-1)`) a False channel changes nothing, so zero channels may go."""
+
+    def flow(self, ctx, ins):
+        x = ins[0] if ins else None
+        axes = _reduced_axes(ctx.layer, ctx.in_shapes)
+        if x is None or axes is None or 0 in axes or len(ctx.in_shapes[0]) - 1 not in axes:
+            return super().flow(ctx, ins)
+        ctx.use(x)  # a False (zero) channel never makes the result True
+        return [ctx.fresh(0, frozen=True)]
+
+    def constant(self, layer, consts, in_shapes, out_shapes):
+        return None  # booleans: no constant to fold
+
+
 def _reduced_axes(op, in_shapes):
     axis = getattr(op, "axis", None)
     if axis is None or not in_shapes or in_shapes[0] is None:
