@@ -95,8 +95,8 @@ _reduce = shape.ReduceHandler()
 for name in ("Mean", "Max", "Min", "Sum"):
     register_op(name, _reduce)
 register_op("Any", shape.AnyHandler())  # Masking's mask: any(x != mask_value, axis=-1)
-for name in ("NotEqual", "Equal"):  # x != 0 keeps a zero channel zero (False); x == 0 does not
-    register_op(name, merge.ScalarOpHandler(merge.ALL))
+# x != 0 keeps a zero channel zero (False); so does a != b of two zero channels (ALL)
+register_op("NotEqual", merge.ScalarOpHandler(merge.ALL))
 register_op("GetItem", split.GetItemHandler())
 register_op("Split", split.SplitHandler())
 register_op("Concatenate", merge.ConcatenateHandler())  # ops.concatenate([...], axis=-1)
