@@ -271,3 +271,16 @@ def test_any_layers_activity_regularizer_keeps_the_constant_channels_it_reads():
     m(x), small(x)
     np.testing.assert_allclose([float(v) for v in small.losses], [float(v) for v in m.losses],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int32", "bool"])
+def test_a_cast_passes_channels_and_their_constants(dtype):
+    # ops.cast (mixed precision inside custom layers, masks) was a barrier
+    inp = keras.Input((6, 6, 3))
+    h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, name="c")(inp))
+    h = keras.ops.cast(keras.ops.cast(layers.Activation("sigmoid")(h) * 3.0, dtype), "float32")
+    m = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling2D()(h)))
+    _set_bn(m, "bn", dead=[1, 4], const=[6])  # sigmoid: every one of them a constant
+    p, small = _prune(m)
+    assert not p.barriers and p.kept["bn"] == [0, 2, 3, 5, 7]
+    assert _diff(m, small, (6, 6, 3)) < 1e-5

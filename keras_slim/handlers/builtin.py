@@ -88,7 +88,7 @@ for name in ("Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gel
              "Elu", "Selu", "LeakyRelu", "Softplus", "Softsign", "Abs", "Negative",
              "Square", "Exp", "Log", "Sqrt", "Mish", "Celu", "Absolute",
              "HardShrink", "HardTanh", "LogSigmoid", "SoftShrink", "SparsePlus", "SparseSigmoid",
-             "Squareplus", "TanhShrink", "Threshold", "Clip",
+             "Squareplus", "TanhShrink", "Threshold", "Clip", "Cast",
              "ReLU"):  # keras.activations.relu(x, ...) records keras.src.activations' ReLU op
     register_op(name, _elementwise)
 _reduce = shape.ReduceHandler()
