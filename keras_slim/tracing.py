@@ -208,6 +208,7 @@ def trace_model(model, input_shape=None):
 
 
 def _trace_model(model, shapes, batch: bool):
+    _check_no_activity_regularizer(model)
     single = _keras.is_single_shape(shapes)
     shape_list = [shapes] if single else list(shapes)
     inputs = [_keras.new_symbolic(tuple(s), batch=batch) for s in shape_list]
@@ -229,6 +230,7 @@ def _trace_model(model, shapes, batch: bool):
 # ---------------------------------------------------------------- tracing
 def _trace(layer, call) -> Trace:
     """Trace one call (unchecked): fresh inputs like the call's, the layer's call on them."""
+    _check_no_activity_regularizer(layer)
     inputs, args, kwargs = _fresh((call.args, call.kwargs))
     outputs = _run_call(layer, args, kwargs)
     model = _functional(layer, inputs[0] if len(inputs) == 1 else inputs, outputs)
@@ -299,6 +301,14 @@ def _training_difference(layer, structure, traced) -> tuple[str | None, bool]:
     return (f"its call() runs other ops with training=True ({', '.join(extra[:4])}), which a "
             "trace (made without the flag) would drop from the pruned model's training"), \
         bool(set(b) & _AXIS_OPS)
+
+
+def _check_no_activity_regularizer(layer) -> None:
+    """`Layer.__call__` adds the activity regularizer's loss outside `call`: a trace would
+    drop it from `model.losses`, so such a layer is kept as it is."""
+    if getattr(layer, "activity_regularizer", None) is not None:
+        raise _error(layer, "its activity_regularizer is applied outside call(), so a trace "
+                            "would drop its loss")
 
 
 def _fresh(structure) -> tuple[list, tuple, dict]:

@@ -133,3 +133,21 @@ def test_masking_with_another_mask_value_keeps_every_channel():
     m = _masked_model(mask_value=1.0)
     p = _plan(m)
     assert p.removed_channels == 0 and "mask" in dict(p.barriers)
+
+
+@pytest.mark.parametrize("cell", [layers.SimpleRNN, layers.GRU, layers.LSTM])
+@pytest.mark.parametrize("beta", [0.0, 0.7])
+def test_an_rnn_given_initial_state_folds_nothing_and_stays_exact(cell, beta):
+    # a call with more inputs than the sequence is never folded into: its constants were
+    # dropped without a fold (0.04-0.47 off); zero channels still go
+    inp = keras.Input((10, 4))
+    x = layers.BatchNormalization(name="bn")(layers.Conv1D(8, 3, padding="same", name="c")(inp))
+    x = layers.ReLU()(x)
+    state = keras.Input((5,))
+    y = cell(5, name="rnn")(x, initial_state=[state, state] if cell is layers.LSTM else [state])
+    m = keras.Model([inp, state], layers.Dense(2)(y))
+    _set(m, beta=beta)  # three channels: relu(0) = 0 dead, or relu(0.7) constant
+    p = _plan(m)
+    assert p.removed_channels == (3 if beta == 0 else 0)
+    x = testing.random_inputs(m, seed=0)
+    assert testing.max_difference(m, keras_slim.prune(m, p), x) < 1e-5

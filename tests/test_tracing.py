@@ -402,6 +402,35 @@ def test_a_split_of_another_axis_keeps_its_sections(axis):
     assert split.get_config()["indices_or_sections"] == 2
 
 
+@pytest.mark.parametrize("axis", [1, -1])
+def test_a_split_into_one_part_still_runs(axis):
+    inp = keras.Input((8, 8, 3))
+    h = layers.ReLU()(layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same")(inp)))
+    (only,) = ops.split(h, 1, axis=axis)
+    m = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(only)))
+    r = testing.exactness(m, 0.5, seed=1)  # its pruned model crashed ("num_split of 0")
+    assert r.plan.removed_channels and r.difference < 1e-5
+
+
+class RegularizedBlock(ConvBNAct):
+    """A traceable block with an activity regularizer, which Layer.__call__ applies."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(filters, activity_regularizer=keras.regularizers.L2(0.1), **kwargs)
+
+
+def test_a_custom_layer_with_an_activity_regularizer_is_kept_as_it_is():
+    m = _model(ConvBNAct(8, name="b1"), RegularizedBlock(6, name="reg"))
+    reason = _barrier_reason(RegularizedBlock(6, name="reg"), "reg")
+    assert "activity_regularizer" in reason
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = keras_slim.prune(m, 0.3)
+    m(x), small(x)  # its loss was gone from the pruned model's losses (16.9 -> none)
+    assert len(small.losses) == len(m.losses) == 1
+
+
 def test_a_reduction_over_the_batch_axis_is_a_barrier():
     inp = keras.Input((8, 8, 3))
     h = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, padding="same")(inp))

@@ -139,6 +139,8 @@ class FlowContext:
         h = self.handler
         if h is None or not h.absorbs(self.layer) or self._c.calls_of.get(id(self.layer), 1) > 1:
             return False
+        if len(self.call.inputs) != 1:  # folds go into single-input calls only (an RNN given
+            return False                # initial_state= or mask= keeps its constants)
         return self.options.border_folds or not h.border_effect(self.layer)
 
     def require(self, dependent: np.ndarray, needed: np.ndarray) -> None:

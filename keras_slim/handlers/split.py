@@ -150,6 +150,7 @@ class SplitHandler(Handler):
             sizes = [len(k) for k in out_keep]
             # a split of the channels: its parts add up to its input; a split of another
             # axis gives every part all the channels, and its sections stay as they are
-            if sum(sizes) == len(in_keep[0]):
+            # (as does a split into one part, whichever its axis)
+            if len(sizes) > 1 and sum(sizes) == len(in_keep[0]):
                 config["indices_or_sections"] = [int(i) for i in np.cumsum(sizes)[:-1]]
         return config
