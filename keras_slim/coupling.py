@@ -26,7 +26,6 @@ borders). That is what makes the rebuilt model exact.
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
 
 import numpy as np

@@ -197,11 +197,11 @@ def trace_model(model, input_shape=None):
     # a model built by a call on data recorded that batch's size: trace for any batch
     # (as model.build((None, ...)) does), unless its call needs the size it was built with
     single = _keras.is_single_shape(shapes)
-    free = [(None,) + tuple(s[1:]) for s in ([shapes] if single else shapes)]
-    free = free[0] if single else free
-    if free != (shapes if single else [tuple(s) for s in shapes]):
+    recorded = [tuple(s) for s in ([shapes] if single else shapes)]
+    free = [(None,) + s[1:] for s in recorded]
+    if free != recorded:
         try:
-            return _trace_model(model, free, batch=False)
+            return _trace_model(model, free[0] if single else free, batch=False)
         except TraceError:
             pass
     return _trace_model(model, shapes, batch=False)

@@ -110,7 +110,6 @@ def test_random_crop_is_a_barrier_and_keeps_every_constant_of_its_model():
     gamma[:3] = 0.0  # constant channels: sigmoid(beta)
     bn.gamma.assign(gamma)
     x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
-    assert np.asarray(layers.RandomCrop(5, 5)(x, training=False)).shape[1] in (5, 8)
     with pytest.warns(UserWarning, match="keras-team/keras#21868"):
         p = keras_slim.plan(m, threshold=1e-12)
     assert p.removed_channels == 0 and "crop" in dict(p.barriers)

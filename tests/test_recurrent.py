@@ -129,6 +129,19 @@ def test_dead_channels_go_through_masking_and_its_mask():
     assert (np.abs(features).sum(-1) == 0).sum() >= 10  # the data has masked steps
 
 
+def test_constant_channels_before_masking_stay():
+    m = _masked_model()
+    bn = m.get_layer("bn")
+    beta = bn.beta.numpy()
+    beta[:2] = 0.6  # gamma = 0, beta > 0: relu(0.6), a constant the mask test reads
+    bn.beta.assign(beta)
+    p = _plan(m)
+    assert p.kept["bn"] == [0, 1, 3, 4, 5, 6, 7]  # only the dead one goes
+    x = np.random.default_rng(0).normal(size=(3, 12, 4)).astype("float32")
+    x[0, 7:] = 0.0
+    assert testing.max_difference(m, keras_slim.prune(m, p), x) < 1e-5
+
+
 def test_masking_with_another_mask_value_keeps_every_channel():
     m = _masked_model(mask_value=1.0)
     p = _plan(m)

@@ -254,11 +254,11 @@ class UnitNormalizationHandler(Handler):
 
     def constant(self, layer, consts, in_shapes, out_shapes):
         c = np.asarray(consts[0], np.float64)
-        if self._over_channels(layer, in_shapes[0]):
+        axes = self._axes(layer, in_shapes[0])
+        dims = [in_shapes[0][a] for a in axes]
+        if len(in_shapes[0]) - 1 in axes or 0 in axes or any(d is None for d in dims):
+            # over the channels, the batch or an unknown size: only zero stays known
             return [np.where(c == 0, 0.0, np.nan)]
-        dims = [in_shapes[0][a] for a in self._axes(layer, in_shapes[0])]
-        if 0 in self._axes(layer, in_shapes[0]) or any(d is None for d in dims):
-            return [np.where(c == 0, 0.0, np.nan)]  # over the batch or an unknown size
         n = float(np.prod(dims))
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.minimum(1.0 / np.sqrt(n * c * c), 1.0 / self.EPSILON)

@@ -77,7 +77,8 @@ def _unsupported(layer) -> str | None:
     inner = getattr(layer, "forward_layer", None)  # Bidirectional
     for rnn in (layer,) if inner is None else (inner, layer.backward_layer):
         if type(rnn).__name__ not in CELLS or not type(rnn).__module__.startswith("keras."):
-            return f"{type(rnn).__name__} inside Bidirectional (only {', '.join(CELLS)})"
+            where = "" if inner is None else " inside Bidirectional"
+            return f"{type(rnn).__name__}{where} (only Keras' own {', '.join(CELLS)})"
     return None
 
 
